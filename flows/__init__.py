@@ -1,0 +1,1 @@
+"""Flows: the Prefect flow(s), their configuration model and the command line."""

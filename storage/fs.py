@@ -1,0 +1,123 @@
+"""A folder on any fsspec filesystem, with atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+TMP_MARKER = ".tmp-"
+
+
+@dataclass(frozen=True)
+class Location:
+    """A folder given as a plain path or an fsspec URL (``s3://bucket/prefix``)."""
+
+    url: str
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The filesystem behind the URL."""
+        return fsspec.core.url_to_fs(self.url)[0]
+
+    @property
+    def path(self) -> str:
+        """The path of the folder on its filesystem (no protocol)."""
+        return fsspec.core.url_to_fs(self.url)[1]
+
+    @property
+    def is_local(self) -> bool:
+        """True for a folder on this machine's disk."""
+        return isinstance(self.fs, LocalFileSystem)
+
+    def child(self, *parts: str) -> Location:
+        """A location below this one."""
+        return Location(posixpath.join(self.url.rstrip("/"), *parts))
+
+    def file(self, name: str) -> str:
+        """Full path (on ``fs``) of a file in this folder."""
+        return posixpath.join(self.path, name)
+
+    def exists(self, name: str = "") -> bool:
+        """True when this folder, or a file in it, exists."""
+        return self.fs.exists(self.file(name) if name else self.path)
+
+    def makedirs(self) -> None:
+        """Create the folder if needed."""
+        self.fs.makedirs(self.path, exist_ok=True)
+
+    def listdir(self) -> list[str]:
+        """File names in the folder (not recursive), sorted; [] when it does not exist."""
+        if not self.exists():
+            return []
+        return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.path, detail=False))
+
+    def size(self, name: str) -> int:
+        """Size in bytes of a file in this folder."""
+        return int(self.fs.size(self.file(name)))
+
+    def open(self, name: str, mode: str = "rb") -> IO[Any]:
+        """Open a file in this folder."""
+        return self.fs.open(self.file(name), mode)
+
+    @contextlib.contextmanager
+    def atomic_open(self, name: str) -> Iterator[IO[bytes]]:
+        """Write a file under a temporary name, then rename: readers never see half a file."""
+        self.makedirs()
+        final = self.file(name)
+        tmp = self.file(f"{name}{TMP_MARKER}{uuid.uuid4().hex[:8]}")
+        try:
+            with self.fs.open(tmp, "wb") as handle:
+                yield handle
+            self.fs.mv(tmp, final)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.fs.rm(tmp)
+            raise
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Write a whole file atomically."""
+        with self.atomic_open(name) as handle:
+            handle.write(data)
+
+    def read_bytes(self, name: str) -> bytes:
+        """Read a whole file."""
+        with self.open(name) as handle:
+            return handle.read()
+
+    def remove(self, name: str) -> None:
+        """Delete a file if it exists."""
+        if self.exists(name):
+            self.fs.rm(self.file(name))
+
+    def remove_tree(self) -> None:
+        """Delete the folder and everything in it."""
+        if self.exists():
+            self.fs.rm(self.path, recursive=True)
+
+    def remove_temporaries(self) -> list[str]:
+        """Delete files left by interrupted atomic writes; return their names."""
+        stale = [name for name in self.listdir() if TMP_MARKER in name]
+        for name in stale:
+            self.fs.rm(self.file(name))
+        return stale
+
+    def check_writable(self) -> None:
+        """Raise a one-line error now, before any work, if this folder cannot be written."""
+        probe = f".write-probe{TMP_MARKER}{uuid.uuid4().hex[:8]}"
+        try:
+            self.makedirs()
+            with self.fs.open(self.file(probe), "wb") as handle:
+                handle.write(b"ok")
+            self.fs.rm(self.file(probe))
+        except OSError as error:
+            raise PermissionError(
+                f"cannot write to output location {self.url!r} ({error.strerror or error}); "
+                "choose another with --out"
+            ) from None

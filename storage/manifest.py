@@ -1,0 +1,101 @@
+"""Stage manifests: what a stage wrote, checked before any cached result is trusted."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from storage.fingerprint import hash_file, hash_value
+from storage.fs import Location
+
+MANIFEST_NAME = "_manifest.json"
+
+
+class FileRecord(BaseModel):
+    """One file a stage wrote."""
+
+    rows: int | None = None
+    bytes: int
+    sha256: str
+
+
+class StageManifest(BaseModel):
+    """Small, JSON-able description of a stage's outputs; what tasks return instead of arrays."""
+
+    stage: str
+    key: str
+    url: str
+    code_version: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    files: dict[str, FileRecord] = Field(default_factory=dict)
+    info: dict[str, Any] = Field(default_factory=dict)
+    created: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+
+    @property
+    def location(self) -> Location:
+        """The folder holding this stage's files."""
+        return Location(self.url)
+
+    @property
+    def rows(self) -> int:
+        """Total rows over the stage's tables."""
+        return sum(record.rows or 0 for record in self.files.values())
+
+    @property
+    def fingerprint(self) -> str:
+        """Content fingerprint: changes whenever any output file's bytes change."""
+        return hash_value({name: rec.sha256 for name, rec in sorted(self.files.items())})
+
+    def path(self, name: str) -> str:
+        """Full URL of one of this stage's files."""
+        return self.location.child(name).url
+
+    def problems(self) -> list[str]:
+        """Why the files on disk no longer match this manifest ([] when they do).
+
+        Checks existence and size, which is cheap; a truncated or replaced file changes its size
+        in practice, and a full hash check is ``verify_hashes``.
+        """
+        location = self.location
+        found = set(location.listdir())
+        issues = []
+        for name, record in self.files.items():
+            if name not in found:
+                issues.append(f"{name} is missing")
+            elif location.size(name) != record.bytes:
+                issues.append(f"{name} changed size ({location.size(name)} != {record.bytes} bytes)")
+        return issues
+
+    def verify_hashes(self) -> list[str]:
+        """Files whose sha256 no longer matches (slow: reads every byte)."""
+        return [n for n, r in self.files.items() if hash_file(self.location, n) != r.sha256]
+
+
+def record_file(location: Location, name: str, rows: int | None = None) -> FileRecord:
+    """Describe a file already written in ``location``."""
+    return FileRecord(rows=rows, bytes=location.size(name), sha256=hash_file(location, name))
+
+
+def write_manifest(manifest: StageManifest) -> StageManifest:
+    """Write the manifest last and atomically: its presence marks the stage complete."""
+    manifest.location.write_bytes(MANIFEST_NAME, manifest.model_dump_json(indent=2).encode())
+    return manifest
+
+
+def read_manifest(location: Location) -> StageManifest | None:
+    """The manifest in ``location``, or None when absent or unreadable."""
+    try:
+        return StageManifest.model_validate(json.loads(location.read_bytes(MANIFEST_NAME)))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def valid_manifest(location: Location) -> StageManifest | None:
+    """The manifest when present and every file it lists is intact, else None."""
+    manifest = read_manifest(location)
+    if manifest is None or manifest.problems():
+        return None
+    return manifest

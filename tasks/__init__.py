@@ -1,0 +1,1 @@
+"""Tasks: one module per stage; plain functions first, a thin Prefect task last."""

@@ -1,0 +1,79 @@
+"""What every stage shares: where it writes, its cache key, and the manifest it returns."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from prefect.context import TaskRunContext
+
+from storage.fingerprint import hash_value
+from storage.fs import Location
+from storage.layout import OutputLayout
+from storage.manifest import StageManifest, record_file, valid_manifest, write_manifest
+
+
+class HasOutput(Protocol):
+    """A configuration that names an output root and a dataset (RunConfig does)."""
+
+    out: str
+    dataset: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: its name, what determines its output, and where that output lives.
+
+    ``inputs`` maps the task's parameters to a JSON-able dict of everything that determines the
+    output: upstream fingerprints, the parameters that matter and a code version, never a bare
+    path. Its hash names the stage's folder and is the Prefect cache key.
+    """
+
+    name: str
+    inputs: Callable[..., dict[str, Any]]
+
+    def key(self, **params: Any) -> str:
+        """Hash of the stage's inputs plus the output root it writes under."""
+        config: HasOutput = params["config"]
+        return hash_value({"stage": self.name, "out": config.out, **self.inputs(**params)}, 12)
+
+    def location(self, **params: Any) -> Location:
+        """Folder this stage writes to for these parameters."""
+        config: HasOutput = params["config"]
+        return OutputLayout.at(config.out).stage_dir(config.dataset, self.name, self.key(**params))
+
+    def completed(self, **params: Any) -> StageManifest | None:
+        """The manifest of a finished, intact earlier run with these parameters, if any."""
+        return valid_manifest(self.location(**params))
+
+    def cache_key_fn(self, context: TaskRunContext, parameters: dict[str, Any]) -> str:
+        """Prefect cache key; a fresh (missing) key when the outputs on disk are gone or changed.
+
+        Prefect does not check that a cached result's files still exist, so the key itself does.
+        """
+        key = self.key(**parameters)
+        if self.completed(**parameters) is None:
+            return f"{self.name}-{key}-recompute-{uuid.uuid4().hex}"
+        return f"{self.name}-{key}"
+
+    def finish(
+        self,
+        location: Location,
+        tables: dict[str, int | None],
+        params: dict[str, Any],
+        info: dict[str, Any] | None = None,
+        code: str = "",
+    ) -> StageManifest:
+        """Record the files a stage wrote (name -> row count) and write its manifest last."""
+        manifest = StageManifest(
+            stage=self.name,
+            key=location.path.rstrip("/").rsplit("/", 1)[-1],
+            url=location.url,
+            code_version=code,
+            params=params,
+            files={name: record_file(location, name, rows) for name, rows in tables.items()},
+            info=info or {},
+        )
+        return write_manifest(manifest)
