@@ -51,12 +51,13 @@ def hash_local_file(path: Path) -> str:
 
 
 def code_version(*modules: Any) -> str:
-    """Fingerprint of the given modules' source files plus the storage schema version.
+    """Fingerprint of the given modules' (or source files') text plus the storage schema version.
 
     Prefect's TASK_SOURCE only sees a task's own text; hashing whole modules makes an edit to a
     helper function invalidate the cache too.
     """
     digest = hashlib.sha256(SCHEMA_VERSION.encode())
     for module in modules:
-        digest.update(Path(module.__file__).read_bytes())
+        path = module if isinstance(module, str | Path) else module.__file__
+        digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]

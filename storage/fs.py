@@ -56,7 +56,9 @@ class Location:
         """File names in the folder (not recursive), sorted; [] when it does not exist."""
         if not self.exists():
             return []
-        return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.path, detail=False))
+        return sorted(
+            posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.path, detail=False)
+        )
 
     def size(self, name: str) -> int:
         """Size in bytes of a file in this folder."""

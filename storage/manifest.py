@@ -32,7 +32,9 @@ class StageManifest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     files: dict[str, FileRecord] = Field(default_factory=dict)
     info: dict[str, Any] = Field(default_factory=dict)
-    created: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    created: str = Field(
+        default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    )
 
     @property
     def location(self) -> Location:
@@ -66,7 +68,9 @@ class StageManifest(BaseModel):
             if name not in found:
                 issues.append(f"{name} is missing")
             elif location.size(name) != record.bytes:
-                issues.append(f"{name} changed size ({location.size(name)} != {record.bytes} bytes)")
+                issues.append(
+                    f"{name} changed size ({location.size(name)} != {record.bytes} bytes)"
+                )
         return issues
 
     def verify_hashes(self) -> list[str]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
+import os
+import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import fsspec
 from prefect.context import TaskRunContext
+from prefect.results import get_default_result_storage
 
 from storage.fingerprint import hash_value
 from storage.fs import Location
@@ -49,14 +52,16 @@ class Stage:
         return valid_manifest(self.location(**params))
 
     def cache_key_fn(self, context: TaskRunContext, parameters: dict[str, Any]) -> str:
-        """Prefect cache key; a fresh (missing) key when the outputs on disk are gone or changed.
+        """Prefect cache key; forgets the cached result first when its files are gone or changed.
 
-        Prefect does not check that a cached result's files still exist, so the key itself does.
+        Prefect does not check that a cached result's files still exist, so this does: the key
+        stays the same (concurrent runs still share it), but a stale record is removed so the task
+        runs again and stores a fresh one.
         """
-        key = self.key(**parameters)
+        key = f"{self.name}-{self.key(**parameters)}"
         if self.completed(**parameters) is None:
-            return f"{self.name}-{key}-recompute-{uuid.uuid4().hex}"
-        return f"{self.name}-{key}"
+            forget_cached_result(context, key)
+        return key
 
     def finish(
         self,
@@ -77,3 +82,20 @@ class Stage:
             info=info or {},
         )
         return write_manifest(manifest)
+
+
+def forget_cached_result(context: TaskRunContext | None, key: str) -> None:
+    """Delete Prefect's cached result record for ``key`` (in memory and in result storage)."""
+    store = getattr(context, "result_store", None)
+    if store is None:
+        return
+    if store.cache is not None:
+        store.cache.pop(key, None)
+    storage = store.result_storage or get_default_result_storage(_sync=True)
+    for block in (storage, store.metadata_storage):
+        basepath = getattr(block, "basepath", None)
+        if basepath is None:
+            continue
+        fs, path = fsspec.core.url_to_fs(posixpath.join(os.path.expanduser(str(basepath)), key))
+        if fs.exists(path):
+            fs.rm(path)

@@ -1,0 +1,246 @@
+"""Train an MLP on the subset's embeddings, with early stopping on the validation split."""
+
+from __future__ import annotations
+
+import io
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from prefect import get_run_logger, task
+from torch import nn
+
+from flows.config import RunConfig
+from storage.fingerprint import code_version
+from storage.manifest import StageManifest
+from storage.schemas import classifier as schemas
+from storage.tables import read_parquet, read_shards, table_name, write_parquet
+from tasks.stage import Stage
+
+MODEL_FILE = "model.pt"
+SPLITS_FILE = "splits.parquet"
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Hyper-parameters of one training run (RunConfig's classifier fields)."""
+
+    hidden_size: int = 512
+    dropout: float = 0.2
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    epochs: int = 100
+    patience: int = 10
+    batch_size: int = 256
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> TrainParams:
+        """The training parameters of a run configuration."""
+        return cls(
+            hidden_size=config.hidden_size,
+            dropout=config.dropout,
+            learning_rate=config.learning_rate,
+            weight_decay=config.weight_decay,
+            epochs=config.epochs,
+            patience=config.patience,
+            batch_size=config.train_batch_size,
+            seed=config.seed,
+        )
+
+
+def build_mlp(input_dim: int, num_classes: int, hidden_size: int, dropout: float) -> nn.Module:
+    """One hidden layer: enough on DINO features, where a linear probe is already strong."""
+    return nn.Sequential(
+        nn.Linear(input_dim, hidden_size),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden_size, num_classes),
+    )
+
+
+def split_arrays(embeddings: pa.Table, splits: pa.Table) -> dict[str, tuple[np.ndarray, ...]]:
+    """Join embeddings to the subset's splits by sample_id: split -> (sample_ids, X, y)."""
+    ids = embeddings.column("sample_id").to_numpy()
+    dim = embeddings.schema.field("embedding").type.list_size
+    matrix = embeddings.column("embedding").combine_chunks().flatten().to_numpy()
+    matrix = matrix.reshape(len(ids), dim).astype(np.float32, copy=False)
+    row_of = {int(sample_id): row for row, sample_id in enumerate(ids)}
+    split_ids = splits.column("sample_id").to_numpy()
+    missing = [int(s) for s in split_ids if int(s) not in row_of]
+    if missing:
+        raise ValueError(f"{len(missing)} subset samples have no embedding (first: {missing[0]})")
+    rows = np.fromiter((row_of[int(s)] for s in split_ids), dtype=np.int64, count=len(split_ids))
+    names = np.asarray(splits.column("split").to_pylist())
+    labels = splits.column("label").to_numpy().astype(np.int64)
+    return {
+        name: (split_ids[names == name], matrix[rows[names == name]], labels[names == name])
+        for name in ("train", "val", "test")
+    }
+
+
+def _epoch(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batches: list[torch.Tensor],
+    optimizer: torch.optim.Optimizer | None,
+) -> tuple[float, float]:
+    """One pass (training when an optimizer is given): mean loss and accuracy."""
+    model.train(optimizer is not None)
+    loss_sum, correct = 0.0, 0
+    with torch.set_grad_enabled(optimizer is not None):
+        for index in batches:
+            logits = model(x[index])
+            loss = nn.functional.cross_entropy(logits, y[index], reduction="sum")
+            if optimizer is not None:
+                optimizer.zero_grad()
+                (loss / len(index)).backward()
+                optimizer.step()
+            loss_sum += float(loss.detach())
+            correct += int((logits.argmax(1) == y[index]).sum())
+    return loss_sum / len(y), correct / len(y)
+
+
+def train_mlp(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    num_classes: int,
+    params: TrainParams,
+) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """Train on CPU, stop after `patience` epochs without a better val loss; keep the best."""
+    if len(y_train) == 0 or len(y_val) == 0:
+        raise ValueError(
+            "training needs samples in both the train and val splits; "
+            "lower --val-fraction or pick classes with more images"
+        )
+    xt, yt = torch.from_numpy(x_train).float(), torch.from_numpy(y_train).long()
+    xv, yv = torch.from_numpy(x_val).float(), torch.from_numpy(y_val).long()
+    # fork_rng: seeding must not change the caller's global random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(params.seed)
+        model = build_mlp(xt.shape[1], num_classes, params.hidden_size, params.dropout)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
+        )
+        order = torch.Generator().manual_seed(params.seed)
+        val_batches = list(torch.arange(len(yv)).split(params.batch_size))
+        best_loss, best_state, stale, history = float("inf"), None, 0, []
+        for epoch in range(1, params.epochs + 1):
+            batches = list(torch.randperm(len(yt), generator=order).split(params.batch_size))
+            train_loss, train_acc = _epoch(model, xt, yt, batches, optimizer)
+            val_loss, val_acc = _epoch(model, xv, yv, val_batches, None)
+            history.append(
+                dict(
+                    epoch=epoch,
+                    train_loss=train_loss,
+                    val_loss=val_loss,
+                    train_accuracy=train_acc,
+                    val_accuracy=val_acc,
+                )
+            )
+            if val_loss < best_loss:
+                best_loss, stale = val_loss, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= params.patience:
+                    break
+        model.load_state_dict(best_state)
+    return model.eval(), history
+
+
+def history_table(history: list[dict[str, Any]]) -> pa.Table:
+    """The ``training_history`` table: one row per epoch run."""
+    return pa.Table.from_pylist(history, schema=schemas.TRAINING_HISTORY)
+
+
+def model_bytes(model: nn.Module, config: dict[str, Any]) -> bytes:
+    """Weights plus everything needed to rebuild the model, as torch.save bytes."""
+    buffer = io.BytesIO()
+    torch.save({"state_dict": model.state_dict(), "config": config}, buffer)
+    return buffer.getvalue()
+
+
+def load_model(data: bytes) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model saved by ``model_bytes`` (weights_only: no pickled code runs)."""
+    saved = torch.load(io.BytesIO(data), weights_only=True)
+    config = saved["config"]
+    model = build_mlp(
+        config["input_dim"], config["num_classes"], config["hidden_size"], config["dropout"]
+    )
+    model.load_state_dict(saved["state_dict"])
+    return model.eval(), config
+
+
+def load_split_arrays(embeddings: StageManifest, subset: StageManifest) -> dict[str, tuple]:
+    """Read the embeddings and the subset's splits and join them."""
+    columns = ["sample_id", "embedding"]
+    return split_arrays(
+        read_shards(embeddings.location, columns),
+        read_parquet(subset.location, SPLITS_FILE, ["sample_id", "split", "label"]),
+    )
+
+
+def _inputs(embeddings: StageManifest, subset: StageManifest, config: RunConfig) -> dict:
+    return {
+        "embeddings": embeddings.fingerprint,
+        "subset": subset.fingerprint,
+        "params": asdict(TrainParams.from_config(config)),
+        "code": code_version(sys.modules[__name__], schemas),
+    }
+
+
+STAGE = Stage("classifier", _inputs)
+
+
+@task(name="train-classifier", cache_key_fn=STAGE.cache_key_fn, persist_result=True)
+def train_classifier_task(
+    embeddings: StageManifest, subset: StageManifest, config: RunConfig
+) -> StageManifest:
+    """Train the MLP on the subset's train split; write ``model.pt`` and ``training_history``."""
+    params = TrainParams.from_config(config)
+    arrays = load_split_arrays(embeddings, subset)
+    class_names = list(subset.info["class_names"])
+    (_, x_train, y_train), (_, x_val, y_val) = arrays["train"], arrays["val"]
+    model, history = train_mlp(x_train, y_train, x_val, y_val, len(class_names), params)
+    best = min(history, key=lambda row: row["val_loss"])
+    get_run_logger().info(
+        "classifier: %d epochs, best epoch %d (val accuracy %.4f)",
+        len(history),
+        best["epoch"],
+        best["val_accuracy"],
+    )
+    model_config = dict(
+        input_dim=int(x_train.shape[1]),
+        num_classes=len(class_names),
+        hidden_size=params.hidden_size,
+        dropout=params.dropout,
+        class_names=class_names,
+    )
+    location = STAGE.location(embeddings=embeddings, subset=subset, config=config)
+    location.write_bytes(MODEL_FILE, model_bytes(model, model_config))
+    rows = write_parquet(
+        location, table_name("training_history"), history_table(history), schemas.TRAINING_HISTORY
+    )
+    inputs = _inputs(embeddings, subset, config)
+    return STAGE.finish(
+        location,
+        {MODEL_FILE: None, table_name("training_history"): rows},
+        params=inputs["params"],
+        info={
+            "class_names": class_names,
+            "best_epoch": best["epoch"],
+            "best_val_loss": best["val_loss"],
+            "best_val_accuracy": best["val_accuracy"],
+            "epochs_run": len(history),
+            "train_rows": len(y_train),
+            "val_rows": len(y_val),
+        },
+        code=inputs["code"],
+    )

@@ -1,0 +1,253 @@
+"""Significant confusion pairs: the seed's mu + k*sigma rule and a per-pair binomial test."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+from prefect import get_run_logger, task
+from scipy import stats
+
+from flows.config import RunConfig
+from storage.fingerprint import code_version
+from storage.fs import Location
+from storage.manifest import StageManifest
+from storage.schemas import classifier as schemas
+from storage.tables import read_parquet, table_name, write_parquet
+from tasks import evaluate
+from tasks.stage import Stage
+
+Rule = Literal["sigma", "binomial"]
+SIMILARITY_FILE = "class_similarity.parquet"
+
+
+def wilson_interval(
+    count: np.ndarray, n: np.ndarray, confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of count/n; (0, 1) where n is 0."""
+    count, n = np.asarray(count, float), np.asarray(n, float)
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    safe_n = np.maximum(n, 1)
+    p = count / safe_n
+    denominator = 1 + z**2 / safe_n
+    centre = (p + z**2 / (2 * safe_n)) / denominator
+    half = z * np.sqrt(p * (1 - p) / safe_n + z**2 / (4 * safe_n**2)) / denominator
+    low, high = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    return np.where(n > 0, low, 0.0), np.where(n > 0, high, 1.0)
+
+
+def off_diagonal_mask(counts: np.ndarray) -> np.ndarray:
+    """Cells (i, j), i != j, of rows whose class has test samples: the candidate pairs."""
+    mask = ~np.eye(len(counts), dtype=bool)
+    return mask & (counts.sum(axis=1) > 0)[:, None]
+
+
+def sigma_threshold(counts: np.ndarray, k: float) -> float:
+    """T = mu + k*sigma of the row-normalised rates over all candidate cells, zeros included."""
+    support = counts.sum(axis=1, keepdims=True)
+    rates = (counts / np.maximum(support, 1))[off_diagonal_mask(counts)]
+    if rates.size == 0:
+        return float("inf")
+    return float(rates.mean() + k * rates.std())  # population sigma (ddof=0), as the seed's numpy
+
+
+def base_rate(counts: np.ndarray) -> float:
+    """Off-diagonal errors / (sum over rows of support * (K-1)): a cell's rate if errors spread evenly."""
+    mask = off_diagonal_mask(counts)
+    trials = (counts.sum(axis=1) * (len(counts) - 1)).sum()
+    return float(counts[mask].sum() / trials) if trials else 0.0
+
+
+def binomial_p_values(counts: np.ndarray, rate: float) -> np.ndarray:
+    """One-sided P(X >= count), X ~ Binomial(row support, rate), for every cell."""
+    support = np.broadcast_to(counts.sum(axis=1, keepdims=True), counts.shape)
+    return np.where(counts > 0, stats.binom.sf(counts - 1, support, rate), 1.0)
+
+
+def q_values(p_values: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values)."""
+    if p_values.size == 0:
+        return p_values
+    return stats.false_discovery_control(p_values, method="bh")
+
+
+def cosine_matrix(similarity: pa.Table, class_names: Sequence[str]) -> np.ndarray:
+    """K x K centroid cosine looked up by class names (NaN where the table lacks the pair)."""
+    index = {name: i for i, name in enumerate(class_names)}
+    matrix = np.full((len(class_names), len(class_names)), np.nan)
+    for a, b, cosine in zip(
+        *(similarity.column(c).to_pylist() for c in ("class_a", "class_b", "cosine")), strict=True
+    ):
+        if a in index and b in index:
+            matrix[index[a], index[b]] = cosine
+    return matrix
+
+
+def confusion_pairs(
+    counts: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    k: float,
+    alpha: float,
+    rule: Rule,
+    coarse_names: Sequence[str | None] | None = None,
+    cosine: np.ndarray | None = None,
+) -> pa.Table:
+    """The ``confusion_pairs`` table: directed pairs with count > 0, sorted by MisRate desc.
+
+    Every candidate cell (count 0 included) enters mu, sigma and the Benjamini-Hochberg
+    correction, so dropping zero-count rows from the output changes no number in it.
+    """
+    if rule not in ("sigma", "binomial"):
+        raise ValueError(f"unknown confusion rule {rule!r}; use 'sigma' or 'binomial'")
+    counts = np.asarray(counts, np.int64)
+    support = counts.sum(axis=1)
+    mask = off_diagonal_mask(counts)
+    p_all = binomial_p_values(counts, base_rate(counts))
+    q_all = np.ones(counts.shape)
+    q_all[mask] = q_values(p_all[mask])
+    threshold = sigma_threshold(counts, k)
+    rows, cols = np.nonzero(mask & (counts > 0))
+    n, hits = support[rows], counts[rows, cols]
+    rate = hits / n
+    # Stable order: MisRate, then count, then labels, so ties never reshuffle between runs.
+    order = np.lexsort((cols, rows, -hits, -rate))
+    rows, cols, n, hits, rate = rows[order], cols[order], n[order], hits[order], rate[order]
+    scores = evaluate.class_scores(counts)
+    low, high = wilson_interval(hits, n)
+    flagged_sigma, flagged_binomial = rate >= threshold, q_all[rows, cols] <= alpha
+    names = np.asarray(class_names, dtype=object)
+    same = None
+    if coarse_names is not None:
+        coarse = list(coarse_names)
+        same = [
+            None if coarse[i] is None or coarse[j] is None else coarse[i] == coarse[j]
+            for i, j in zip(rows, cols, strict=True)
+        ]
+    cosines = None if cosine is None else pa.array(cosine[rows, cols], from_pandas=True)
+    return pa.table(
+        {
+            "True": names[rows],
+            "Pred": names[cols],
+            "MisRate": rate,
+            "Precision(Pred)": scores["precision"][cols],
+            "Recall(True)": scores["recall"][rows],
+            "F1(True)": scores["f1"][rows],
+            "F1(Pred)": scores["f1"][cols],
+            "true_label": rows.astype(np.int32),
+            "pred_label": cols.astype(np.int32),
+            "count": hits,
+            "support": n,
+            "ci_low": low,
+            "ci_high": high,
+            "p_value": p_all[rows, cols],
+            "q_value": q_all[rows, cols],
+            "threshold": np.full(len(rows), threshold),
+            "flagged_sigma": flagged_sigma,
+            "flagged_binomial": flagged_binomial,
+            "flagged": flagged_sigma if rule == "sigma" else flagged_binomial,
+            "same_superclass": pa.array(
+                same if same is not None else [None] * len(rows), pa.bool_()
+            ),
+            "centroid_cosine": cosines
+            if cosines is not None
+            else pa.nulls(len(rows), pa.float64()),
+        },
+        schema=schemas.CONFUSION_PAIRS,
+    )
+
+
+def counts_from_table(confusion_matrix: pa.Table, num_classes: int) -> np.ndarray:
+    """The K x K count matrix back from the long ``confusion_matrix`` table."""
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    true, pred = (confusion_matrix.column(c).to_numpy() for c in ("true_label", "pred_label"))
+    counts[true, pred] = confusion_matrix.column("count").to_numpy()
+    return counts
+
+
+def write_confusion_pairs(location: Location, pairs: pa.Table) -> dict[str, int | None]:
+    """Write the ``confusion_pairs`` table; name -> rows."""
+    name = table_name("confusion_pairs")
+    return {name: write_parquet(location, name, pairs, schemas.CONFUSION_PAIRS)}
+
+
+def pair_summary(pairs: pa.Table) -> dict[str, int]:
+    """Counts of flagged pairs, for manifests and logs."""
+    return {
+        c: int(np.sum(pairs.column(c).to_numpy(zero_copy_only=False)))
+        for c in ("flagged", "flagged_sigma", "flagged_binomial")
+    }
+
+
+def _inputs(
+    evaluation: StageManifest,
+    subset: StageManifest,
+    similarity: StageManifest | None,
+    config: RunConfig,
+) -> dict:
+    return {
+        "evaluation": evaluation.fingerprint,
+        "subset": subset.fingerprint,
+        "similarity": None if similarity is None else similarity.fingerprint,
+        "params": {
+            "rule": config.confusion_rule,
+            "k": config.confusion_k,
+            "alpha": config.confusion_alpha,
+        },
+        "code": code_version(sys.modules[__name__], evaluate, schemas),
+    }
+
+
+STAGE = Stage("confusion", _inputs)
+
+
+@task(name="confusion-pairs", cache_key_fn=STAGE.cache_key_fn, persist_result=True)
+def confusion_pairs_task(
+    evaluation: StageManifest,
+    subset: StageManifest,
+    similarity: StageManifest | None,
+    config: RunConfig,
+) -> StageManifest:
+    """Flag the directed class pairs the classifier confuses; write ``confusion_pairs``."""
+    class_names = list(subset.info["class_names"])
+    counts = counts_from_table(
+        read_parquet(evaluation.location, table_name("confusion_matrix")), len(class_names)
+    )
+    cosine = None
+    if similarity is not None:
+        cosine = cosine_matrix(read_parquet(similarity.location, SIMILARITY_FILE), class_names)
+    pairs = confusion_pairs(
+        counts,
+        class_names,
+        k=config.confusion_k,
+        alpha=config.confusion_alpha,
+        rule=config.confusion_rule,
+        coarse_names=subset.info.get("coarse_names"),
+        cosine=cosine,
+    )
+    location = STAGE.location(
+        evaluation=evaluation, subset=subset, similarity=similarity, config=config
+    )
+    files = write_confusion_pairs(location, pairs)
+    summary = pair_summary(pairs)
+    get_run_logger().info(
+        "confusion pairs: %d of %d candidate pairs flagged (%s rule)",
+        summary["flagged"],
+        pairs.num_rows,
+        config.confusion_rule,
+    )
+    inputs = _inputs(evaluation, subset, similarity, config)
+    return STAGE.finish(
+        location,
+        files,
+        params=inputs["params"],
+        code=inputs["code"],
+        info={
+            **summary,
+            "threshold": sigma_threshold(counts, config.confusion_k),
+            "base_rate": base_rate(counts),
+        },
+    )

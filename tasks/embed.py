@@ -1,0 +1,105 @@
+"""Images to embeddings: batched decode, tensor preprocessing and a forward pass, no files."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from tasks.models import Preprocessing
+
+_MODES = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}
+
+
+def decode(image_bytes: Sequence[bytes]) -> list[np.ndarray]:
+    """RGB uint8 arrays (H x W x 3) of encoded images."""
+    return [np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in image_bytes]
+
+
+def stack_uint8(images: list[np.ndarray], size: int) -> torch.Tensor:
+    """An N x 3 x H x W uint8 batch; images of unequal sizes are first resized one by one."""
+    if len({image.shape for image in images}) == 1:
+        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+    resized = [
+        F.interpolate(
+            torch.from_numpy(image).permute(2, 0, 1)[None].float(),
+            size=(size, size),
+            mode="bilinear",
+            antialias=True,
+        )
+        .round()
+        .clamp(0, 255)
+        .to(torch.uint8)
+        for image in images
+    ]
+    return torch.cat(resized)
+
+
+def preprocess(batch: torch.Tensor, prep: Preprocessing, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 N x 3 x H x W -> normalised float at the model's size, as batched tensor ops."""
+    x = batch.float().div_(255)
+    if x.shape[-2:] != (prep.image_size, prep.image_size):
+        downsampling = x.shape[-1] > prep.image_size
+        x = F.interpolate(
+            x,
+            size=(prep.image_size, prep.image_size),
+            mode=_MODES.get(prep.interpolation, "bicubic"),
+            antialias=downsampling,
+        ).clamp_(0, 1)
+    mean = torch.tensor(prep.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std, device=x.device).view(1, 3, 1, 1)
+    return ((x - mean) / std).to(dtype)
+
+
+@dataclass
+class Extractor:
+    """A prepared model on its device: uint8 images in, L2-normalised float32 embeddings out."""
+
+    model: nn.Module
+    prep: Preprocessing
+    device: torch.device
+    dtype: torch.dtype
+    batch_size: int
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return int(self.model.num_features)
+
+    @torch.inference_mode()
+    def embed_uint8(self, batch: torch.Tensor) -> np.ndarray:
+        """Embeddings of one uint8 batch already sized for the device."""
+        x = preprocess(batch.to(self.device, non_blocking=True), self.prep, self.dtype)
+        features = self.model(x).float()
+        return F.normalize(features, dim=1).cpu().numpy()
+
+    def embed_arrays(
+        self, images: torch.Tensor, on_batch: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """Embeddings of an N x 3 x H x W uint8 tensor, in batches."""
+        out = np.empty((len(images), self.dim), dtype=np.float32)
+        for start in range(0, len(images), self.batch_size):
+            stop = min(start + self.batch_size, len(images))
+            out[start:stop] = self.embed_uint8(images[start:stop])
+            if on_batch is not None:
+                on_batch(stop - start)
+        return out
+
+    def embed_encoded(
+        self, image_bytes: Sequence[bytes], on_batch: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """Embeddings of encoded images (PNG/JPEG bytes), decoded batch by batch."""
+        out = np.empty((len(image_bytes), self.dim), dtype=np.float32)
+        for start in range(0, len(image_bytes), self.batch_size):
+            stop = min(start + self.batch_size, len(image_bytes))
+            batch = stack_uint8(decode(image_bytes[start:stop]), self.prep.image_size)
+            out[start:stop] = self.embed_uint8(batch)
+            if on_batch is not None:
+                on_batch(stop - start)
+        return out

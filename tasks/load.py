@@ -1,0 +1,116 @@
+"""Load stage: any supported dataset -> the sharded ``images`` table."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.logging import get_run_logger
+from prefect.tasks import exponential_backoff
+
+from storage.fingerprint import code_version, hash_value
+from storage.manifest import StageManifest
+from storage.schemas.images import IMAGES
+from storage.tables import shard_name, write_parquet
+from tasks.sources import Source, imagefolder, synthetic
+from tasks.sources import cifar as cifar_source
+from tasks.sources.imagefolder import DatasetError
+from tasks.stage import Stage
+
+IMAGES_PER_SHARD = 10_000
+
+
+def folder_of(dataset: str) -> Path | None:
+    """The path of an ``imagefolder:PATH`` dataset, else None."""
+    return (
+        Path(dataset.split(":", 1)[1]).expanduser() if dataset.startswith("imagefolder:") else None
+    )
+
+
+def listing_fingerprint(root: Path) -> str:
+    """Cheap fingerprint of a folder's files (relative path, size, mtime), no reading of bytes."""
+    entries = []
+    for dirpath, _dirs, files in sorted(os.walk(root)):
+        for name in sorted(files):
+            stat = os.stat(os.path.join(dirpath, name))
+            entries.append(
+                (os.path.relpath(os.path.join(dirpath, name), root), stat.st_size, stat.st_mtime_ns)
+            )
+    return hash_value(entries)
+
+
+def open_source(config: Any) -> Source:
+    """The source for ``config.dataset``; downloads CIFAR when absent."""
+    if config.dataset == "synthetic":
+        return synthetic.make_synthetic(config.seed)
+    if config.dataset in cifar_source.VARIANTS:
+        return cifar_source.load_cifar(Path(config.data_dir), config.dataset, config.download_url)
+    return imagefolder.ImageFolderSource(folder_of(config.dataset))
+
+
+def check_dataset(config: Any) -> None:
+    """Cheap checks before any work: an image folder must exist and hold 2+ classes of images."""
+    root = folder_of(config.dataset)
+    if root is not None:
+        imagefolder.scan_imagefolder(root)
+
+
+def _inputs(config: Any) -> dict[str, Any]:
+    inputs: dict[str, Any] = {"dataset": config.dataset, "code": code_version(__file__)}
+    if config.dataset == "synthetic":
+        inputs["seed"] = config.seed
+    root = folder_of(config.dataset)
+    if root is not None:
+        inputs["files"] = listing_fingerprint(root)
+    return inputs
+
+
+LOAD = Stage("images", _inputs)
+
+
+def transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry network and storage hiccups only; a bad parameter fails at once."""
+    error = state.result(raise_on_failure=False)
+    deterministic = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+    return isinstance(error, OSError) and not isinstance(error, deterministic)
+
+
+def count_labels(counts: dict[int, int], labels: list[int]) -> None:
+    """Add a chunk's labels to running per-class counts."""
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+
+
+@task(
+    name="load dataset",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=transient,
+    cache_key_fn=LOAD.cache_key_fn,
+    persist_result=True,
+)
+def load_dataset_task(config: Any) -> StageManifest:
+    """Download or read the dataset and write it as the sharded ``images`` table."""
+    logger = get_run_logger()
+    target = LOAD.location(config=config)
+    target.remove_tree()  # whatever is there is incomplete, or the cache key would have hit
+    source = open_source(config)
+    shards: dict[str, int | None] = {}
+    counts: dict[int, int] = {}
+    for index, chunk in enumerate(source.chunks(IMAGES_PER_SHARD)):
+        shards[shard_name(index)] = write_parquet(target, shard_name(index), chunk, IMAGES)
+        count_labels(counts, chunk.column("label").to_pylist())
+    empty = [n for i, n in enumerate(source.info.class_names) if counts.get(i, 0) == 0]
+    if len(counts) < 2 or empty:
+        target.remove_tree()
+        raise DatasetError(
+            f"{config.dataset}: classes without readable images: {', '.join(empty[:10])}; "
+            "add images or remove those folders"
+        )
+    skipped = getattr(source, "skipped", [])
+    info = {**source.info.as_dict(), "rows": sum(counts.values()), "skipped_files": skipped}
+    logger.info("%s: %d images in %d classes", config.dataset, info["rows"], len(counts))
+    return LOAD.finish(target, shards, {"dataset": config.dataset}, info, code_version(__file__))

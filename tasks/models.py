@@ -1,0 +1,159 @@
+"""timm feature extractors: build by name, load weights, choose device and precision."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class ModelError(ValueError):
+    """A model that cannot be built as asked; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images become model input: resize the whole image (no crop), then normalise."""
+
+    image_size: int
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form for manifests and cache keys."""
+        return {
+            "image_size": self.image_size,
+            "interpolation": self.interpolation,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            # CIFAR images are 32 px: a centre crop would throw away a tenth of a tiny image.
+            "resize": "whole image to image_size x image_size, no crop",
+        }
+
+
+def check_model_name(name: str) -> None:
+    """Raise a one-line error naming close timm models when ``name`` is unknown."""
+    if timm.is_model(name.split(".")[0]):
+        return
+    candidates = timm.list_models(pretrained=True) + timm.list_models()
+    close = difflib.get_close_matches(name, candidates, n=4, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else " See timm.list_models()."
+    raise ModelError(f"unknown timm model {name!r}.{hint}")
+
+
+def _create(name: str, image_size: int | None, **kwargs: Any) -> nn.Module:
+    size_kwargs = {"img_size": image_size} if image_size else {}
+    try:
+        return timm.create_model(name, num_classes=0, **size_kwargs, **kwargs)
+    except TypeError as error:
+        if size_kwargs and "img_size" in str(error):
+            raise ModelError(f"model {name} does not take --image-size; leave it unset") from None
+        raise
+
+
+def _load_error(name: str, weights: Path, error: RuntimeError) -> ModelError:
+    first = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), "")
+    detail = f" ({first[:160]})" if first else ""
+    return ModelError(
+        f"weights file {weights} does not fit model {name}{detail}; pass the weights of {name} "
+        "or the --model they belong to"
+    )
+
+
+def build_model(
+    name: str, *, pretrained: bool, weights: Path | None = None, image_size: int | None = None
+) -> nn.Module:
+    """A timm model with its classifier removed (pooled features), in eval mode."""
+    check_model_name(name)
+    if weights is not None:
+        weights = Path(weights).resolve()
+        if not weights.is_file():
+            raise ModelError(f"weights file {weights} does not exist")
+        try:
+            model = _create(
+                name, image_size, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}
+            )
+        except RuntimeError as error:
+            raise _load_error(name, weights, error) from None
+    elif pretrained:
+        try:
+            model = _create(name, image_size, pretrained=True)
+        except (OSError, RuntimeError) as error:
+            if "size mismatch" in str(error):
+                raise
+            raise ModelError(
+                f"could not download pretrained weights for {name} ({type(error).__name__}); "
+                "no network? use --weights PATH, or --no-pretrained for a demo"
+            ) from None
+    else:
+        model = _create(name, image_size, pretrained=False)
+    return model.eval()
+
+
+def preprocessing_of(model: nn.Module) -> Preprocessing:
+    """Input size from the built model (timm's config can disagree after img_size), mean, std."""
+    config = timm.data.resolve_model_data_config(model)
+    size = config["input_size"][-1]
+    patch_embed = getattr(model, "patch_embed", None)
+    if patch_embed is not None and getattr(patch_embed, "img_size", None):
+        size = patch_embed.img_size[-1]
+    return Preprocessing(
+        image_size=int(size),
+        interpolation=config.get("interpolation", "bicubic"),
+        mean=tuple(float(v) for v in config["mean"]),
+        std=tuple(float(v) for v in config["std"]),
+    )
+
+
+def weights_source(name: str, pretrained: bool, weights: Path | None) -> str:
+    """Where the weights came from, for the manifest."""
+    if weights is not None:
+        return f"file:{Path(weights).resolve()}"
+    if not pretrained:
+        return "random-init (results are meaningless)"
+    return f"timm pretrained:{name}"
+
+
+def resolve_device(requested: str) -> torch.device:
+    """auto: CUDA when present, else CPU; asking for CUDA without one is an error."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ModelError(
+            "--device cuda was asked for but no CUDA device is visible; use --device cpu"
+        )
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True when the hardware runs bf16 natively (elsewhere it can be slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = torch.cpu
+    return bool(cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported())
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """auto: bf16 where native, else fp32."""
+    if requested == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if requested == "bf16" and not native_bf16(device):
+        log.warning(
+            "bf16 asked for on %s without native bf16 support: expect it to be slow", device
+        )
+    return requested
+
+
+def prepare(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
+    """Move to the device; weights cast to bf16 (faster than autocast here, see notes)."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    return model.to(device=device, dtype=dtype)

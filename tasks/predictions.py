@@ -1,0 +1,171 @@
+"""Bring your own predictions: report, confusion matrix and confusion pairs without training."""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from storage.fingerprint import code_version
+from storage.fs import Location
+from storage.manifest import StageManifest
+from tasks import confusion, evaluate
+from tasks.confusion import Rule
+from tasks.stage import Stage
+
+REQUIRED = ("y_true", "y_pred")
+
+
+class PredictionsError(ValueError):
+    """A predictions or class-names file the analysis cannot use; the message says why."""
+
+
+def read_predictions(path: str | Path) -> pa.Table:
+    """A user's predictions table from Parquet (.parquet, .pq) or CSV (anything else)."""
+    path = str(path)
+    try:
+        with fsspec.open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise PredictionsError(f"predictions file not found: {path}") from None
+    if not data.strip():
+        raise PredictionsError(f"predictions file {path} is empty")
+    try:
+        if path.lower().endswith((".parquet", ".pq")):
+            return pq.read_table(io.BytesIO(data))
+        return pacsv.read_csv(io.BytesIO(data))
+    except pa.ArrowException as error:
+        first_line = str(error).splitlines()[0]
+        raise PredictionsError(f"cannot read predictions file {path}: {first_line}") from None
+
+
+def read_class_names(path: str | Path) -> tuple[list[str], list[str | None] | None]:
+    """Class names (index = label) and coarse names from a names-per-line file or a TSV.
+
+    A TSV has a header with ``class_name`` and optionally ``label`` and ``coarse_name``.
+    """
+    with fsspec.open(str(path), "rt", encoding="utf-8") as handle:
+        lines = [line.rstrip("\r\n") for line in handle if line.strip()]
+    if not lines:
+        raise PredictionsError(f"class-names file {path} is empty")
+    header = lines[0].split("\t")
+    if "class_name" not in header:
+        return [line.strip() for line in lines], None
+    rows = [dict(zip(header, line.split("\t"), strict=False)) for line in lines[1:]]
+    if "label" in header:
+        labels = sorted(int(row["label"]) for row in rows)
+        if labels != list(range(len(rows))):
+            raise PredictionsError(f"labels in {path} must be 0..{len(rows) - 1}, each once")
+        rows.sort(key=lambda row: int(row["label"]))
+    names = [row["class_name"] for row in rows]
+    coarse = [row.get("coarse_name") or None for row in rows] if "coarse_name" in header else None
+    return names, coarse
+
+
+def _name_map(table: pa.Table) -> dict[int, str]:
+    """label -> name from the optional true_name / pred_name columns; conflicts are errors."""
+    mapping: dict[int, str] = {}
+    for label_col, name_col in (("y_true", "true_name"), ("y_pred", "pred_name")):
+        if name_col not in table.column_names:
+            continue
+        for label, name in zip(
+            table.column(label_col).to_pylist(), table.column(name_col).to_pylist(), strict=True
+        ):
+            if mapping.setdefault(label, name) != name:
+                raise PredictionsError(
+                    f"label {label} is named both {mapping[label]!r} and {name!r}; "
+                    "fix the name columns or pass a class-names file"
+                )
+    return mapping
+
+
+def validate_predictions(
+    table: pa.Table, class_names: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(y_true, y_pred, class_names) from a predictions table; one-line errors for bad input."""
+    missing = [c for c in REQUIRED if c not in table.column_names]
+    if missing:
+        raise PredictionsError(
+            f"predictions lack column(s) {', '.join(missing)}; need y_true and "
+            f"y_pred (found: {', '.join(table.column_names) or 'none'})"
+        )
+    if table.num_rows == 0:
+        raise PredictionsError("predictions table has no rows")
+    for column in REQUIRED:
+        if table.column(column).null_count:
+            raise PredictionsError(f"{column} has {table.column(column).null_count} empty values")
+    if all(pa.types.is_string(table.schema.field(c).type) for c in REQUIRED):
+        # Labels given as class names: map them through the class list (sorted names if none).
+        values = [table.column(c).to_pylist() for c in REQUIRED]
+        names = list(class_names) if class_names is not None else sorted(set(sum(values, [])))
+        index = {name: i for i, name in enumerate(names)}
+        unknown = sorted(set(sum(values, [])) - set(index))
+        if unknown:
+            raise PredictionsError(f"class names not in the class list: {', '.join(unknown[:5])}")
+        y_true, y_pred = (np.array([index[v] for v in vals], np.int64) for vals in values)
+        return y_true, y_pred, names
+    if not all(pa.types.is_integer(table.schema.field(c).type) for c in REQUIRED):
+        raise PredictionsError("y_true and y_pred must both be integer labels or both class names")
+    y_true, y_pred = (table.column(c).to_numpy().astype(np.int64) for c in REQUIRED)
+    if class_names is None:
+        mapping = _name_map(table)
+        top = int(max(y_true.max(), y_pred.max()))
+        class_names = [mapping.get(i, str(i)) for i in range(max(top, 0) + 1)]
+    for column, values in (("y_true", y_true), ("y_pred", y_pred)):
+        bad = np.unique(values[(values < 0) | (values >= len(class_names))])
+        if bad.size:
+            raise PredictionsError(
+                f"{column} has labels outside the class list (0..{len(class_names) - 1}): "
+                f"{', '.join(map(str, bad[:5]))}{' ...' if bad.size > 5 else ''}"
+            )
+    return y_true, y_pred, list(class_names)
+
+
+def _no_inputs(**_: object) -> dict:
+    return {}
+
+
+STAGE = Stage("analyze-predictions", _no_inputs)
+
+
+def analyze_predictions(
+    predictions_path: str | Path,
+    class_names_path: str | Path | None,
+    out: Location | str,
+    *,
+    k: float = 5.0,
+    rule: Rule = "sigma",
+    alpha: float = 0.05,
+) -> StageManifest:
+    """Write classification_report (+ .md), confusion_matrix and confusion_pairs into ``out``."""
+    location = out if isinstance(out, Location) else Location(str(out))
+    names, coarse = (None, None) if class_names_path is None else read_class_names(class_names_path)
+    y_true, y_pred, names = validate_predictions(read_predictions(predictions_path), names)
+    if coarse is not None and len(coarse) != len(names):
+        coarse = None
+    files = evaluate.write_evaluation(location, y_true, y_pred, names)
+    counts = evaluate.confusion_counts(y_true, y_pred, len(names))
+    pairs = confusion.confusion_pairs(
+        counts, names, k=k, alpha=alpha, rule=rule, coarse_names=coarse
+    )
+    files |= confusion.write_confusion_pairs(location, pairs)
+    params = {"k": k, "rule": rule, "alpha": alpha}
+    info = {
+        "source": str(predictions_path),
+        "class_names_file": None if class_names_path is None else str(class_names_path),
+        "class_names": names,
+        "rows": len(y_true),
+        "accuracy": float((y_true == y_pred).mean()),
+        "threshold": confusion.sigma_threshold(counts, k),
+        "base_rate": confusion.base_rate(counts),
+        **confusion.pair_summary(pairs),
+    }
+    code = code_version(sys.modules[__name__], confusion, evaluate)
+    return STAGE.finish(location, files, params=params, info=info, code=code)

@@ -1,0 +1,127 @@
+"""A folder of class sub-folders (optionally under train/ and test/), streamed file by file."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image, UnidentifiedImageError
+
+from tasks.sources import DatasetInfo, images_table
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used as given; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """One image file and where it belongs."""
+
+    path: Path
+    split: str
+    label: int
+
+
+def _split_roots(root: Path) -> list[tuple[str, Path]]:
+    """(split, folder) pairs: train/ and test/ when present, else the whole folder as train."""
+    if (root / "train").is_dir():
+        roots = [("train", root / "train")]
+        if (root / "test").is_dir():
+            roots.append(("test", root / "test"))
+        return roots
+    return [("train", root)]
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def scan_imagefolder(root: Path) -> tuple[list[str], list[ImageFile], bool]:
+    """Class names, image files in a stable order, and whether a test split exists.
+
+    Checks what can be checked cheaply before any image is decoded.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"image folder {root} does not exist; pass imagefolder:PATH of a folder")
+    roots = _split_roots(root)
+    class_names = sorted({d.name for _, folder in roots for d in _class_dirs(folder)})
+    if len(class_names) < 2:
+        raise DatasetError(
+            f"image folder {root} has {len(class_names)} class sub-folder(s); overlap needs at "
+            "least 2 (layout: PATH/<class>/<image> or PATH/train/<class>/<image>)"
+        )
+    label_of = {name: i for i, name in enumerate(class_names)}
+    files = [
+        ImageFile(path, split, label_of[class_dir.name])
+        for split, folder in roots
+        for class_dir in _class_dirs(folder)
+        for path in sorted(class_dir.rglob("*"))
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+    ]
+    if not files:
+        raise DatasetError(f"image folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return class_names, files, len(roots) == 2
+
+
+def readable(path: Path) -> bool:
+    """True when PIL can decode the file."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+        return True
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
+
+
+@dataclass
+class ImageFolderSource:
+    """Streams an image folder into images-table chunks, skipping unreadable files (warned)."""
+
+    root: Path
+    info: DatasetInfo = field(init=False)
+    files: list[ImageFile] = field(init=False)
+    skipped: list[str] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        class_names, self.files, has_test = scan_imagefolder(self.root)
+        self.info = DatasetInfo(
+            name=f"imagefolder:{self.root}", class_names=class_names, has_test_split=has_test
+        )
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def chunks(self, rows: int) -> Iterator[pa.Table]:
+        """Original file bytes (no re-encoding); sample_id is the file's index in the scan order."""
+        batch: list[tuple[int, ImageFile, bytes]] = []
+        for sample_id, item in enumerate(self.files):
+            if not readable(item.path):
+                self.skipped.append(str(item.path))
+                log.warning("skipping unreadable image %s", item.path)
+                continue
+            batch.append((sample_id, item, item.path.read_bytes()))
+            if len(batch) == rows:
+                yield self._table(batch)
+                batch = []
+        if batch:
+            yield self._table(batch)
+
+    def _table(self, batch: list[tuple[int, ImageFile, bytes]]) -> pa.Table:
+        return images_table(
+            np.array([sid for sid, _, _ in batch]),
+            [item.split for _, item, _ in batch],
+            np.array([item.label for _, item, _ in batch]),
+            self.info,
+            [data for _, _, data in batch],
+            [str(item.path.relative_to(self.root)) for _, item, _ in batch],
+        )

@@ -1,0 +1,61 @@
+"""A deterministic, CIFAR-shaped synthetic dataset with planted pairs of look-alike classes."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tasks.sources import ArraySource, DatasetInfo
+
+N_CLASSES = 12
+N_PLANTED_PAIRS = 3
+TRAIN_PER_CLASS = 80
+TEST_PER_CLASS = 20
+SIZE = 32
+# How much of a planted partner's prototype is its twin's: high enough that any embedding that
+# preserves image similarity puts the two centroids far closer than any other pair.
+TWIN_SHARE = 0.85
+NOISE = 0.06
+
+
+def _prototypes(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Smooth random colour fields (n x 3 x 32 x 32 in [0, 1]): distinct textures per class."""
+    coarse = torch.from_numpy(rng.random((n, 3, 4, 4), dtype=np.float32))
+    return F.interpolate(coarse, size=(SIZE, SIZE), mode="bicubic", align_corners=False).numpy()
+
+
+def planted_pairs(seed: int) -> list[tuple[int, int]]:
+    """The label pairs made hard to tell apart for this seed."""
+    order = np.random.default_rng(seed).permutation(N_CLASSES)
+    return [
+        (int(min(a, b)), int(max(a, b))) for a, b in order[: 2 * N_PLANTED_PAIRS].reshape(-1, 2)
+    ]
+
+
+def make_synthetic(seed: int = 0) -> ArraySource:
+    """Train and test images of N_CLASSES classes; ``info.planted_pairs`` holds the ground truth."""
+    rng = np.random.default_rng(seed + 1)
+    protos = _prototypes(rng, N_CLASSES)
+    for a, b in planted_pairs(seed):
+        protos[b] = TWIN_SHARE * protos[a] + (1 - TWIN_SHARE) * protos[b]
+    splits, labels = [], []
+    for split, per_class in (("train", TRAIN_PER_CLASS), ("test", TEST_PER_CLASS)):
+        labels.append(np.repeat(np.arange(N_CLASSES, dtype=np.int32), per_class))
+        splits += [split] * (N_CLASSES * per_class)
+    label_array = np.concatenate(labels)
+    noise = rng.normal(0, NOISE, size=(len(label_array), 3, SIZE, SIZE)).astype(np.float32)
+    brightness = rng.uniform(0.9, 1.1, size=(len(label_array), 1, 1, 1)).astype(np.float32)
+    pixels = np.clip(protos[label_array] * brightness + noise, 0, 1)
+    images = (pixels * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+    names = [f"class_{i:02d}" for i in range(N_CLASSES)]
+    info = DatasetInfo(
+        name="synthetic",
+        class_names=names,
+        has_test_split=True,
+        planted_pairs=[[names[a], names[b]] for a, b in planted_pairs(seed)],
+    )
+    paths = [f"synthetic_{i:05d}.png" for i in range(len(label_array))]
+    return ArraySource(
+        info=info, images=images, labels=label_array, splits=np.array(splits), paths=paths
+    )

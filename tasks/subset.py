@@ -1,0 +1,195 @@
+"""Write the subset of overlapping classes (images + metadata) and its train/val/test splits."""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from PIL import Image
+from prefect import get_run_logger, task
+from sklearn.model_selection import train_test_split
+
+from flows.config import RunConfig
+from storage.fingerprint import code_version
+from storage.fs import Location
+from storage.layout import slug
+from storage.manifest import StageManifest
+from storage.schemas import overlap as schemas
+from storage.tables import read_parquet, table_name, write_parquet
+from tasks.similarity import stage_shards
+from tasks.stage import Stage
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class NoOverlapError(ValueError):
+    """The overlap rule flagged no classes, so there is no subset to write or train on."""
+
+
+def subset_rows(shards: Iterable[pa.Table], original_labels: Sequence[int]) -> pa.Table:
+    """Rows of the flagged classes, one shard at a time, with ``new_label`` 0..K-1 added."""
+    new_of = np.full(max(original_labels) + 1, -1, dtype=np.int32)
+    new_of[np.asarray(original_labels)] = np.arange(len(original_labels), dtype=np.int32)
+    wanted = pa.array(np.asarray(original_labels, dtype=np.int32))
+    parts = [shard.filter(pc.is_in(shard.column("label"), value_set=wanted)) for shard in shards]
+    rows = pa.concat_tables(parts).sort_by("sample_id")
+    new_label = new_of[rows.column("label").to_numpy()]
+    return rows.append_column("new_label", pa.array(new_label, pa.int32()))
+
+
+def _stratified(index: np.ndarray, labels: np.ndarray, fraction: float, seed: int, what: str):
+    """Split ``index`` into (rest, held) with ``fraction`` held out per class, or say why not."""
+    try:
+        return train_test_split(index, test_size=fraction, stratify=labels, random_state=seed)
+    except ValueError as error:
+        counts = np.bincount(labels)
+        raise ValueError(
+            f"cannot hold out {fraction:g} of {len(index)} images as {what}, stratified over "
+            f"{np.count_nonzero(counts)} classes (smallest has {counts[counts > 0].min()}): "
+            f"{error}; change --{what}-fraction or use a larger dataset"
+        ) from None
+
+
+def assign_splits(
+    source_splits: np.ndarray,
+    labels: np.ndarray,
+    *,
+    has_test_split: bool,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> np.ndarray:
+    """train/val/test per row: source test kept; val (and test without one) stratified, seeded.
+
+    Rows must come in a stable order (by sample_id) for the same seed to give the same split.
+    """
+    source_splits = np.asarray(source_splits, dtype=object)
+    labels = np.asarray(labels)
+    out = np.full(len(labels), "train", dtype=object)
+    pool = np.arange(len(labels))
+    if has_test_split:
+        out[source_splits == "test"] = "test"
+        pool = pool[source_splits != "test"]
+    else:
+        pool, test = _stratified(pool, labels[pool], test_fraction, seed, "test")
+        out[test] = "test"
+    _, val = _stratified(pool, labels[pool], val_fraction, seed, "val")
+    out[val] = "val"
+    return out
+
+
+def splits_table(subset: pa.Table, split: np.ndarray) -> pa.Table:
+    """Rows of ``splits``: one per subset image, label = new_label."""
+    return pa.table(
+        {
+            "sample_id": subset.column("sample_id"),
+            "split": pa.array(split.tolist(), pa.string()),
+            "label": subset.column("new_label"),
+            "class_name": subset.column("class_name"),
+            "original_label": subset.column("label"),
+        }
+    )
+
+
+def as_png(data: bytes) -> bytes:
+    """PNG bytes of an encoded image (JPEG and others re-encoded, PNG kept as is)."""
+    if data.startswith(PNG_MAGIC):
+        return data
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(data)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def export_pngs(location: Location, subset: pa.Table, split: np.ndarray) -> int:
+    """Write ``pngs/<split>/<class_name>/<sample_id>.png``; return the file count."""
+    images = subset.column("image").combine_chunks().field("bytes").to_pylist()
+    ids = subset.column("sample_id").to_pylist()
+    names = subset.column("class_name").to_pylist()
+    for sample_id, name, part, data in zip(ids, names, split, images, strict=True):
+        folder = location.child("pngs", part, slug(name, 120))
+        folder.write_bytes(f"{sample_id}.png", as_png(data))
+    return len(ids)
+
+
+def _inputs(images: StageManifest, overlap: StageManifest, config: RunConfig) -> dict[str, Any]:
+    return {
+        "images": images.fingerprint,
+        "overlap": overlap.fingerprint,
+        "split": [config.seed, config.val_fraction, config.test_fraction],
+        "export_pngs": config.export_pngs,
+        "code": CODE,
+    }
+
+
+CODE = code_version(sys.modules[__name__], schemas)
+STAGE = Stage("subset", _inputs)
+
+
+@task(cache_key_fn=STAGE.cache_key_fn, persist_result=True)
+def write_subset_task(
+    images: StageManifest, overlap: StageManifest, config: RunConfig
+) -> StageManifest:
+    """Images and metadata of the overlapping classes, with seeded stratified splits."""
+    params = {"images": images, "overlap": overlap, "config": config}
+    if (done := STAGE.completed(**params)) is not None:
+        return done
+    flagged = read_parquet(overlap.location, table_name("overlap_classes"), ["label"])
+    original = sorted(set(flagged.column("label").to_pylist()))
+    if not original:
+        raise NoOverlapError(
+            f"the overlap rule ({overlap.params.get('rule')}) flagged no classes, so there is "
+            "no subset to write or classifier to train; loosen it (lower --overlap-k, lower "
+            "--overlap-threshold, or --overlap-rule topk)"
+        )
+    subset = subset_rows(stage_shards(images), original)
+    has_test = bool(images.info.get("has_test_split"))
+    split = assign_splits(
+        subset.column("split").to_numpy(zero_copy_only=False),
+        subset.column("new_label").to_numpy(),
+        has_test_split=has_test,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+    )
+    location = STAGE.location(**params)
+    location.child("pngs").remove_tree()  # an interrupted export must not leave stale files
+    rows = {
+        table_name("subset"): write_parquet(location, table_name("subset"), subset, schemas.SUBSET),
+        table_name("splits"): write_parquet(
+            location, table_name("splits"), splits_table(subset, split), schemas.SPLITS
+        ),
+    }
+    pngs = export_pngs(location, subset, split) if config.export_pngs else 0
+    info = _subset_info(images.info, original, split, has_test, pngs)
+    get_run_logger().info(
+        "subset: %d classes, %d images (%s)", len(original), subset.num_rows, info["split_counts"]
+    )
+    params_used = {"seed": config.seed, "val_fraction": config.val_fraction}
+    params_used |= {"test_fraction": config.test_fraction, "export_pngs": config.export_pngs}
+    return STAGE.finish(location, rows, params_used, info, CODE)
+
+
+def _subset_info(
+    source: dict[str, Any], original: list[int], split: np.ndarray, has_test: bool, pngs: int
+) -> dict[str, Any]:
+    """Manifest info: the subset's classes by new_label, where they came from, split sizes."""
+    names = source["class_names"]
+    coarse, coarse_names = source.get("coarse_labels"), source.get("coarse_names")
+    values, counts = np.unique(split.astype(str), return_counts=True)
+    return {
+        "class_names": [names[i] for i in original],
+        "original_labels": original,
+        "coarse_names": [coarse_names[coarse[i]] for i in original]
+        if coarse is not None and coarse_names is not None
+        else None,
+        "num_classes": len(original),
+        "source_has_test_split": has_test,
+        "split_counts": {str(v): int(c) for v, c in zip(values, counts, strict=True)},
+        "png_files": pngs,
+        "png_layout": "pngs/<split>/<class_name>/<sample_id>.png" if pngs else None,
+    }

@@ -1,0 +1,147 @@
+"""Shared builders of small test inputs (manifests, tables, configs); each owner has a section."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from flows.config import RunConfig
+from storage.fs import Location
+from storage.manifest import StageManifest
+from tasks.stage import Stage
+
+
+# --- classifier builders ---
+
+
+def clf_clusters(
+    num_classes: int,
+    per_class: int,
+    dim: int = 16,
+    *,
+    seed: int = 0,
+    noise: float = 0.05,
+    planted: tuple[tuple[int, int], ...] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """L2-normalised Gaussian clusters, one per class; each planted pair shares one centre."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(num_classes, dim))
+    for a, b in planted:
+        centres[b] = centres[a]  # near-identical classes: only the noise tells them apart
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(num_classes), per_class)
+    x = centres[labels] + noise * rng.normal(size=(len(labels), dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), labels
+
+
+def clf_splits(labels: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """Per-sample split names: 60% train, 20% val, 20% test within each class."""
+    rng = np.random.default_rng(seed)
+    split = np.empty(len(labels), dtype=object)
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        cut1, cut2 = int(0.6 * len(rows)), int(0.8 * len(rows))
+        split[rows[:cut1]], split[rows[cut1:cut2]], split[rows[cut2:]] = "train", "val", "test"
+    return split
+
+
+def _clf_stage(name: str) -> Stage:
+    return Stage(name, lambda **_: {})
+
+
+def clf_embeddings_stage(
+    root: Path, x: np.ndarray, labels: np.ndarray, class_names: list[str]
+) -> StageManifest:
+    """An embeddings StageManifest with one shard; sample_id = row index + 1000."""
+    from storage.schemas.images import embeddings_schema
+    from storage.tables import shard_name, write_parquet
+
+    location = Location(str(root / "embeddings"))
+    dim = x.shape[1]
+    flat = pa.array(x.reshape(-1), pa.float32())
+    table = pa.table(
+        {
+            "sample_id": np.arange(len(labels), dtype=np.int64) + 1000,
+            "split": ["train"] * len(labels),
+            "label": labels.astype(np.int32),
+            "class_name": [class_names[i] for i in labels],
+            "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
+        }
+    )
+    rows = write_parquet(location, shard_name(0), table, embeddings_schema(dim))
+    info = {"dim": dim, "class_names": class_names, "coarse_labels": None, "coarse_names": None}
+    return _clf_stage("embeddings").finish(location, {shard_name(0): rows}, {}, info)
+
+
+def clf_subset_stage(
+    root: Path,
+    labels: np.ndarray,
+    split: np.ndarray,
+    class_names: list[str],
+    coarse_names: list[str | None] | None = None,
+) -> StageManifest:
+    """A subset StageManifest whose splits.parquet covers every embedding row (same labels)."""
+    from storage.schemas.overlap import SPLITS
+    from storage.tables import table_name, write_parquet
+
+    location = Location(str(root / "subset"))
+    table = pa.table(
+        {
+            "sample_id": np.arange(len(labels), dtype=np.int64) + 1000,
+            "split": list(split),
+            "label": labels.astype(np.int32),
+            "class_name": [class_names[i] for i in labels],
+            "original_label": labels.astype(np.int32),
+        }
+    )
+    rows = write_parquet(location, table_name("splits"), table, SPLITS)
+    info = {
+        "class_names": class_names,
+        "original_labels": list(range(len(class_names))),
+        "coarse_names": coarse_names,
+    }
+    return _clf_stage("subset").finish(location, {table_name("splits"): rows}, {}, info)
+
+
+def clf_similarity_stage(root: Path, cosine: np.ndarray, class_names: list[str]) -> StageManifest:
+    """A similarity StageManifest with class_similarity.parquet (both directions)."""
+    from storage.schemas.overlap import CLASS_SIMILARITY
+    from storage.tables import table_name, write_parquet
+
+    location = Location(str(root / "similarity"))
+    a, b = np.nonzero(~np.eye(len(class_names), dtype=bool))
+    table = pa.table(
+        {
+            "label_a": a.astype(np.int32),
+            "class_a": [class_names[i] for i in a],
+            "label_b": b.astype(np.int32),
+            "class_b": [class_names[i] for i in b],
+            "cosine": cosine[a, b].astype(np.float32),
+            "rank": np.ones(len(a), dtype=np.int32),
+        }
+    )
+    rows = write_parquet(location, table_name("class_similarity"), table, CLASS_SIMILARITY)
+    return _clf_stage("class_similarity").finish(
+        location, {table_name("class_similarity"): rows}, {}, {}
+    )
+
+
+def clf_config(root: Path, **overrides: object) -> RunConfig:
+    """A RunConfig writing under ``root/out``, small and fast training by default."""
+    settings = {"dataset": "synthetic", "out": str(root / "out"), "hidden_size": 32,
+                "epochs": 60, "patience": 8, "train_batch_size": 32}
+    return RunConfig(**{**settings, **overrides})
+
+
+@pytest.fixture
+def clf_one_thread() -> Iterator[None]:
+    """Tiny MLPs train ~10x faster on one thread than on a shared, busy CPU's two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
