@@ -60,7 +60,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, field in RunConfig.model_fields.items():
         _add_field(run, name, field)
+    _add_analyze_parser(commands)
     return parser
+
+
+def _add_analyze_parser(commands: argparse._SubParsersAction) -> None:
+    """``overlap analyze-predictions FILE``: report and confusion pairs of your own predictions."""
+    fields = RunConfig.model_fields
+    parser = commands.add_parser(
+        "analyze-predictions",
+        help="classification report and confusion pairs of your own predictions",
+        description="Analyse a predictions table (Parquet or CSV with y_true and y_pred, labels or "
+        "class names) without embeddings or training.",
+    )
+    parser.add_argument("file", type=Path, help="predictions file (.parquet or .csv)")
+    parser.add_argument(
+        "--class-names",
+        type=Path,
+        metavar="PATH",
+        help="class names: one per line, or a TSV with class_name (and label, coarse_name) columns",
+    )
+    parser.add_argument(
+        "--out",
+        default="./outputs/predictions",
+        help="output folder (default: ./outputs/predictions)",
+    )
+    for name in ("confusion_rule", "confusion_k", "confusion_alpha"):
+        _add_field(parser, name, fields[name])
 
 
 def _validation_message(error: ValidationError) -> str:
@@ -98,6 +124,30 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def analyze_command(args: argparse.Namespace) -> int:
+    """Analyse a predictions file: tables (and report) under --out."""
+    from tasks.predictions import analyze_predictions
+
+    defaults = RunConfig()
+    try:
+        manifest = analyze_predictions(
+            args.file,
+            args.class_names,
+            args.out,
+            k=getattr(args, "confusion_k", defaults.confusion_k),
+            rule=getattr(args, "confusion_rule", defaults.confusion_rule),
+            alpha=getattr(args, "confusion_alpha", defaults.confusion_alpha),
+        )
+    except USER_ERRORS as error:
+        return fail(str(error), code=2)
+    info = manifest.info
+    print(f"accuracy {info['accuracy']:.4f} on {info['rows']} predictions")
+    print(
+        f"flagged confusion pairs: {info['flagged']} -> {manifest.path('confusion_pairs.parquet')}"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``overlap`` command."""
     # The ephemeral server's telemetry heartbeat only logs "database is locked" noise here.
@@ -105,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return run_command(args)
+    if args.command == "analyze-predictions":
+        return analyze_command(args)
     return fail(f"unknown command {args.command}")
 
 

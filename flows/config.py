@@ -72,19 +72,21 @@ class RunConfig(BaseModel):
     # --- classifier ---
     hidden_size: int = Field(512, ge=1, description="MLP hidden units")
     dropout: float = Field(0.2, ge=0, lt=1, description="MLP dropout")
-    learning_rate: float = Field(1e-3, gt=0, le=1, description="Adam learning rate")
+    learning_rate: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
     epochs: int = Field(100, ge=1, le=10000, description="maximum training epochs")
     patience: int = Field(10, ge=1, description="early stopping: epochs without val improvement")
     train_batch_size: int = Field(256, ge=1, description="MLP training batch size")
     # --- confusion pairs ---
     confusion_rule: Literal["sigma", "binomial"] = Field(
-        "sigma",
+        "binomial",
         description="sigma: C_ij >= mu + k*sigma over off-diagonal cells (the seed's rule); "
         "binomial: Benjamini-Hochberg q-value of a binomial test <= --confusion-alpha",
     )
     confusion_k: float = Field(5.0, ge=0, le=50, description="k of the sigma rule")
-    confusion_alpha: float = Field(0.05, gt=0, lt=1, description="q-value bound of binomial rule")
+    confusion_alpha: float = Field(
+        0.001, gt=0, lt=1, description="q-value bound of the binomial rule"
+    )
     # --- report ---
     grid_images: int = Field(8, ge=1, le=64, description="images per class in sample grids")
 

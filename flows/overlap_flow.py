@@ -7,10 +7,16 @@ from typing import Any
 from prefect import flow
 
 from flows.config import RunConfig
+from tasks.classifier import train_classifier_task
+from tasks.confusion import confusion_pairs_task
+from tasks.evaluate import evaluate_task
 from tasks.extract import extract_embeddings_task
 from tasks.load import load_dataset_task
+from tasks.overlap import find_overlaps_task
 from tasks.preflight import check_run
 from tasks.record import record_run_task
+from tasks.similarity import class_similarity_task
+from tasks.subset import write_subset_task
 
 
 @flow(name="class-overlap", log_prints=True)
@@ -19,4 +25,20 @@ def class_overlap(config: RunConfig) -> dict[str, Any]:
     check_run(config)
     images = load_dataset_task(config)
     embeddings = extract_embeddings_task(images, config)
-    return record_run_task(config, {"images": images, "embeddings": embeddings})
+    similarity = class_similarity_task(embeddings, config)
+    overlap = find_overlaps_task(similarity, embeddings, config)
+    subset = write_subset_task(images, overlap, config)
+    classifier = train_classifier_task(embeddings, subset, config)
+    evaluation = evaluate_task(classifier, embeddings, subset, config)
+    confusion = confusion_pairs_task(evaluation, subset, similarity, config)
+    stages = {
+        "images": images,
+        "embeddings": embeddings,
+        "similarity": similarity,
+        "overlap": overlap,
+        "subset": subset,
+        "classifier": classifier,
+        "evaluation": evaluation,
+        "confusion": confusion,
+    }
+    return record_run_task(config, stages)

@@ -55,7 +55,7 @@ def sigma_threshold(counts: np.ndarray, k: float) -> float:
 
 
 def base_rate(counts: np.ndarray) -> float:
-    """Off-diagonal errors / (sum over rows of support * (K-1)): a cell's rate if errors spread evenly."""
+    """A cell's rate if errors spread evenly: off-diagonal errors / sum of support * (K-1)."""
     mask = off_diagonal_mask(counts)
     trials = (counts.sum(axis=1) * (len(counts) - 1)).sum()
     return float(counts[mask].sum() / trials) if trials else 0.0
@@ -120,14 +120,12 @@ def confusion_pairs(
     low, high = wilson_interval(hits, n)
     flagged_sigma, flagged_binomial = rate >= threshold, q_all[rows, cols] <= alpha
     names = np.asarray(class_names, dtype=object)
-    same = None
-    if coarse_names is not None:
-        coarse = list(coarse_names)
-        same = [
-            None if coarse[i] is None or coarse[j] is None else coarse[i] == coarse[j]
-            for i, j in zip(rows, cols, strict=True)
-        ]
-    cosines = None if cosine is None else pa.array(cosine[rows, cols], from_pandas=True)
+    coarse = list(coarse_names) if coarse_names is not None else [None] * len(names)
+    same = [
+        None if coarse[i] is None or coarse[j] is None else coarse[i] == coarse[j]
+        for i, j in zip(rows, cols, strict=True)
+    ]
+    cosine = np.full(counts.shape, np.nan) if cosine is None else cosine
     return pa.table(
         {
             "True": names[rows],
@@ -149,12 +147,8 @@ def confusion_pairs(
             "flagged_sigma": flagged_sigma,
             "flagged_binomial": flagged_binomial,
             "flagged": flagged_sigma if rule == "sigma" else flagged_binomial,
-            "same_superclass": pa.array(
-                same if same is not None else [None] * len(rows), pa.bool_()
-            ),
-            "centroid_cosine": cosines
-            if cosines is not None
-            else pa.nulls(len(rows), pa.float64()),
+            "same_superclass": pa.array(same, pa.bool_()),
+            "centroid_cosine": pa.array(cosine[rows, cols], from_pandas=True),  # NaN -> null
         },
         schema=schemas.CONFUSION_PAIRS,
     )

@@ -1,4 +1,4 @@
-"""Evaluate the classifier on the test split: predictions, classification report, confusion matrix."""
+"""Evaluate the classifier on the test split: predictions, report, confusion matrix."""
 
 from __future__ import annotations
 

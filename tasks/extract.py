@@ -36,6 +36,7 @@ def build_extractor(config: Any) -> Extractor:
         pretrained=config.pretrained,
         weights=config.weights,
         image_size=config.image_size,
+        seed=config.seed,
     )
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     return Extractor(
@@ -72,6 +73,7 @@ def _inputs(images: StageManifest, config: Any) -> dict[str, Any]:
         "model": config.model,
         "weights": hash_local_file(Path(config.weights)) if config.weights else None,
         "pretrained": config.pretrained,
+        "random_init_seed": None if config.pretrained else config.seed,
         "image_size": config.image_size,
         "precision": models.resolve_precision(config.precision, device),
         "code": code_version(*CODE_FILES),
@@ -167,6 +169,7 @@ def extract_embeddings_task(images: StageManifest, config: Any) -> StageManifest
     params = {
         "model": config.model,
         "pretrained": config.pretrained,
+        "random_init_seed": None if config.pretrained else config.seed,
         "image_size": config.image_size,
     }
     return EXTRACT.finish(target, rows, params, info, code_version(*CODE_FILES))

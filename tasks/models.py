@@ -70,9 +70,17 @@ def _load_error(name: str, weights: Path, error: RuntimeError) -> ModelError:
 
 
 def build_model(
-    name: str, *, pretrained: bool, weights: Path | None = None, image_size: int | None = None
+    name: str,
+    *,
+    pretrained: bool,
+    weights: Path | None = None,
+    image_size: int | None = None,
+    seed: int = 0,
 ) -> nn.Module:
-    """A timm model with its classifier removed (pooled features), in eval mode."""
+    """A timm model with its classifier removed (pooled features), in eval mode.
+
+    Random weights are drawn from ``seed``, so a resumed or repeated demo run embeds identically.
+    """
     check_model_name(name)
     if weights is not None:
         weights = Path(weights).resolve()
@@ -95,7 +103,9 @@ def build_model(
                 "no network? use --weights PATH, or --no-pretrained for a demo"
             ) from None
     else:
-        model = _create(name, image_size, pretrained=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = _create(name, image_size, pretrained=False)
     return model.eval()
 
 

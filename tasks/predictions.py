@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from flows.config import RunConfig
 from storage.fingerprint import code_version
 from storage.fs import Location
 from storage.manifest import StageManifest
@@ -21,6 +22,10 @@ from tasks.confusion import Rule
 from tasks.stage import Stage
 
 REQUIRED = ("y_true", "y_pred")
+# The run configuration's defaults, so the flow and analyze-predictions agree unless told otherwise.
+_DEFAULT = {
+    name: RunConfig.model_fields[f"confusion_{name}"].default for name in ("k", "rule", "alpha")
+}
 
 
 class PredictionsError(ValueError):
@@ -104,9 +109,10 @@ def validate_predictions(
     if all(pa.types.is_string(table.schema.field(c).type) for c in REQUIRED):
         # Labels given as class names: map them through the class list (sorted names if none).
         values = [table.column(c).to_pylist() for c in REQUIRED]
-        names = list(class_names) if class_names is not None else sorted(set(sum(values, [])))
+        seen = set(values[0]) | set(values[1])
+        names = list(class_names) if class_names is not None else sorted(seen)
         index = {name: i for i, name in enumerate(names)}
-        unknown = sorted(set(sum(values, [])) - set(index))
+        unknown = sorted(seen - set(index))
         if unknown:
             raise PredictionsError(f"class names not in the class list: {', '.join(unknown[:5])}")
         y_true, y_pred = (np.array([index[v] for v in vals], np.int64) for vals in values)
@@ -140,9 +146,9 @@ def analyze_predictions(
     class_names_path: str | Path | None,
     out: Location | str,
     *,
-    k: float = 5.0,
-    rule: Rule = "sigma",
-    alpha: float = 0.05,
+    k: float = _DEFAULT["k"],
+    rule: Rule = _DEFAULT["rule"],
+    alpha: float = _DEFAULT["alpha"],
 ) -> StageManifest:
     """Write classification_report (+ .md), confusion_matrix and confusion_pairs into ``out``."""
     location = out if isinstance(out, Location) else Location(str(out))

@@ -10,10 +10,14 @@ from tasks.load import check_dataset
 
 
 def check_run(config: Any) -> None:
-    """Raise a one-line error for an unwritable output, unknown model, missing weights or folder."""
+    """Raise a one-line error for an unwritable output, unknown model, bad weights or folder."""
     Location(config.out).check_writable()
     models.check_model_name(config.model)
-    if config.weights is not None and not config.weights.is_file():
-        raise models.ModelError(f"weights file {config.weights} does not exist; check --weights")
+    if config.weights is not None:
+        # Loading a weights file takes a second; finding out it is the wrong one after the
+        # dataset download would take much longer.
+        models.build_model(
+            config.model, pretrained=True, weights=config.weights, image_size=config.image_size
+        )
     models.resolve_device(config.device)
     check_dataset(config)

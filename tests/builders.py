@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pytest
 import torch
 
 from flows.config import RunConfig
 from storage.fs import Location
 from storage.manifest import StageManifest
 from tasks.stage import Stage
-
 
 # --- classifier builders ---
 
@@ -133,15 +132,23 @@ def clf_similarity_stage(root: Path, cosine: np.ndarray, class_names: list[str])
 
 def clf_config(root: Path, **overrides: object) -> RunConfig:
     """A RunConfig writing under ``root/out``, small and fast training by default."""
-    settings = {"dataset": "synthetic", "out": str(root / "out"), "hidden_size": 32,
-                "epochs": 60, "patience": 8, "train_batch_size": 32}
+    settings = {
+        "dataset": "synthetic",
+        "out": str(root / "out"),
+        "hidden_size": 32,
+        "epochs": 60,
+        "patience": 8,
+        "train_batch_size": 32,
+    }
     return RunConfig(**{**settings, **overrides})
 
 
-@pytest.fixture
-def clf_one_thread() -> Iterator[None]:
+@contextlib.contextmanager
+def clf_single_thread() -> Iterator[None]:
     """Tiny MLPs train ~10x faster on one thread than on a shared, busy CPU's two."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

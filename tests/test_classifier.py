@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import polars as pl
 import pytest
 import torch
+from builders import (
+    clf_clusters,
+    clf_config,
+    clf_embeddings_stage,
+    clf_single_thread,
+    clf_splits,
+    clf_subset_stage,
+)
 from prefect.logging import disable_run_logger
 
-from builders import clf_clusters, clf_one_thread, clf_config, clf_embeddings_stage, clf_splits, clf_subset_stage
 from storage.tables import read_parquet
 from tasks import classifier
 from tasks.classifier import TrainParams, load_model, train_mlp
@@ -17,7 +26,11 @@ from tasks.evaluate import predict_proba
 NAMES = [f"class_{i}" for i in range(5)]
 FAST = TrainParams(hidden_size=32, epochs=60, patience=8, batch_size=32, seed=3)
 
-pytestmark = pytest.mark.usefixtures("clf_one_thread")
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    with clf_single_thread():
+        yield
 
 
 def _arrays(x: np.ndarray, labels: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -41,8 +54,9 @@ def test_same_seed_same_model_and_history() -> None:
     assert history_a == history_b
     for name, tensor in first.state_dict().items():
         assert torch.equal(tensor, second.state_dict()[name])
-    other, _ = train_mlp(*data["train"], *data["val"], 5, TrainParams(**{**FAST.__dict__,
-                                                                          "seed": 4}))
+    other, _ = train_mlp(
+        *data["train"], *data["val"], 5, TrainParams(**{**FAST.__dict__, "seed": 4})
+    )
     assert not torch.equal(first[0].weight, other[0].weight)
 
 
@@ -68,8 +82,9 @@ def test_confuses_planted_near_identical_pair() -> None:
 
 def test_early_stopping_keeps_best_epoch() -> None:
     data = _arrays(*clf_clusters(5, 40, noise=0.4))
-    params = TrainParams(hidden_size=64, epochs=300, patience=3, batch_size=16,
-                         learning_rate=1e-2, seed=0)
+    params = TrainParams(
+        hidden_size=64, epochs=300, patience=3, batch_size=16, learning_rate=1e-2, seed=0
+    )
     model, history = train_mlp(*data["train"], *data["val"], 5, params)
     assert len(history) < 300
     best = min(history, key=lambda row: row["val_loss"])
@@ -96,13 +111,11 @@ def test_task_writes_model_and_history(tmp_path) -> None:
     assert set(manifest.files) == {"model.pt", "training_history.parquet"}
     assert manifest.problems() == []
     assert manifest.info["class_names"] == NAMES
-    assert manifest.key == classifier.STAGE.key(embeddings=embeddings, subset=subset,
-                                                config=config)
+    assert manifest.key == classifier.STAGE.key(embeddings=embeddings, subset=subset, config=config)
     history = pl.read_parquet(manifest.path("training_history.parquet"))
-    assert history.columns == ["epoch", "train_loss", "val_loss", "train_accuracy",
-                               "val_accuracy"]
+    assert history.columns == ["epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy"]
     assert history.height == manifest.info["epochs_run"]
-    model, saved = load_model(manifest.location.read_bytes("model.pt"))
+    _, saved = load_model(manifest.location.read_bytes("model.pt"))
     assert saved["num_classes"] == 5 and saved["input_dim"] == x.shape[1]
     assert read_parquet(manifest.location, "training_history.parquet").num_rows == history.height
     # A changed training parameter is a different stage folder (and cache key).

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import duckdb
 import numpy as np
 import pytest
+from builders import (
+    clf_clusters,
+    clf_config,
+    clf_embeddings_stage,
+    clf_single_thread,
+    clf_splits,
+    clf_subset_stage,
+)
 from prefect.logging import disable_run_logger
 from sklearn.metrics import classification_report, confusion_matrix
 
-from builders import clf_clusters, clf_one_thread, clf_config, clf_embeddings_stage, clf_splits, clf_subset_stage
 from storage.fs import Location
 from tasks import classifier, evaluate
 from tasks.evaluate import (
@@ -19,7 +28,11 @@ from tasks.evaluate import (
     report_markdown,
 )
 
-pytestmark = pytest.mark.usefixtures("clf_one_thread")
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    with clf_single_thread():
+        yield
 
 
 def _labels(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -33,13 +46,20 @@ def _labels(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 def test_report_equals_sklearn() -> None:
     y_true, y_pred, names = _labels()
-    ours = {row["class_name"]: row for row in classification_report_table(
-        y_true, y_pred, names).to_pylist()}
-    theirs = classification_report(y_true, y_pred, labels=list(range(7)), target_names=names,
-                                   output_dict=True, zero_division=0)
+    ours = {
+        row["class_name"]: row
+        for row in classification_report_table(y_true, y_pred, names).to_pylist()
+    }
+    theirs = classification_report(
+        y_true, y_pred, labels=list(range(7)), target_names=names, output_dict=True, zero_division=0
+    )
     for name in [*names, "macro avg", "weighted avg"]:
-        for ours_key, their_key in (("precision", "precision"), ("recall", "recall"),
-                                    ("f1", "f1-score"), ("support", "support")):
+        for ours_key, their_key in (
+            ("precision", "precision"),
+            ("recall", "recall"),
+            ("f1", "f1-score"),
+            ("support", "support"),
+        ):
             assert ours[name][ours_key] == pytest.approx(theirs[name][their_key], abs=1e-12)
     assert ours["accuracy"]["f1"] == pytest.approx(theirs["accuracy"])
     assert ours["accuracy"]["label"] is None and ours["c3"]["label"] == 3
@@ -48,8 +68,7 @@ def test_report_equals_sklearn() -> None:
 def test_report_rows_and_markdown() -> None:
     y_true, y_pred, names = _labels()
     report = classification_report_table(y_true, y_pred, names)
-    assert report.column("class_name").to_pylist()[-3:] == ["accuracy", "macro avg",
-                                                            "weighted avg"]
+    assert report.column("class_name").to_pylist()[-3:] == ["accuracy", "macro avg", "weighted avg"]
     markdown = report_markdown(report)
     assert markdown.startswith("| label | class | precision | recall | f1-score | support |")
     assert len(markdown.strip().splitlines()) == 2 + len(names) + 3
@@ -88,8 +107,12 @@ def test_evaluate_task(tmp_path) -> None:
     with disable_run_logger():
         model = classifier.train_classifier_task.fn(embeddings, subset, config)
         manifest = evaluate.evaluate_task.fn(model, embeddings, subset, config)
-    assert set(manifest.files) == {"predictions.parquet", "classification_report.parquet",
-                                   "classification_report.md", "confusion_matrix.parquet"}
+    assert set(manifest.files) == {
+        "predictions.parquet",
+        "classification_report.parquet",
+        "classification_report.md",
+        "confusion_matrix.parquet",
+    }
     assert manifest.info["accuracy"] >= 0.95
     assert manifest.files["predictions.parquet"].rows == (split == "test").sum()
     assert manifest.files["confusion_matrix.parquet"].rows == 16
@@ -98,7 +121,8 @@ def test_evaluate_task(tmp_path) -> None:
     accuracy = duckdb.sql(f"select avg((y_true = y_pred)::int) from '{path}'").fetchall()[0][0]
     assert accuracy == pytest.approx(manifest.info["accuracy"])
     total = duckdb.sql(
-        f"select sum(count) from '{manifest.path('confusion_matrix.parquet')}'").fetchall()[0][0]
+        f"select sum(count) from '{manifest.path('confusion_matrix.parquet')}'"
+    ).fetchall()[0][0]
     assert total == (split == "test").sum()
     report = Location(manifest.url).read_bytes("classification_report.md").decode()
     assert "| accuracy |" in report

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
-from torchvision.datasets.utils import download_url, extract_archive
+from torchvision.datasets.utils import check_integrity, download_url, extract_archive
 
 from tasks.sources import ArraySource, DatasetInfo
 
@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 
 # torchvision's dataset classes carry the official URL, archive md5, folder and file names.
 VARIANTS = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+
+
+class ChecksumError(OSError):
+    """A downloaded archive whose md5 does not match: retried, since downloads break."""
 
 
 def cifar_folder(root: Path, name: str) -> Path:
@@ -38,11 +42,18 @@ def download_cifar(root: Path, name: str, url: str | None = None) -> Path:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
-        log.info("downloading %s from %s", name, url or spec.url)
-        download_url(url or spec.url, tmp, filename=spec.filename, md5=spec.tgz_md5)
+        source = url or spec.url
+        log.info("downloading %s from %s", name, source)
+        try:
+            download_url(source, tmp, filename=spec.filename)
+        except OSError as error:
+            raise OSError(
+                f"could not download {name} from {source} ({error}); check the network, "
+                f"use --download-url MIRROR, or put {spec.base_folder}/ in --data-dir"
+            ) from error
         archive = Path(tmp) / spec.filename
-        if not archive.is_file():
-            raise OSError(f"download of {name} produced no archive; check --download-url")
+        if not check_integrity(str(archive), spec.tgz_md5):
+            raise ChecksumError(f"{source} sent an archive that fails the {name} md5 checksum")
         extract_archive(archive, Path(tmp) / "extracted")
         shutil.move(str(Path(tmp) / "extracted" / spec.base_folder), target)
     return target

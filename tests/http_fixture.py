@@ -1,0 +1,40 @@
+"""A file served over HTTP on 127.0.0.1 that can fail its first requests (a flaky mirror)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+@contextmanager
+def serve_file(path: Path, failures: int = 0) -> Iterator[dict]:
+    """Serve ``path`` at ``state['url']``; the first ``failures`` requests get HTTP 503."""
+    state = {"requests": 0, "failures": failures}
+    payload = Path(path).read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            state["requests"] += 1
+            if state["requests"] <= state["failures"]:
+                self.send_error(503, "flaky mirror")
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/{Path(path).name}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
