@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,12 +62,44 @@ def _create(name: str, image_size: int | None, **kwargs: Any) -> nn.Module:
         raise
 
 
-def _load_error(name: str, weights: Path, error: RuntimeError) -> ModelError:
-    first = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), "")
-    detail = f" ({first[:160]})" if first else ""
+def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Key prefixes of the classifier head, which a feature extractor does not use."""
+    head = model.pretrained_cfg.get("classifier") or ()
+    heads = (head,) if isinstance(head, str) else tuple(head)
+    return tuple(f"{name}." for name in heads)
+
+
+def load_weights_file(model: nn.Module, name: str, weights: Path) -> None:
+    """Load a local checkpoint strictly (the head aside): another model's weights are refused.
+
+    timm's own loader turns strict checking off once the head is dropped, which silently
+    leaves a model of another architecture at random weights.
+    """
+    state = timm.models.load_state_dict(str(weights))
+    filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if filter_fn is not None:  # e.g. resample a ViT's position embedding to --image-size
+        # a checkpoint the filter cannot handle is left to the strict check below, which names it
+        with contextlib.suppress(KeyError, RuntimeError, ValueError):
+            state = filter_fn(state, model)
+    heads = _head_prefixes(model)
+    state = {k: v for k, v in state.items() if not (heads and k.startswith(heads))}
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:
+        first = next((ln.strip() for ln in str(error).splitlines() if "size mismatch" in ln), "")
+        raise _misfit(name, weights, first[:160]) from None
+    if result.missing_keys or result.unexpected_keys:
+        detail = (
+            f"{len(result.missing_keys)} missing keys, {len(result.unexpected_keys)} unexpected, "
+            f"e.g. {(result.missing_keys or result.unexpected_keys)[0]}"
+        )
+        raise _misfit(name, weights, detail)
+
+
+def _misfit(name: str, weights: Path, detail: str) -> ModelError:
     return ModelError(
-        f"weights file {weights} does not fit model {name}{detail}; pass the weights of {name} "
-        "or the --model they belong to"
+        f"weights file {weights} does not fit model {name} ({detail}); pass the weights of "
+        f"{name} or the --model they belong to"
     )
 
 
@@ -86,12 +120,8 @@ def build_model(
         weights = Path(weights).resolve()
         if not weights.is_file():
             raise ModelError(f"weights file {weights} does not exist")
-        try:
-            model = _create(
-                name, image_size, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}
-            )
-        except RuntimeError as error:
-            raise _load_error(name, weights, error) from None
+        model = _create(name, image_size, pretrained=False)
+        load_weights_file(model, name, weights)
     elif pretrained:
         try:
             model = _create(name, image_size, pretrained=True)
