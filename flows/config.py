@@ -56,9 +56,10 @@ class RunConfig(BaseModel):
     overlap_rule: Literal["sigma", "threshold", "topk"] = Field(
         "sigma",
         description="how centroid pairs are flagged: sigma (cosine >= mu + k*sigma over all "
-        "pairs), threshold (cosine >= --overlap-threshold), topk (each class's nearest classes)",
+        "pairs), threshold (cosine >= --overlap-threshold), topk (mutual: each class among "
+        "the other's --overlap-top-k nearest classes)",
     )
-    overlap_k: float = Field(2.0, ge=0, le=10, description="k of the sigma rule")
+    overlap_k: float = Field(3.0, ge=0, le=10, description="k of the sigma rule")
     overlap_threshold: float = Field(0.6, ge=-1, le=1, description="cosine of the threshold rule")
     overlap_top_k: int = Field(1, ge=1, le=50, description="neighbours per class of the topk rule")
     pair_samples: int = Field(
@@ -89,6 +90,13 @@ class RunConfig(BaseModel):
     )
     # --- report ---
     grid_images: int = Field(8, ge=1, le=64, description="images per class in sample grids")
+    report_pairs: int = Field(
+        12,
+        ge=0,
+        le=200,
+        description="flagged confusion pairs (highest MisRate first) that get their own UMAP "
+        "and image grid in the report",
+    )
 
     @field_validator("dataset")
     @classmethod

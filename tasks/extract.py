@@ -145,8 +145,14 @@ def extract_embeddings_task(images: StageManifest, config: Any) -> StageManifest
     precision = "bf16" if extractor.dtype == torch.bfloat16 else "fp32"
     info = {
         **{
-            k: images.info[k]
-            for k in ("class_names", "coarse_labels", "coarse_names", "has_test_split")
+            k: images.info.get(k)
+            for k in (
+                "class_names",
+                "coarse_labels",
+                "coarse_names",
+                "has_test_split",
+                "planted_pairs",
+            )
         },
         "model": config.model,
         "weights_source": models.weights_source(config.model, config.pretrained, config.weights),

@@ -12,6 +12,7 @@ from typing import Any
 
 import timm
 import torch
+from timm.layers import Mlp
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,67 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     return requested
 
 
+class PackedLinear(nn.Linear):
+    """A bf16 CPU Linear whose weight oneDNN reorders once, with bias (and GELU) fused in.
+
+    ``nn.Linear`` re-lays the weight out on every call and adds the bias in a separate pass;
+    packing once made ViT-S/16 forward ~15% faster on a 2-core AVX512-BF16 CPU. The plain
+    ``weight`` and ``bias`` stay, so code that reads them directly still works.
+    """
+
+    def __init__(self, linear: nn.Linear, activation: str = "none") -> None:
+        nn.Module.__init__(self)  # not nn.Linear's: it would draw fresh random weights
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+        self.activation = activation  # "none" or "gelu" (exact, erf), as oneDNN names them
+        packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach())
+        self.register_buffer("packed", packed, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        algorithm = "none" if self.activation == "gelu" else ""
+        return torch.ops.mkldnn._linear_pointwise(
+            x.contiguous(), self.packed, self.bias, self.activation, [], algorithm
+        )
+
+
+def packing_supported(device: torch.device, dtype: torch.dtype) -> bool:
+    """True where PackedLinear applies: bf16 on a CPU with oneDNN and native bf16."""
+    if device.type != "cpu" or dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        weight = torch.linspace(-1, 1, 32, dtype=dtype).view(4, 8)
+        x, bias = torch.ones(2, 8, dtype=dtype), torch.ones(4, dtype=dtype)
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight)
+        got = torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+        return torch.allclose(got.float(), nn.functional.linear(x, weight, bias).float())
+    except (AttributeError, RuntimeError) as error:  # an older or oneDNN-less torch build
+        log.debug("linear packing unavailable: %s", error)
+        return False
+
+
+def pack_linears(model: nn.Module) -> int:
+    """Swap every plain nn.Linear for a PackedLinear; fold a timm Mlp's GELU into fc1."""
+    swapped = 0
+    for module in list(model.modules()):
+        fusable = isinstance(module, Mlp) and type(module.act) is nn.GELU
+        if fusable and module.act.approximate == "none" and type(module.fc1) is nn.Linear:
+            module.fc1, module.act = PackedLinear(module.fc1, "gelu"), nn.Identity()
+            swapped += 1
+        for name, child in list(module.named_children()):
+            if type(child) is nn.Linear:  # not subclasses: nn.MultiheadAttention reads .weight
+                setattr(module, name, PackedLinear(child))
+                swapped += 1
+    return swapped
+
+
 def prepare(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
-    """Move to the device; weights cast to bf16 (faster than autocast here, see notes)."""
+    """Move to the device; weights cast to bf16 (faster than autocast here, see notes).
+
+    On a CPU in bf16 the Linear layers are also packed for oneDNN (see PackedLinear).
+    """
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    return model.to(device=device, dtype=dtype)
+    model = model.to(device=device, dtype=dtype)
+    if packing_supported(device, dtype):
+        with torch.no_grad():
+            log.debug("packed %d linear layers for oneDNN", pack_linears(model))
+    return model

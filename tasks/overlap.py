@@ -62,7 +62,7 @@ CODE = code_version(sys.modules[__name__], overlap_rules, pair_samples, schemas)
 STAGE = Stage("overlap", _inputs)
 
 
-@task(cache_key_fn=STAGE.cache_key_fn, persist_result=True)
+@task(name="find overlaps", cache_key_fn=STAGE.cache_key_fn, persist_result=True)
 def find_overlaps_task(
     similarity: StageManifest, embeddings: StageManifest, config: RunConfig
 ) -> StageManifest:
@@ -78,7 +78,9 @@ def find_overlaps_task(
     )
     rule = rule_params(config)
     flagged = flag_pairs(cosine, ranks, **rule)
-    centroids = embedding_matrix(read_parquet(similarity.location, table_name("centroids")))
+    centroids = embedding_matrix(
+        read_parquet(similarity.location, table_name("centroids")), "centroid"
+    )
     shards = stage_shards(embeddings, ["sample_id", "split", "label", "class_name", "embedding"])
     tables = {
         OVERLAP_PAIRS: (

@@ -24,11 +24,11 @@ GPU_MAX_K = 2048
 SHOW_IDS = 5
 
 
-def embedding_matrix(table: pa.Table) -> np.ndarray:
-    """The ``embedding`` column as an (n, dim) float32 array."""
-    column = table.column("embedding")
+def embedding_matrix(table: pa.Table, name: str = "embedding") -> np.ndarray:
+    """A fixed-size-list column (``embedding``, ``centroid``) as an (n, dim) float32 array."""
+    column = table.column(name)
     if not pa.types.is_fixed_size_list(column.type):
-        raise ValueError(f"embedding column must be a fixed-size list, got {column.type}")
+        raise ValueError(f"{name} column must be a fixed-size list, got {column.type}")
     values = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
     return values.astype(np.float32, copy=False).reshape(-1, column.type.list_size)
 
@@ -185,7 +185,7 @@ CODE = code_version(sys.modules[__name__], schemas)
 STAGE = Stage("class_similarity", _inputs)
 
 
-@task(cache_key_fn=STAGE.cache_key_fn, persist_result=True)
+@task(name="class similarity", cache_key_fn=STAGE.cache_key_fn, persist_result=True)
 def class_similarity_task(embeddings: StageManifest, config: RunConfig) -> StageManifest:
     """Class centroids and the cosine similarity of every pair of classes."""
     params = {"embeddings": embeddings, "config": config}

@@ -152,3 +152,161 @@ def clf_single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+# --- overlap builders ---
+
+
+def ovl_clusters(
+    num_classes: int,
+    per_class: int,
+    dim: int = 8,
+    *,
+    seed: int = 0,
+    noise: float = 0.3,
+    twins: tuple[tuple[int, int], ...] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit embeddings around random class centres; each twin pair's centres nearly coincide."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(num_classes, dim))
+    for a, b in twins:
+        centres[b] = centres[a] + 0.05 * rng.normal(size=dim)
+    labels = np.repeat(np.arange(num_classes), per_class)
+    x = centres[labels] / np.linalg.norm(centres[labels], axis=1, keepdims=True)
+    x = x + noise * rng.normal(size=x.shape) / np.sqrt(dim)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), labels
+
+
+def ovl_embeddings_table(
+    x: np.ndarray, labels: np.ndarray, class_names: list[str], splits: list[str] | None = None
+) -> pa.Table:
+    """Rows of the embeddings table; sample_id = row index."""
+    flat = pa.array(np.ascontiguousarray(x, dtype=np.float32).reshape(-1), pa.float32())
+    return pa.table(
+        {
+            "sample_id": np.arange(len(labels), dtype=np.int64),
+            "split": splits or ["train"] * len(labels),
+            "label": np.asarray(labels, dtype=np.int32),
+            "class_name": [class_names[i] for i in labels],
+            "embedding": pa.FixedSizeListArray.from_arrays(flat, x.shape[1]),
+        }
+    )
+
+
+def ovl_write_shards(location: Location, table: pa.Table, rows_per_shard: int) -> dict[str, int]:
+    """Write ``table`` as shards part-00000.parquet, ...; return rows per shard name."""
+    from storage.schemas.images import embeddings_schema
+    from storage.tables import shard_name, write_parquet
+
+    dim = table.schema.field("embedding").type.list_size
+    rows = {}
+    for index, start in enumerate(range(0, table.num_rows, rows_per_shard)):
+        part = table.slice(start, rows_per_shard)
+        rows[shard_name(index)] = write_parquet(
+            location, shard_name(index), part, embeddings_schema(dim)
+        )
+    return rows
+
+
+def ovl_embeddings_stage(
+    root: Path,
+    table: pa.Table,
+    class_names: list[str],
+    *,
+    rows_per_shard: int = 50,
+    **info: object,
+) -> StageManifest:
+    """An embeddings StageManifest over shards of ``table``; extra ``info`` keys are added."""
+    location = Location(str(root / "embeddings"))
+    rows = ovl_write_shards(location, table, rows_per_shard)
+    base = {
+        "dim": table.schema.field("embedding").type.list_size,
+        "class_names": class_names,
+        "coarse_labels": None,
+        "coarse_names": None,
+        "has_test_split": False,
+    }
+    return Stage("embeddings", lambda **_: {}).finish(location, rows, {}, {**base, **info})
+
+
+def ovl_images_stage(
+    root: Path,
+    labels: np.ndarray,
+    splits: list[str],
+    class_names: list[str],
+    *,
+    rows_per_shard: int = 40,
+    coarse_labels: list[int] | None = None,
+    coarse_names: list[str] | None = None,
+) -> StageManifest:
+    """An images StageManifest of tiny PNGs (pixel value = sample_id % 256); sample_id = row."""
+    import io
+
+    from PIL import Image
+
+    from storage.schemas.images import IMAGES
+    from storage.tables import shard_name, write_parquet
+
+    location = Location(str(root / "images"))
+    n = len(labels)
+    pngs = []
+    for i in range(n):
+        buffer = io.BytesIO()
+        Image.fromarray(np.full((4, 4, 3), i % 256, dtype=np.uint8)).save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    coarse = None if coarse_labels is None else [coarse_labels[i] for i in labels]
+    table = pa.table(
+        {
+            "sample_id": np.arange(n, dtype=np.int64),
+            "split": splits,
+            "label": np.asarray(labels, dtype=np.int32),
+            "class_name": [class_names[i] for i in labels],
+            "coarse_label": pa.array(coarse, pa.int32()) if coarse else pa.nulls(n, pa.int32()),
+            "coarse_name": [coarse_names[c] for c in coarse]
+            if coarse and coarse_names
+            else pa.nulls(n, pa.string()),
+            "image": pa.StructArray.from_arrays(
+                [pa.array(pngs, pa.binary()), pa.array([f"{i}.png" for i in range(n)])],
+                fields=list(IMAGES.field("image").type),
+            ),
+        }
+    )
+    rows = {}
+    for index, start in enumerate(range(0, n, rows_per_shard)):
+        part = table.slice(start, rows_per_shard)
+        rows[shard_name(index)] = write_parquet(location, shard_name(index), part, IMAGES)
+    info = {
+        "class_names": class_names,
+        "coarse_labels": coarse_labels,
+        "coarse_names": coarse_names,
+        "has_test_split": "test" in splits,
+    }
+    return Stage("images", lambda **_: {}).finish(location, rows, {}, info)
+
+
+def ovl_overlap_stage(root: Path, flagged: list[int], class_names: list[str]) -> StageManifest:
+    """An overlap StageManifest whose overlap_classes table lists ``flagged`` labels."""
+    from storage.schemas.overlap import OVERLAP_CLASSES
+    from storage.tables import table_name, write_parquet
+
+    location = Location(str(root / "overlap"))
+    n = len(flagged)
+    table = pa.table(
+        {
+            "label": pa.array(flagged, pa.int32()),
+            "class_name": [class_names[i] for i in flagged],
+            "partners": pa.array([[] for _ in flagged], pa.list_(pa.string())),
+            "partner_labels": pa.array([[] for _ in flagged], pa.list_(pa.int32())),
+            "group": pa.array([0] * n, pa.int32()),
+            "group_size": pa.array([n] * n, pa.int32()),
+            "max_cosine": pa.array([0.9] * n, pa.float32()),
+        }
+    )
+    rows = write_parquet(location, table_name("overlap_classes"), table, OVERLAP_CLASSES)
+    stage = Stage("overlap", lambda **_: {})
+    return stage.finish(location, {table_name("overlap_classes"): rows}, {"rule": "sigma"}, {})
+
+
+def ovl_config(root: Path, **overrides: object) -> RunConfig:
+    """A RunConfig writing under ``root/out``."""
+    return RunConfig(**{"dataset": "synthetic", "out": str(root / "out"), **overrides})

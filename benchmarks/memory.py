@@ -1,0 +1,144 @@
+"""Peak memory of loading and embedding an image folder of N and 10N images (one process each)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import environment, write_json
+
+CLASSES = 4
+
+
+def make_folder(root: Path, count: int, px: int, seed: int) -> Path:
+    """``count`` PNGs of smooth noisy colour fields in ``CLASSES`` class sub-folders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        folder = root / f"class_{index % CLASSES}"
+        folder.mkdir(parents=True, exist_ok=True)
+        coarse = rng.random((4, 4, 3))
+        field = np.kron(coarse, np.ones((px // 4, px // 4, 1)))
+        pixels = np.clip(field + rng.normal(0, 0.05, field.shape), 0, 1)
+        Image.fromarray((pixels * 255).astype(np.uint8)).save(folder / f"{index:06d}.png")
+    return root
+
+
+def peak_mib() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(folder: str, out: str) -> None:
+    """Run the load and extract stages under a flow; print peak memory before and after."""
+    import torch
+    from prefect import flow
+
+    from flows.config import RunConfig
+    from tasks.extract import extract_embeddings_task
+    from tasks.load import load_dataset_task
+
+    torch.zeros(1) @ torch.zeros(1)  # load the math libraries before the baseline
+    config = RunConfig(
+        dataset=f"imagefolder:{folder}",
+        out=out,
+        model="vit_tiny_patch16_224",
+        pretrained=False,
+        image_size=64,
+        batch_size=64,
+    )
+
+    @flow(name="memory-benchmark")
+    def stages() -> None:
+        extract_embeddings_task(load_dataset_task(config), config)
+
+    baseline = peak_mib()
+    start = time.perf_counter()
+    stages()
+    print(
+        json.dumps(
+            {
+                "baseline_mib": baseline,
+                "peak_mib": peak_mib(),
+                "seconds": time.perf_counter() - start,
+            }
+        )
+    )
+
+
+def measure(folder: Path, out: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Run the child in a fresh interpreter; its last output line is the JSON record."""
+    command = [sys.executable, __file__, "--child", str(folder), str(out)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        sys.exit(f"child failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=300, help="the 1x count; 10x is also run")
+    parser.add_argument("--px", type=int, default=64, help="image side in pixels")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--child", nargs=2, metavar=("FOLDER", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, default=None, help="default benchmarks/out/")
+    return parser.parse_args()
+
+
+def main() -> None:
+    """Make both folders, measure each in its own process, print peak memory side by side."""
+    args = parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="overlap-memory-"))
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(scratch / "prefect-home"),
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(scratch / "prefect-home" / "storage"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "TQDM_DISABLE": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    env.pop("PREFECT_API_URL", None)
+    results = {}
+    for count in (args.images, 10 * args.images):
+        folder = make_folder(scratch / f"images-{count}", count, args.px, args.seed)
+        size = sum(f.stat().st_size for f in folder.rglob("*.png")) / 2**20
+        results[count] = {"png_mib": size, **measure(folder, scratch / f"out-{count}", env)}
+        row = results[count]
+        print(
+            f"{count:6d} images ({size:6.1f} MiB of PNG): peak RSS {row['peak_mib']:7.1f} MiB, "
+            f"{row['peak_mib'] - row['baseline_mib']:6.1f} MiB above the imports, "
+            f"{row['seconds']:.1f} s",
+            flush=True,
+        )
+    small, large = results[args.images], results[10 * args.images]
+    growth = (large["peak_mib"] - large["baseline_mib"]) / max(
+        small["peak_mib"] - small["baseline_mib"], 1e-9
+    )
+    print(f"10x the images: peak above imports grows {growth:.2f}x")
+    record = {
+        "command": "python benchmarks/memory.py " + " ".join(sys.argv[1:]),
+        "px": args.px,
+        "results": results,
+        "growth_above_imports": growth,
+        "environment": environment(),
+    }
+    print("wrote", write_json("memory", record, args.json))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Report figures, part 2: UMAP projections and sample image grids of confused classes."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib import patheffects
+from matplotlib.figure import Figure
+from PIL import Image
+
+from tasks import figures  # noqa: F401  (selects the headless backend before pyplot loads)
+from tasks.figures import plt
+
+MIN_UMAP_POINTS = 5  # below this UMAP cannot build a neighbour graph; fall back to PCA
+LEGEND_MAX = 10  # up to this many classes get a legend; more get their names on the plot
+
+
+def umap_2d(x: np.ndarray, *, seed: int, n_neighbors: int = 15) -> np.ndarray:
+    """Seeded 2-D UMAP of the rows of ``x`` (cosine metric), adapted to small inputs."""
+    x = np.asarray(x, np.float32)
+    n = len(x)
+    if n < MIN_UMAP_POINTS:
+        return _pca_2d(x)
+    import umap  # slow import (numba): only when a projection is drawn
+
+    neighbours = int(np.clip(n_neighbors, 2, n - 1))
+    init = "spectral" if n >= 50 else "random"  # spectral init is unstable on tiny graphs
+    reducer = umap.UMAP(
+        n_neighbors=neighbours, min_dist=0.1, metric="cosine", init=init, random_state=seed
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "n_jobs overridden by random_state" and friends
+        return np.asarray(reducer.fit_transform(x), np.float64)
+
+
+def _pca_2d(x: np.ndarray) -> np.ndarray:
+    """First two principal components (zeros where there are fewer)."""
+    out = np.zeros((len(x), 2))
+    if len(x) < 2:
+        return out
+    centred = x - x.mean(axis=0)
+    u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    width = min(2, len(s))
+    out[:, :width] = u[:, :width] * s[:width]
+    return out
+
+
+def stratified_sample(labels: np.ndarray, max_points: int, seed: int) -> np.ndarray:
+    """Sorted indices of at most ``max_points`` rows, an equal share per class (seeded)."""
+    labels = np.asarray(labels)
+    if len(labels) <= max_points:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per_class = max(1, max_points // len(classes))
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes]
+    return np.sort(np.concatenate(keep))
+
+
+def umap_figure(
+    coords: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    wrong: np.ndarray | None = None,
+    title: str,
+) -> Figure:
+    """Scatter of a 2-D projection coloured by true class; misclassified points marked with x."""
+    labels = np.asarray(labels)
+    present = [int(c) for c in np.unique(labels)]
+    many = len(present) > LEGEND_MAX
+    figure, ax = plt.subplots(figsize=(10, 8) if many else (7, 6))
+    palette = plt.get_cmap("tab20" if many else "tab10").colors
+    for n, c in enumerate(present):
+        rows = labels == c
+        colour = palette[n % len(palette)]
+        ax.scatter(
+            *coords[rows].T,
+            s=10 if many else 16,
+            color=colour,
+            alpha=0.75,
+            lw=0,
+            label=class_names[c],
+        )
+        if many:
+            # Names at each class's median point: more classes than any palette tells apart.
+            x, y = np.median(coords[rows], axis=0)
+            text = ax.text(x, y, class_names[c], fontsize=7, ha="center", weight="bold")
+            text.set_path_effects([patheffects.withStroke(linewidth=2.5, foreground="white")])
+    if wrong is not None and np.any(wrong):
+        # Thin, small crosses: they mark errors without hiding the class colour underneath.
+        ax.scatter(
+            *coords[wrong].T,
+            s=18 if many else 28,
+            marker="x",
+            c="black",
+            lw=0.8,
+            alpha=0.8,
+            label=f"misclassified ({int(np.sum(wrong))})",
+        )
+    if not many or (wrong is not None and np.any(wrong)):
+        handles, names = ax.get_legend_handles_labels()
+        if many:
+            handles, names = handles[-1:], names[-1:]
+        ax.legend(handles, names, fontsize=8, loc="best", markerscale=1.5)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("UMAP 1")
+    ax.set_ylabel("UMAP 2")
+    return figure
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """RGB pixels of encoded image bytes."""
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def image_grid(rows: Sequence[tuple[str, Sequence[bytes]]], *, per_row: int, title: str) -> Figure:
+    """One row per (caption, images): a caption on the left, up to ``per_row`` images, '(none)'."""
+    per_row = max(1, per_row)
+    height = max(1, len(rows))
+    figure, axes = plt.subplots(
+        height, per_row, figsize=(1.2 * per_row + 2.6, 1.35 * height + 0.6), squeeze=False
+    )
+    for r, (caption, images) in enumerate(rows):
+        for c in range(per_row):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(images):
+                ax.imshow(decode_image(images[c]), interpolation="nearest")
+            else:
+                for side in ax.spines.values():
+                    side.set_visible(False)
+                if c == 0:
+                    ax.text(0.5, 0.5, "(none)", ha="center", va="center", color="grey")
+        axes[r, 0].set_ylabel(caption, rotation=0, ha="right", va="center", fontsize=9, labelpad=8)
+    figure.suptitle(title, fontsize=11)
+    figure.tight_layout()
+    return figure

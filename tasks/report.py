@@ -1,0 +1,223 @@
+"""Report stage: figures, report.md / report.html and Prefect artifacts of a run."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from prefect import get_run_logger, task
+
+from flows.config import RunConfig
+from storage.fingerprint import code_version, hash_value
+from storage.fs import Location
+from storage.layout import slug
+from storage.manifest import StageManifest
+from tasks import figures, figures_pairs, report_artifacts, report_data, report_render
+from tasks import report_sections as sections
+from tasks.report_data import RunTables
+from tasks.report_render import Block, Figure, Heading, Text
+from tasks.stage import Stage
+
+MAX_SIMILARITY_CLASSES = 100  # above this the similarity heatmap shows the overlapping ones only
+PAIR_UMAP_POINTS = 1500
+ALL_UMAP_POINTS = 3000
+SUMMARY_ROWS = 10
+REPORT_MD, REPORT_HTML, SUMMARY_MD = "report.md", "report.html", "summary.md"
+
+
+def figure(name: str, caption: str, fig: Any) -> Figure:
+    """A report figure from a matplotlib figure."""
+    return Figure(f"figure-{name}.png", caption, figures.png_bytes(fig))
+
+
+def similarity_figure(data: RunTables) -> Figure:
+    """Centroid-cosine heatmap of every class (or only the overlapping ones when there are many)."""
+    n = len(data.all_names)
+    shown = list(range(n)) if n <= MAX_SIMILARITY_CLASSES else list(data.original_labels)
+    index = {c: i for i, c in enumerate(shown)}
+    pairs = zip(
+        *(data.overlap_pairs.column(c).to_pylist() for c in ("label_a", "label_b")), strict=True
+    )
+    flagged = [(index[a], index[b]) for a, b in pairs if a in index and b in index]
+    fig = figures.similarity_heatmap(
+        data.all_cosine[np.ix_(shown, shown)],
+        [data.all_names[i] for i in shown],
+        groups=[data.groups[i] for i in shown],
+        flagged=flagged,
+    )
+    which = "every class" if len(shown) == n else f"the {len(shown)} overlapping classes"
+    return figure("similarity", f"Centroid cosine of {which}", fig)
+
+
+def umap_view(points: report_data.Points, names: list[str], title: str, cap: int, seed: int):
+    """A seeded UMAP of the given points (at most ``cap``, stratified) as a matplotlib figure."""
+    points = points.take(figures_pairs.stratified_sample(points.label, cap, seed))
+    coords = figures_pairs.umap_2d(points.x, seed=seed)
+    return figures_pairs.umap_figure(
+        coords, points.label, names, wrong=points.wrong, title=f"{title} (n = {len(coords)})"
+    )
+
+
+def pair_figures(
+    data: RunTables, rank: int, pair: tuple[int, int], images: Mapping[int, bytes], config: Any
+) -> list[Block]:
+    """UMAP and image grid of one flagged pair."""
+    names = data.class_names
+    a, b = (names[c] for c in pair)
+    stem = f"pair-{rank:02d}-{slug(a, 30)}-{slug(b, 30)}"
+    points = report_data.pair_points(data.points, pair)
+    which = "test split" if set(points.split) == {"test"} else "all splits"
+    title = f"{a} vs {b}, {which}"
+    umap_fig = umap_view(points, names, title, PAIR_UMAP_POINTS, config.seed)
+    rows = report_data.grid_samples(data.points, pair, names, config.grid_images, config.seed)
+    grid = figures_pairs.image_grid(
+        [(caption, [images[i] for i in ids if i in images]) for caption, ids in rows],
+        per_row=config.grid_images,
+        title=f"{a} / {b}: sample images and the confused ones",
+    )
+    return [
+        Heading(f"{rank}. {a} / {b}", level=3),
+        figure(f"umap-{stem}", f"UMAP of {a} and {b}; x: misclassified test images", umap_fig),
+        figure(f"grid-{stem}", f"Images of {a} and {b}, and the confused test images", grid),
+    ]
+
+
+def run_blocks(
+    stages: Mapping[str, StageManifest], data: RunTables, config: RunConfig
+) -> tuple[list[Block], list[Block]]:
+    """(report blocks, summary blocks) of a run; every figure drawn here."""
+    evaluation, confusion = stages["evaluation"], stages["confusion"]
+    overview = sections.run_overview(stages, evaluation.info.get("accuracy"))
+    _, _, cos, rate = figures.pair_agreement(data.counts, data.cosine)
+    rho, n = figures.spearman(cos, rate)
+    agreement = Text(
+        f"Spearman rank correlation of centroid cosine and confusion rate over "
+        f"{n} class pairs: {rho:.3f}."
+    )
+    flagged = sections.flagged_pairs(data.confusion_pairs)
+    flagged_labels = zip(
+        *(flagged.column(c).to_pylist() for c in ("true_label", "pred_label")), strict=True
+    )
+    scatter = figures.agreement_scatter(
+        data.counts, data.cosine, data.class_names, flagged=list(flagged_labels)
+    )
+    heatmap = figures.confusion_heatmap(data.counts, data.class_names)
+    blocks = overview + sections.overlap_section(
+        stages["overlap"].info, data.overlap_pairs, similarity_figure(data)
+    )
+    blocks += sections.classification_section(
+        data.classification_report, figure("confusion", "Confusion matrix (test split)", heatmap)
+    )
+    blocks += sections.confusion_section(
+        data.confusion_pairs,
+        confusion.params,
+        confusion.info,
+        [agreement, figure("agreement", "Model-free versus classifier", scatter)],
+    )
+    blocks += pair_section(stages, data, config)
+    blocks += sections.key_values("Parameters", config.model_dump(mode="json"))
+    blocks += sections.tables_section(stages)
+    summary = [*overview, agreement, Heading("Top overlapping pairs (model-free)")]
+    summary.append(
+        report_render.arrow_table(data.overlap_pairs, sections.OVERLAP_COLUMNS, SUMMARY_ROWS)
+    )
+    summary += [Heading("Top confusion pairs (classifier)")]
+    summary.append(report_render.arrow_table(flagged, sections.SEED_COLUMNS, SUMMARY_ROWS))
+    return blocks, summary
+
+
+def pair_section(stages: Mapping[str, StageManifest], data: RunTables, config: Any) -> list[Block]:
+    """UMAP of all overlapping classes, then a UMAP and an image grid per top flagged pair."""
+    points = data.points
+    test = points.take(np.flatnonzero(points.split == "test"))
+    shown = test if len(test) >= report_data.MIN_TEST_PER_CLASS * len(data.class_names) else points
+    which = "test split" if shown is test else "all splits"
+    fig = umap_view(
+        shown,
+        data.class_names,
+        f"All overlapping classes, {which}",
+        ALL_UMAP_POINTS,
+        config.seed,
+    )
+    blocks: list[Block] = [
+        Heading("Embeddings and images of the confused classes"),
+        figure("umap-overlap", "UMAP of all overlapping classes", fig),
+    ]
+    chosen, text = report_data.pairs_to_draw(
+        data.confusion_pairs, data.overlap_pairs, data.original_labels, config.report_pairs
+    )
+    blocks.append(Text(text))
+    rows = [
+        report_data.grid_samples(points, p, data.class_names, config.grid_images, config.seed)
+        for p in chosen
+    ]
+    wanted = {i for grid in rows for _, ids in grid for i in ids}
+    images = report_data.read_images(stages["subset"], sorted(wanted)) if wanted else {}
+    for rank, pair in enumerate(chosen, start=1):
+        blocks += pair_figures(data, rank, pair, images, config)
+    return blocks
+
+
+def write_report(location: Location, title: str, blocks: list[Block]) -> dict[str, int | None]:
+    """Write every figure, report.md and report.html into ``location``; name -> None."""
+    files: dict[str, int | None] = {}
+    for block in blocks:
+        if isinstance(block, Figure):
+            location.write_bytes(block.name, block.png)
+            files[block.name] = None
+    location.write_bytes(REPORT_MD, report_render.to_markdown(title, blocks).encode())
+    location.write_bytes(REPORT_HTML, report_render.to_html(title, blocks).encode())
+    return files | {REPORT_MD: None, REPORT_HTML: None}
+
+
+def report_params(config: RunConfig) -> dict[str, Any]:
+    """The parameters that change the figures."""
+    return {
+        "grid_images": config.grid_images,
+        "report_pairs": config.report_pairs,
+        "seed": config.seed,
+    }
+
+
+def _inputs(stages: Mapping[str, StageManifest], config: RunConfig) -> dict[str, Any]:
+    return {
+        "stages": {name: m.fingerprint for name, m in sorted(stages.items())},
+        "params": report_params(config),
+        "config": hash_value(config.model_dump(mode="json")),  # the report prints every parameter
+        "code": CODE,
+    }
+
+
+CODE = code_version(
+    sys.modules[__name__], figures, figures_pairs, report_data, report_render, sections
+)
+STAGE = Stage("report", _inputs)
+
+
+@task(name="report")
+def build_report_task(stages: dict[str, StageManifest], config: RunConfig) -> StageManifest:
+    """Figures, report.md and report.html of a run (reused when complete); artifacts every run."""
+    params = {"stages": stages, "config": config}
+    logger = get_run_logger()
+    manifest = STAGE.completed(**params)
+    if manifest is None:
+        location = STAGE.location(**params)
+        blocks, summary = run_blocks(stages, report_data.read_run_tables(stages), config)
+        files = write_report(location, f"Class overlap report: {config.dataset}", blocks)
+        link = report_artifacts.report_link(location, REPORT_HTML)
+        summary.append(Text(f"Full report with every figure: {link}"))
+        location.write_bytes(
+            SUMMARY_MD, report_render.to_markdown("Class overlap", summary).encode()
+        )
+        files[SUMMARY_MD] = None
+        manifest = STAGE.finish(location, files, report_params(config), {"report": link}, CODE)
+    report_artifacts.publish_artifacts(
+        manifest.location.read_bytes(SUMMARY_MD).decode(),
+        report_data.read_table(stages["overlap"], "overlap_pairs"),
+        report_data.read_table(stages["confusion"], "confusion_pairs"),
+        manifest.info["report"],
+    )
+    logger.info("report: %s", manifest.info["report"])
+    return manifest

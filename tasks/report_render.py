@@ -1,0 +1,150 @@
+"""Report rendering: one list of blocks becomes both report.md and a self-contained report.html."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+MAX_TABLE_ROWS = 60  # longer tables are cut in the report; the Parquet file has them all
+
+CSS = """
+body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:0.85em}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f0f0f0}td:first-child,td:nth-child(2){text-align:left}
+img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}
+.warning{background:#fdd;border:2px solid #c00;padding:0.8em;font-weight:bold}
+code{background:#f4f4f4;padding:1px 4px}
+"""
+
+
+@dataclass(frozen=True)
+class Heading:
+    """A section heading."""
+
+    text: str
+    level: int = 2
+
+
+@dataclass(frozen=True)
+class Text:
+    """A paragraph (plain text; `code` spans kept as they are in markdown)."""
+
+    text: str
+    warning: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table with a header row."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A PNG figure: its file name next to the report and its bytes (embedded in the HTML)."""
+
+    name: str
+    caption: str
+    png: bytes
+
+
+Block = Heading | Text | Table | Figure
+
+
+def cell(value: Any) -> str:
+    """A table cell as text: floats with 4 significant decimals, None as empty."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def arrow_table(table: pa.Table, columns: Sequence[str], limit: int = MAX_TABLE_ROWS) -> Table:
+    """A report table from some columns of an Arrow table, cut at ``limit`` rows with a note."""
+    # Columns empty in every row (e.g. centroid_cosine without embeddings) only add noise.
+    columns = [
+        c for c in columns if table.num_rows == 0 or table.column(c).null_count < table.num_rows
+    ]
+    shown = table.select(columns).slice(0, limit).to_pylist()
+    note = ""
+    if table.num_rows > limit:
+        note = f"First {limit} of {table.num_rows} rows; the Parquet file has them all."
+    return Table(list(columns), [[row[c] for c in columns] for row in shown], note)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(title: str, blocks: Sequence[Block]) -> str:
+    """The report as markdown; figures referenced by file name (they lie next to report.md)."""
+    out = [f"# {title}", ""]
+    for block in blocks:
+        if isinstance(block, Heading):
+            out += [f"{'#' * block.level} {block.text}", ""]
+        elif isinstance(block, Text):
+            out += [f"> **WARNING:** {block.text}" if block.warning else block.text, ""]
+        elif isinstance(block, Table):
+            out.append("| " + " | ".join(map(_md_escape, block.columns)) + " |")
+            out.append("|" + " --- |" * len(block.columns))
+            out += [
+                "| " + " | ".join(_md_escape(cell(v)) for v in row) + " |" for row in block.rows
+            ]
+            out += ["", f"_{block.note}_", ""] if block.note else [""]
+        else:
+            out += [f"![{block.caption}]({block.name})", "", f"_{block.caption}_", ""]
+    return "\n".join(out)
+
+
+def _html_text(text: str) -> str:
+    """Escaped text with `code` spans."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def to_html(title: str, blocks: Sequence[Block]) -> str:
+    """The report as one HTML file: inline CSS, figures as base64 data URIs, no external links."""
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    for block in blocks:
+        if isinstance(block, Heading):
+            out.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+        elif isinstance(block, Text):
+            css = ' class="warning"' if block.warning else ""
+            prefix = "WARNING: " if block.warning else ""
+            out.append(f"<p{css}>{prefix}{_html_text(block.text)}</p>")
+        elif isinstance(block, Table):
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in block.columns)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(cell(v))}</td>" for v in row) + "</tr>"
+                for row in block.rows
+            )
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            if block.note:
+                out.append(f"<p><em>{html.escape(block.note)}</em></p>")
+        else:
+            data = base64.b64encode(block.png).decode("ascii")
+            alt = html.escape(block.caption)
+            out.append(
+                f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">'
+                f"<figcaption>{alt} (<code>{html.escape(block.name)}</code>)</figcaption></figure>"
+            )
+    out.append("</body></html>")
+    return "\n".join(out)

@@ -1,0 +1,143 @@
+"""Report figures on small hand-built arrays: valid, non-blank PNGs of sensible size."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import stats
+
+from tasks import figures, figures_pairs
+
+
+def png_image(data: bytes, min_side: int = 200, max_side: int = 4000) -> np.ndarray:
+    """Decode PNG bytes, check the size is sensible and the picture is not blank; the pixels."""
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    image = Image.open(io.BytesIO(data))
+    image.verify()
+    pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), float)
+    height, width, _ = pixels.shape
+    assert min_side <= width <= max_side and min_side <= height <= max_side, (width, height)
+    assert pixels.std() > 0
+    return pixels
+
+
+def tiny_png(colour: tuple[int, int, int], size: int = 8) -> bytes:
+    """A small solid-colour PNG."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def block_confusion(k: int, seed: int = 0) -> np.ndarray:
+    """Counts where class 2i and 2i+1 confuse each other, shuffled so pairs are not adjacent."""
+    rng = np.random.default_rng(seed)
+    counts = np.diag(np.full(k, 40))
+    for i in range(0, k - 1, 2):
+        counts[i, i + 1] = counts[i + 1, i] = 10
+    counts += rng.integers(0, 2, size=(k, k))
+    order = rng.permutation(k)
+    return counts[np.ix_(order, order)]
+
+
+def test_cluster_order_puts_confused_classes_together() -> None:
+    counts = block_confusion(10)
+    rates = figures.row_rates(counts)
+    np.fill_diagonal(rates, 0)
+    order = figures.cluster_order(rates + rates.T)
+    assert sorted(order) == list(range(10))
+    position = np.argsort(order)
+    strong = np.argwhere(np.triu(counts, 1) >= 10)
+    assert all(abs(position[a] - position[b]) == 1 for a, b in strong)
+
+
+def test_confusion_heatmap_readable_at_60_classes() -> None:
+    names = [f"class_with_long_name_{i:02d}" for i in range(60)]
+    pixels = png_image(figures.png_bytes(figures.confusion_heatmap(block_confusion(60), names)))
+    assert pixels.shape[0] >= 1000  # ~16 px per row: every name gets its own line
+
+
+def test_confusion_heatmap_subset_keeps_full_support() -> None:
+    counts = np.array([[5, 5, 0], [0, 10, 0], [1, 0, 9]])
+    fig = figures.confusion_heatmap(counts, ["a", "b", "c"], classes=[0, 1])
+    values = fig.axes[0].images[0].get_array()
+    assert values.shape == (2, 2)
+    assert np.isclose(values.sum(), 2.0)  # rows 0 and 1 have no samples outside the shown classes
+    png_image(figures.png_bytes(fig), min_side=150)
+
+
+def test_similarity_heatmap_with_groups_and_flagged_pairs() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(14, 6))
+    x[1] = x[0] + 0.05 * rng.normal(size=6)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    cosine = x @ x.T
+    groups = [0, 0] + [None] * 12
+    fig = figures.similarity_heatmap(
+        cosine, [f"c{i}" for i in range(14)], groups=groups, flagged=[(0, 1)]
+    )
+    assert len(fig.axes[0].patches) == 2  # one box per direction of the flagged pair
+    png_image(figures.png_bytes(fig))
+
+
+def test_spearman_and_agreement_scatter() -> None:
+    counts = block_confusion(8)
+    rng = np.random.default_rng(2)
+    cosine = rng.uniform(0, 1, size=(8, 8))
+    cosine = (cosine + cosine.T) / 2
+    i, j, x, y = figures.pair_agreement(counts, cosine)
+    assert len(i) == 28
+    rho, n = figures.spearman(x, y)
+    assert n == 28 and np.isclose(rho, stats.spearmanr(x, y).statistic)
+    assert np.isnan(figures.spearman(x, np.zeros_like(x))[0])
+    fig = figures.agreement_scatter(counts, cosine, [f"c{k}" for k in range(8)], flagged=[(0, 1)])
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert any(f"{rho:.3f}" in t and "Spearman" in t for t in texts)
+    png_image(figures.png_bytes(fig))
+
+
+def test_umap_is_seeded_and_adapts_to_small_inputs() -> None:
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1, 2], 20)
+    x = rng.normal(size=(60, 16)) + 4 * np.eye(16)[labels]
+    first = figures_pairs.umap_2d(x, seed=0)
+    assert first.shape == (60, 2) and np.isfinite(first).all()
+    assert np.allclose(first, figures_pairs.umap_2d(x, seed=0))
+    assert figures_pairs.umap_2d(x[:8], seed=0).shape == (8, 2)  # n_neighbors capped at n - 1
+    assert figures_pairs.umap_2d(x[:3], seed=0).shape == (3, 2)  # too few for UMAP: PCA
+    wrong = np.zeros(60, bool)
+    wrong[[3, 25]] = True
+    fig = figures_pairs.umap_figure(first, labels, ["a", "b", "c"], wrong=wrong, title="t")
+    assert "misclassified (2)" in fig.axes[0].get_legend_handles_labels()[1]
+    png_image(figures.png_bytes(fig))
+
+
+def test_umap_figure_names_classes_when_many() -> None:
+    rng = np.random.default_rng(4)
+    labels = np.repeat(np.arange(15), 4)
+    coords = rng.normal(size=(60, 2)) + labels[:, None]
+    fig = figures_pairs.umap_figure(coords, labels, [f"n{i}" for i in range(15)], title="many")
+    assert {t.get_text() for t in fig.axes[0].texts} == {f"n{i}" for i in range(15)}
+    png_image(figures.png_bytes(fig))
+
+
+def test_stratified_sample() -> None:
+    labels = np.repeat([0, 1, 2], [100, 50, 5])
+    rows = figures_pairs.stratified_sample(labels, 30, seed=0)
+    assert len(rows) <= 30 and np.all(np.diff(rows) > 0)
+    assert set(labels[rows]) == {0, 1, 2}
+    assert np.array_equal(figures_pairs.stratified_sample(labels, 1000, seed=0), np.arange(155))
+
+
+@pytest.mark.parametrize("per_row", [1, 4])
+def test_image_grid(per_row: int) -> None:
+    rows = [
+        ("cat", [tiny_png((200, 0, 0))] * 5),
+        ("dog", [tiny_png((0, 0, 200))] * 2),
+        ("cat\npredicted dog", []),
+    ]
+    fig = figures_pairs.image_grid(rows, per_row=per_row, title="cat / dog")
+    assert len(fig.axes) == 3 * per_row
+    png_image(figures.png_bytes(fig), min_side=100)

@@ -1,0 +1,96 @@
+"""End to end: the synthetic flow under a Prefect test server, its tables, caching and re-runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from flows.config import RunConfig
+from flows.overlap_flow import class_overlap
+from storage.schemas.images import IMAGES, embeddings_schema
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+
+
+def run(config: RunConfig) -> tuple[dict, dict[str, str]]:
+    """Run the flow; return its record and each task's final state name."""
+    state = class_overlap(config, return_state=True)
+    record = state.result()
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    return record, {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, dict, dict[str, str]]:
+    out = tmp_path_factory.mktemp("flow") / "out"
+    config = RunConfig(dataset="synthetic", out=str(out))
+    record, states = run(config)
+    return config, record, states
+
+
+def _table_dir(record: dict, stage: str) -> Path:
+    return Path(record["stages"][stage]["url"])
+
+
+def test_images_and_embeddings_read_in_pyarrow_polars_and_duckdb(first_run) -> None:
+    _config, record, states = first_run
+    assert set(states.values()) == {"Completed"}
+    images, embeddings = _table_dir(record, "images"), _table_dir(record, "embeddings")
+    image_table = pq.read_table(images)
+    assert image_table.schema.equals(IMAGES)
+    emb = pl.read_parquet(embeddings / "*.parquet")
+    assert emb.height == image_table.num_rows == 1200
+    assert emb["sample_id"].is_unique().all()
+    assert pq.read_table(embeddings).schema.equals(embeddings_schema(192))
+    query = f"select split, count(*) from '{embeddings}/*.parquet' group by split order by split"
+    assert duckdb.sql(query).fetchall() == [("test", 240), ("train", 960)]
+
+
+def test_the_model_free_rule_flags_exactly_the_planted_pairs(first_run) -> None:
+    _config, record, _ = first_run
+    images = pq.read_table(_table_dir(record, "images") / "part-00000.parquet").schema
+    assert images is not None
+    manifest = _table_dir(record, "images") / "_manifest.json"
+    planted = {tuple(p) for p in pl.read_json(manifest)["info"][0]["planted_pairs"]}
+    pairs = pl.read_parquet(_table_dir(record, "overlap") / "overlap_pairs.parquet")
+    found = {tuple(sorted(p)) for p in pairs.select("class_a", "class_b").iter_rows()}
+    assert found == planted
+
+
+def test_a_second_identical_run_is_served_from_cache(first_run) -> None:
+    config, record, _ = first_run
+    again, states = run(config)
+    expensive = ["load dataset", "extract embeddings"]
+    assert all(states[name] == "Cached" for name in expensive), states
+    assert again["stages"]["embeddings"] == record["stages"]["embeddings"]
+
+
+def test_a_deleted_shard_is_noticed_and_only_extraction_reruns(first_run) -> None:
+    config, record, _ = first_run
+    shard = _table_dir(record, "embeddings") / "part-00000.parquet"
+    before = pq.read_table(shard)
+    shard.unlink()
+    _, states = run(config)
+    assert states["load dataset"] == "Cached"
+    assert states["extract embeddings"] == "Completed"
+    assert pq.read_table(shard).equals(before)
+
+
+def test_changing_the_confusion_rule_reruns_only_the_analysis(first_run) -> None:
+    config, _record, _ = first_run
+    changed = config.model_copy(update={"confusion_rule": "sigma", "confusion_k": 1.0})
+    _, states = run(changed)
+    upstream = ["load dataset", "extract embeddings"]
+    assert all(states[name] == "Cached" for name in upstream), states
+    assert states["confusion pairs"] == "Completed"

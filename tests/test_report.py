@@ -1,0 +1,309 @@
+"""Report stage: report.md / report.html from hand-built stage tables, artifacts, predictions."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from test_figures import png_image, tiny_png
+from test_predictions import REAL
+
+from flows.config import RunConfig
+from storage.fs import Location
+from storage.manifest import StageManifest
+from storage.schemas import classifier as clf_schemas
+from storage.schemas import overlap as schemas
+from storage.schemas.images import embeddings_schema
+from storage.tables import shard_name, table_name, write_parquet
+from tasks import confusion, evaluate, report_artifacts, similarity
+from tasks.overlap_rules import flag_pairs, overlap_classes_table, overlap_pairs_table
+from tasks.predictions import analyze_predictions
+from tasks.report import REPORT_HTML, REPORT_MD, build_report_task
+from tasks.report_predictions import write_predictions_report
+from tasks.report_render import Figure, Heading, Table, Text, to_html, to_markdown
+from tasks.stage import Stage
+
+NAMES = ["apple", "pear", "cat", "dog", "car", "bus"]
+PAIRS = ((0, 1), (2, 3))  # planted look-alikes; car and bus stay apart
+PER_CLASS, TEST_PER_CLASS, DIM = 12, 6, 8
+KEYS = ["class-overlap-summary", "overlap-pairs", "confusion-pairs", "overlap-report"]
+
+
+def _finish(root: Path, name: str, tables: dict, info: dict, params: dict | None = None):
+    """Write the given tables (name -> (table, schema)) and a manifest for a stage ``name``."""
+    location = Location(str(root / name))
+    rows = {file: write_parquet(location, file, t, schema) for file, (t, schema) in tables.items()}
+    return Stage(name, lambda **_: {}).finish(location, rows, params or {}, info)
+
+
+def report_stages(root: Path) -> dict[str, StageManifest]:
+    """Every stage the report reads, with tiny real-format tables: 6 classes, 4 overlapping."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(len(NAMES), DIM))
+    for a, b in PAIRS:
+        centres[b] = centres[a] + 0.1 * rng.normal(size=DIM)
+    labels = np.repeat(np.arange(len(NAMES)), PER_CLASS)
+    x = (centres[labels] + 0.3 * rng.normal(size=(len(labels), DIM))).astype(np.float32)
+    ids = np.arange(len(labels), dtype=np.int64) + 100
+    split = np.tile(["train"] * (PER_CLASS - TEST_PER_CLASS) + ["test"] * TEST_PER_CLASS, 6)
+    info = {"class_names": NAMES, "coarse_labels": [0, 0, 1, 1, 2, 2], "has_test_split": True}
+    images = Stage("images", lambda **_: {}).finish(
+        Location(str(root / "images")), {}, {"dataset": "handmade"}, {**info, "rows": len(ids)}
+    )
+    embed_table = pa.table(
+        {
+            "sample_id": ids,
+            "split": split,
+            "label": labels.astype(np.int32),
+            "class_name": [NAMES[i] for i in labels],
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), DIM),
+        }
+    )
+    embeddings = _finish(
+        root,
+        "embeddings",
+        {shard_name(0): (embed_table, embeddings_schema(DIM))},
+        {**info, "model": "tiny", "weights_source": "random-init", "dim": DIM},
+        {"pretrained": False},
+    )
+    centroids, counts = similarity.stream_centroids([embed_table], NAMES)
+    cosine = similarity.cosine_matrix(centroids)
+    sim = _finish(
+        root,
+        "similarity",
+        {
+            table_name("class_similarity"): (
+                similarity.similarity_table(cosine, NAMES),
+                schemas.CLASS_SIMILARITY,
+            )
+        },
+        {**info},
+    )
+    cos_nan = cosine.astype(float)
+    np.fill_diagonal(cos_nan, np.nan)
+    flagged = flag_pairs(cos_nan, similarity.neighbour_ranks(cosine), rule="threshold", threshold=0.95)
+    original = sorted({int(v) for v in flagged.pairs.ravel()})
+    assert original == [0, 1, 2, 3]
+    overlap = _finish(
+        root,
+        "overlap",
+        {
+            table_name("overlap_pairs"): (
+                overlap_pairs_table(flagged, cos_nan, similarity.neighbour_ranks(cosine), NAMES),
+                schemas.OVERLAP_PAIRS,
+            ),
+            table_name("overlap_classes"): (
+                overlap_classes_table(flagged.pairs, cos_nan, NAMES),
+                schemas.OVERLAP_CLASSES,
+            ),
+        },
+        {"rule": "threshold", "threshold": 0.95, "mu": flagged.mu, "sigma": flagged.sigma, "n_pairs": 2},
+    )
+    keep = np.isin(labels, original)
+    sub_names = [NAMES[i] for i in original]
+    png = [tiny_png(tuple(int(v) for v in rng.integers(0, 255, 3))) for _ in range(keep.sum())]
+    subset_table = pa.table(
+        {
+            "sample_id": ids[keep],
+            "split": split[keep],
+            "label": labels[keep].astype(np.int32),
+            "class_name": [NAMES[i] for i in labels[keep]],
+            "new_label": labels[keep].astype(np.int32),  # original 0..3 are new 0..3 here
+            "coarse_label": pa.nulls(keep.sum(), pa.int32()),
+            "coarse_name": pa.nulls(keep.sum(), pa.string()),
+            "image": pa.array(
+                [{"bytes": b, "path": None} for b in png], schemas.SUBSET.field("image").type
+            ),
+        }
+    )
+    splits_table = pa.table(
+        {
+            "sample_id": ids[keep],
+            "split": split[keep],
+            "label": labels[keep].astype(np.int32),
+            "class_name": [NAMES[i] for i in labels[keep]],
+            "original_label": labels[keep].astype(np.int32),
+        }
+    )
+    subset = _finish(
+        root,
+        "subset",
+        {
+            table_name("subset"): (subset_table, schemas.SUBSET),
+            table_name("splits"): (splits_table, schemas.SPLITS),
+        },
+        {"class_names": sub_names, "original_labels": original, "split_counts": {"test": 24}},
+    )
+    # Predictions: apple and pear swap 3 of 6 test images each way; everything else right.
+    test = keep & (split == "test")
+    y_true = labels[test]
+    y_pred = y_true.copy()
+    for a, b in ((0, 1), (1, 0)):
+        y_pred[np.flatnonzero(y_true == a)[:3]] = b
+    proba = np.eye(4, dtype=np.float32)[y_pred]
+    eval_location = Location(str(root / "evaluation"))
+    files = {
+        table_name("predictions"): write_parquet(
+            eval_location,
+            table_name("predictions"),
+            evaluate.predictions_table(ids[test], y_true, proba, sub_names),
+            clf_schemas.PREDICTIONS,
+        )
+    }
+    files |= evaluate.write_evaluation(eval_location, y_true, y_pred, sub_names)
+    evaluation = Stage("evaluate", lambda **_: {}).finish(
+        eval_location, files, {}, {"accuracy": float((y_true == y_pred).mean())}
+    )
+    pairs = confusion.confusion_pairs(
+        evaluate.confusion_counts(y_true, y_pred, 4), sub_names, k=1.0, alpha=0.5, rule="sigma"
+    )
+    conf_location = Location(str(root / "confusion"))
+    conf = Stage("confusion", lambda **_: {}).finish(
+        conf_location,
+        confusion.write_confusion_pairs(conf_location, pairs),
+        {"rule": "sigma", "k": 1.0},
+        {"flagged": confusion.pair_summary(pairs)["flagged"], "threshold": 0.1},
+    )
+    classifier = Stage("classifier", lambda **_: {}).finish(
+        Location(str(root / "classifier")), {}, {}, {}
+    )
+    return {
+        "images": images,
+        "embeddings": embeddings,
+        "similarity": sim,
+        "overlap": overlap,
+        "subset": subset,
+        "classifier": classifier,
+        "evaluation": evaluation,
+        "confusion": conf,
+    }
+
+
+def external_references(html: str) -> list[str]:
+    """src/href values that would need the network or another file."""
+    refs = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", html)
+    return [r for r in refs if not r.startswith("data:")] + re.findall(r"url\((?!data:)", html)
+
+
+def test_render_markdown_and_html() -> None:
+    png = png_bytes_of_one_pixel()
+    blocks = [
+        Heading("Pairs"),
+        Text("careful", warning=True),
+        Table(["a", "b"], [["x|y", 0.123456], [None, 1e-7]], note="cut"),
+        Figure("figure-x.png", "A <figure>", png),
+    ]
+    markdown, html = to_markdown("T", blocks), to_html("T", blocks)
+    assert "| x\\|y | 0.1235 |" in markdown and "1.00e-07" in markdown
+    assert "![A <figure>](figure-x.png)" in markdown and "**WARNING:**" in markdown
+    assert "data:image/png;base64," in html and "A &lt;figure&gt;" in html
+    assert "<td>x|y</td>" in html and external_references(html) == []
+
+
+def png_bytes_of_one_pixel() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def read_artifacts(keys: list[str]) -> list:
+    """Artifacts with the given keys from the test server, oldest first."""
+
+    async def read() -> list:
+        async with get_client() as client:
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
+            )
+            return sorted(found, key=lambda a: a.created)
+
+    return asyncio.run(read())
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_report_task_writes_report_figures_and_artifacts(tmp_path: Path) -> None:
+    stages = report_stages(tmp_path / "stages")
+    config = RunConfig(dataset="synthetic", out=str(tmp_path / "out"), grid_images=3)
+
+    @flow
+    def report_flow() -> StageManifest:
+        return build_report_task(stages, config)
+
+    manifest = report_flow()
+    location = manifest.location
+    figures = sorted(f for f in manifest.files if f.endswith(".png"))
+    assert "figure-confusion.png" in figures and "figure-similarity.png" in figures
+    assert "figure-agreement.png" in figures and "figure-umap-overlap.png" in figures
+    assert any(f.startswith("figure-umap-pair-01-apple-pear") for f in figures)
+    assert any(f.startswith("figure-grid-pair-01-apple-pear") for f in figures)
+    for name in figures:
+        png_image(location.read_bytes(name), min_side=150)
+    markdown = location.read_bytes(REPORT_MD).decode()
+    html = location.read_bytes(REPORT_HTML).decode()
+    assert "RANDOM weights" in markdown and "RANDOM weights" in html
+    assert "| apple | pear |" in markdown  # the overlap table, most similar pair first
+    assert "| True | Pred | MisRate |" in markdown and "| apple | pear | 0.5000 |" in markdown
+    assert "| class_name | precision | recall | f1 | support |" in markdown
+    assert stages["confusion"].path("confusion_pairs.parquet") in markdown
+    assert html.count("data:image/png;base64,") == len(figures)
+    assert external_references(html) == []
+    for name in figures:
+        assert f"({name})" in markdown
+    artifacts = read_artifacts(KEYS)
+    assert sorted({a.key for a in artifacts}) == sorted(KEYS)
+    by_key = {a.key: a for a in artifacts}
+    assert manifest.info["report"] in by_key["overlap-report"].data  # a link artifact: markdown
+    assert manifest.info["report"].startswith("file://")
+    assert "apple" in str(by_key["confusion-pairs"].data)
+
+    again = report_flow()  # reused from its folder, artifacts published again
+    assert again.created == manifest.created and again.url == manifest.url
+    assert len(read_artifacts(["overlap-pairs"])) == 2
+
+
+def test_artifact_rows_are_plain_python() -> None:
+    table = pa.table({"a": [1.5, float("nan")], "b": [np.int64(3), None]})
+    rows = report_artifacts.table_rows(table, ["a", "b", "missing"])
+    assert rows == [{"a": 1.5, "b": 3}, {"a": None, "b": None}]
+    assert report_artifacts.plain(np.float32(0.5)) == 0.5
+    assert type(report_artifacts.plain(np.int32(2))) is int
+
+
+def test_predictions_report_on_real_cifar(tmp_path: Path) -> None:
+    predictions = tmp_path / "predictions.parquet"
+    import pyarrow.parquet as pq
+
+    pq.write_table(
+        pa.table(
+            {
+                "y_true": np.load(REAL / "test_labels.npy").astype(np.int64),
+                "y_pred": np.load(REAL / "cv_predicted_labels.npy").astype(np.int64),
+            }
+        ),
+        predictions,
+    )
+    manifest = analyze_predictions(predictions, REAL / "classes.tsv", tmp_path / "analysis")
+    out = Location(str(tmp_path / "analysis" / "report"))
+    files = write_predictions_report(manifest, out)
+    assert set(files) == {
+        "figure-confusion-focus.png",
+        "figure-confusion.png",
+        REPORT_MD,
+        REPORT_HTML,
+    }
+    full = png_image(out.read_bytes("figure-confusion.png"))
+    assert full.shape[0] > 1500  # 100 classes, one readable line each
+    png_image(out.read_bytes("figure-confusion-focus.png"))
+    markdown = out.read_bytes(REPORT_MD).decode()
+    assert "| boy | man | 0.1800 |" in markdown and "| maple_tree | oak_tree | 0.1800 |" in markdown
+    assert "centroid_cosine" not in markdown  # empty without embeddings: left out
+    html = out.read_bytes(REPORT_HTML).decode()
+    assert html.count("data:image/png;base64,") == 2 and external_references(html) == []
