@@ -120,13 +120,17 @@ def run_command(args: argparse.Namespace) -> int:
         record = class_overlap(config)
     except USER_ERRORS as error:
         return fail(str(error))
+    report = record["stages"].get("report", {}).get("tables", {}).get("report.html")
     print(f"outputs: {config.out}  (run record: runs/{record['name']}.json)")
+    if report:
+        print(f"report: {report}")
     return 0
 
 
 def analyze_command(args: argparse.Namespace) -> int:
     """Analyse a predictions file: tables (and report) under --out."""
     from tasks.predictions import analyze_predictions
+    from tasks.report_predictions import write_predictions_report
 
     defaults = RunConfig()
     try:
@@ -140,11 +144,13 @@ def analyze_command(args: argparse.Namespace) -> int:
         )
     except USER_ERRORS as error:
         return fail(str(error), code=2)
+    report = write_predictions_report(manifest, manifest.location)
     info = manifest.info
     print(f"accuracy {info['accuracy']:.4f} on {info['rows']} predictions")
     print(
         f"flagged confusion pairs: {info['flagged']} -> {manifest.path('confusion_pairs.parquet')}"
     )
+    print(f"report: {report.get('report.html', manifest.location.url)}")
     return 0
 
 

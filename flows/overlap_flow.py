@@ -15,6 +15,7 @@ from tasks.load import load_dataset_task
 from tasks.overlap import find_overlaps_task
 from tasks.preflight import check_run
 from tasks.record import record_run_task
+from tasks.report import build_report_task
 from tasks.similarity import class_similarity_task
 from tasks.subset import write_subset_task
 
@@ -41,4 +42,5 @@ def class_overlap(config: RunConfig) -> dict[str, Any]:
         "evaluation": evaluation,
         "confusion": confusion,
     }
-    return record_run_task(config, stages)
+    report = build_report_task(stages, config)
+    return record_run_task(config, {**stages, "report": report})

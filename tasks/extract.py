@@ -108,7 +108,13 @@ class Progress:
         self.bar.close()
 
 
-def extract_shards(extractor: Extractor, images: Location, target: Location, progress: Any) -> dict:
+def extract_shards(
+    extractor: Extractor,
+    images: Location,
+    target: Location,
+    progress: Any,
+    logger: logging.Logger | logging.LoggerAdapter = log,
+) -> dict:
     """Embed every images shard that has no finished embeddings shard; return rows per shard."""
     rows = {}
     todo = []
@@ -116,6 +122,8 @@ def extract_shards(extractor: Extractor, images: Location, target: Location, pro
         rows[name] = parquet_rows(images, name)
         if not shard_done(target, name, rows[name]):
             todo.append(name)
+    if todo and len(todo) < len(rows):
+        logger.info("resuming: %d of %d shards already done", len(rows) - len(todo), len(rows))
     progress.done = sum(rows.values()) - sum(rows[name] for name in todo)
     for name in todo:
         table = read_parquet(images, name, [*KEY_COLUMNS, "image"])
@@ -126,7 +134,7 @@ def extract_shards(extractor: Extractor, images: Location, target: Location, pro
     return rows
 
 
-@task(name="extract embeddings", cache_key_fn=EXTRACT.cache_key_fn, persist_result=True)
+@task(name="extract embeddings", cache_policy=EXTRACT.cache_policy, persist_result=True)
 def extract_embeddings_task(images: StageManifest, config: Any) -> StageManifest:
     """Embed every image with the model, one shard at a time; a rerun resumes at missing shards."""
     logger = get_run_logger()
@@ -139,7 +147,7 @@ def extract_embeddings_task(images: StageManifest, config: Any) -> StageManifest
     extractor = build_extractor(config)
     progress = Progress(total=images.info["rows"], done=0)
     try:
-        rows = extract_shards(extractor, images.location, target, progress)
+        rows = extract_shards(extractor, images.location, target, progress, logger)
     finally:
         progress.close()
     precision = "bf16" if extractor.dtype == torch.bfloat16 else "fp32"

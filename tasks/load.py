@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,6 @@ from tasks.sources import Source, imagefolder, synthetic
 from tasks.sources import cifar as cifar_source
 from tasks.sources.imagefolder import DatasetError
 from tasks.stage import Stage
-
-IMAGES_PER_SHARD = 10_000
 
 
 def folder_of(dataset: str) -> Path | None:
@@ -58,7 +57,11 @@ def check_dataset(config: Any) -> None:
 
 
 def _inputs(config: Any) -> dict[str, Any]:
-    inputs: dict[str, Any] = {"dataset": config.dataset, "code": code_version(__file__)}
+    inputs: dict[str, Any] = {
+        "dataset": config.dataset,
+        "shard_size": config.shard_size,
+        "code": code_version(__file__),
+    }
     if config.dataset == "synthetic":
         inputs["seed"] = config.seed
     root = folder_of(config.dataset)
@@ -70,11 +73,28 @@ def _inputs(config: Any) -> dict[str, Any]:
 LOAD = Stage("images", _inputs)
 
 
+DETERMINISTIC = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+# HTTP answers that will not change on a retry: a wrong mirror URL (404), a refused request (403).
+RETRIED_HTTP_4XX = (408, 425, 429)
+
+
+def _deterministic(error: BaseException) -> bool:
+    if isinstance(error, urllib.error.HTTPError):
+        return 400 <= error.code < 500 and error.code not in RETRIED_HTTP_4XX
+    return isinstance(error, DETERMINISTIC)
+
+
 def transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry network and storage hiccups only; a bad parameter fails at once."""
+    """Retry network and storage hiccups only; a bad parameter or a 4xx answer fails at once."""
     error = state.result(raise_on_failure=False)
-    deterministic = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
-    return isinstance(error, OSError) and not isinstance(error, deterministic)
+    if not isinstance(error, OSError):
+        return False
+    chain: BaseException | None = error
+    while chain is not None:  # download errors wrap the HTTP error that caused them
+        if _deterministic(chain):
+            return False
+        chain = chain.__cause__
+    return True
 
 
 def count_labels(counts: dict[int, int], labels: list[int]) -> None:
@@ -89,7 +109,7 @@ def count_labels(counts: dict[int, int], labels: list[int]) -> None:
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
     retry_condition_fn=transient,
-    cache_key_fn=LOAD.cache_key_fn,
+    cache_policy=LOAD.cache_policy,
     persist_result=True,
 )
 def load_dataset_task(config: Any) -> StageManifest:
@@ -100,7 +120,7 @@ def load_dataset_task(config: Any) -> StageManifest:
     source = open_source(config)
     shards: dict[str, int | None] = {}
     counts: dict[int, int] = {}
-    for index, chunk in enumerate(source.chunks(IMAGES_PER_SHARD)):
+    for index, chunk in enumerate(source.chunks(config.shard_size)):
         shards[shard_name(index)] = write_parquet(target, shard_name(index), chunk, IMAGES)
         count_labels(counts, chunk.column("label").to_pylist())
     empty = [n for i, n in enumerate(source.info.class_names) if counts.get(i, 0) == 0]

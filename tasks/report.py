@@ -124,7 +124,11 @@ def run_blocks(
         report_render.arrow_table(data.overlap_pairs, sections.OVERLAP_COLUMNS, SUMMARY_ROWS)
     )
     summary += [Heading("Top confusion pairs (classifier)")]
-    summary.append(report_render.arrow_table(flagged, sections.SEED_COLUMNS, SUMMARY_ROWS))
+    summary.append(
+        report_render.arrow_table(flagged, sections.SEED_COLUMNS, SUMMARY_ROWS)
+        if flagged.num_rows
+        else Text("No confusion pair flagged.")
+    )
     return blocks, summary
 
 

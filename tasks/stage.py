@@ -9,13 +9,29 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import fsspec
+from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
+from prefect.logging import get_run_logger
 from prefect.results import get_default_result_storage
+from prefect.settings import get_current_settings
+from prefect.transactions import IsolationLevel
 
 from storage.fingerprint import hash_value
 from storage.fs import Location
 from storage.layout import OutputLayout
-from storage.manifest import StageManifest, record_file, valid_manifest, write_manifest
+from storage.manifest import (
+    MANIFEST_NAME,
+    StageManifest,
+    read_manifest,
+    record_file,
+    valid_manifest,
+    write_manifest,
+)
+from tasks.locks import FlockLockManager
+
+# One lock per cache key, next to Prefect's result records: two runs that need the same stage
+# output at once compute it once; the other waits and then reads it from the cache.
+LOCKS = FlockLockManager(get_current_settings().home / "locks")
 
 
 class HasOutput(Protocol):
@@ -56,12 +72,29 @@ class Stage:
 
         Prefect does not check that a cached result's files still exist, so this does: the key
         stays the same (concurrent runs still share it), but a stale record is removed so the task
-        runs again and stores a fresh one.
+        runs again and stores a fresh one, and the run's log says why.
         """
         key = f"{self.name}-{self.key(**parameters)}"
-        if self.completed(**parameters) is None:
-            forget_cached_result(context, key)
+        location = self.location(**parameters)
+        manifest = read_manifest(location)
+        problems = (
+            manifest.problems() if manifest else [f"{MANIFEST_NAME} is missing or unreadable"]
+        )
+        if problems and (forget_cached_result(context, key) or manifest is not None):
+            get_run_logger(context).warning(
+                "%s: outputs at %s are missing or changed (%s); recomputing",
+                self.name,
+                location.url,
+                "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""),
+            )
         return key
+
+    @property
+    def cache_policy(self) -> CachePolicy:
+        """``cache_key_fn`` with a lock per key: concurrent runs compute the stage once."""
+        return CachePolicy.from_cache_key_fn(self.cache_key_fn).configure(
+            isolation_level=IsolationLevel.SERIALIZABLE, lock_manager=LOCKS
+        )
 
     def finish(
         self,
@@ -84,13 +117,15 @@ class Stage:
         return write_manifest(manifest)
 
 
-def forget_cached_result(context: TaskRunContext | None, key: str) -> None:
-    """Delete Prefect's cached result record for ``key`` (in memory and in result storage)."""
+def forget_cached_result(context: TaskRunContext | None, key: str) -> bool:
+    """Delete Prefect's cached result record for ``key`` (in memory and in result storage).
+
+    Returns True when there was one to forget.
+    """
     store = getattr(context, "result_store", None)
     if store is None:
-        return
-    if store.cache is not None:
-        store.cache.pop(key, None)
+        return False
+    found = store.cache is not None and store.cache.pop(key, None) is not None
     storage = store.result_storage or get_default_result_storage(_sync=True)
     for block in (storage, store.metadata_storage):
         basepath = getattr(block, "basepath", None)
@@ -99,3 +134,5 @@ def forget_cached_result(context: TaskRunContext | None, key: str) -> None:
         fs, path = fsspec.core.url_to_fs(posixpath.join(os.path.expanduser(str(basepath)), key))
         if fs.exists(path):
             fs.rm(path)
+            found = True
+    return found

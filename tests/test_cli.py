@@ -105,3 +105,9 @@ def test_analyze_predictions_bad_file_is_one_line(tmp_path: Path, capsys) -> Non
     assert main(["analyze-predictions", str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("overlap: error: ") and err.count("\n") == 1 and "y_pred" in err
+
+
+def test_readme_documents_every_flag() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    missing = [n for n in RunConfig.model_fields if "--" + n.replace("_", "-") not in readme]
+    assert missing == []

@@ -123,7 +123,7 @@ def test_a_truncated_shard_is_recomputed(tmp_path: Path) -> None:
 
 def test_unknown_model_names_close_matches() -> None:
     with pytest.raises(
-        models.ModelError, match="unknown timm model 'vit_smal_patch16_224.*Did you mean"
+        models.ModelError, match=r"unknown timm model 'vit_smal_patch16_224.*Did you mean"
     ):
         models.check_model_name("vit_smal_patch16_224")
 

@@ -87,7 +87,7 @@ def test_spearman_and_agreement_scatter() -> None:
     rng = np.random.default_rng(2)
     cosine = rng.uniform(0, 1, size=(8, 8))
     cosine = (cosine + cosine.T) / 2
-    i, j, x, y = figures.pair_agreement(counts, cosine)
+    i, _, x, y = figures.pair_agreement(counts, cosine)
     assert len(i) == 28
     rho, n = figures.spearman(x, y)
     assert n == 28 and np.isclose(rho, stats.spearmanr(x, y).statistic)

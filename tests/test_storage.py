@@ -109,7 +109,7 @@ def test_manifest_notices_missing_and_truncated_files(tmp_path: Path) -> None:
 def test_unwritable_output_is_a_one_line_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(PermissionError, match="cannot write to output location .*--out"):
+    with pytest.raises(PermissionError, match=r"cannot write to output location .*--out"):
         Location(str(blocker / "out")).check_writable()
 
 

@@ -1,0 +1,99 @@
+"""Crash and resume: a real extraction process SIGKILLed between shards and mid-write, resumed.
+
+The promise: a killed run leaves no half file behind that a later run would trust, a rerun
+computes only the shards that are missing, and the result is exactly an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from flows.config import RunConfig
+from storage.fs import TMP_MARKER, Location
+from storage.manifest import MANIFEST_NAME
+from storage.tables import read_shards, shard_name
+from tests.extraction_worker import finish, kill, start, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+
+SHARD_SIZE = 150  # the synthetic set's 1200 images in 8 shards
+SHARDS = 8
+
+
+def _config(out: Path) -> RunConfig:
+    return RunConfig(dataset="synthetic", out=str(out), shard_size=SHARD_SIZE, batch_size=50)
+
+
+def _embeddings_dir(out: Path) -> Path:
+    (folder,) = (out / "synthetic" / "embeddings").iterdir()
+    return folder
+
+
+def _stamps(folder: Path) -> dict[str, tuple[int, int]]:
+    """(inode, mtime) of each finished shard: unchanged means not rewritten."""
+    return {
+        p.name: (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in sorted(folder.glob("part-*.parquet"))
+    }
+
+
+def test_killed_extraction_resumes_to_exactly_the_uninterrupted_result(tmp_path: Path) -> None:
+    # The uninterrupted reference runs alongside the first (doomed) run.
+    reference = start(_config(tmp_path / "reference"), tmp_path / "reference.log")
+    out = tmp_path / "out"
+
+    # 1. SIGKILL between shards: right after the second shard is in place.
+    first = start(
+        _config(out),
+        tmp_path / "1.log",
+        PAUSE=f"after:{shard_name(1)}",
+        PAUSE_FILE=str(tmp_path / "1"),
+    )
+    wait_for(tmp_path / "1", first)
+    kill(first)
+    folder = _embeddings_dir(out)
+    assert sorted(os.listdir(folder)) == [shard_name(0), shard_name(1)]  # no manifest: unfinished
+    after_first = _stamps(folder)
+
+    # 2. SIGKILL in the middle of a shard write: half the bytes sit in a temporary file.
+    second = start(
+        _config(out),
+        tmp_path / "2.log",
+        PAUSE=f"during:{shard_name(4)}",
+        PAUSE_FILE=str(tmp_path / "2"),
+    )
+    wait_for(tmp_path / "2", second)
+    kill(second)
+    names = sorted(os.listdir(folder))
+    assert [n for n in names if TMP_MARKER not in n] == [shard_name(i) for i in range(4)]
+    (partial,) = [n for n in names if TMP_MARKER in n]
+    assert partial.startswith(shard_name(4)) and (folder / partial).stat().st_size > 0
+    after_second = _stamps(folder)
+    assert {n: after_second[n] for n in after_first} == after_first  # shards 0-1 not redone
+    assert "resuming: 2 of 8 shards already done" in (tmp_path / "2.log").read_text()
+
+    # 3. Run to the end: it clears the half file and computes only shards 4-7.
+    report, log = finish(start(_config(out), tmp_path / "3.log"))
+    assert report["tasks"] == {"load dataset": "Cached", "extract embeddings": "Completed"}
+    assert "removed 1 unfinished shard file(s) of an interrupted run" in log
+    assert "resuming: 4 of 8 shards already done" in log
+    final = _stamps(folder)
+    assert {n: final[n] for n in after_second} == after_second  # shards 0-3 not redone
+    assert sorted(os.listdir(folder)) == sorted(
+        [*(shard_name(i) for i in range(SHARDS)), MANIFEST_NAME]
+    )
+    assert not [p for p in out.rglob("*") if TMP_MARKER in p.name]
+
+    # Exactly the uninterrupted run's rows and values: none lost, none twice.
+    expected, _ = finish(reference, tmp_path / "reference.log")
+    resumed = read_shards(Location(str(folder)))
+    assert resumed.equals(read_shards(Location(expected["embeddings"]["url"])))
+    ids = resumed.column("sample_id")
+    assert resumed.num_rows == 1200 == pc.count_distinct(ids).as_py()
+    assert ids.to_pylist() == list(range(1200))
+    assert report["embeddings"]["info"]["rows"] == 1200
+    assert report["embeddings"]["files"] == expected["embeddings"]["files"]  # same bytes, sha256
