@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from flows.config import RunConfig
+from flows.inspect_cmd import add_inspect_parser, inspect_command
 
 # Errors a user can fix by changing the call: shown as one line, no traceback.
 USER_ERRORS = (ValueError, PermissionError, FileNotFoundError)
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, field in RunConfig.model_fields.items():
         _add_field(run, name, field)
     _add_analyze_parser(commands)
+    add_inspect_parser(commands)
     return parser
 
 
@@ -163,6 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command(args)
     if args.command == "analyze-predictions":
         return analyze_command(args)
+    if args.command == "inspect":
+        try:
+            return inspect_command(args)
+        except USER_ERRORS as error:
+            return fail(str(error), code=2)
     return fail(f"unknown command {args.command}")
 
 

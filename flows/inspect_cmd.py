@@ -1,0 +1,126 @@
+"""``overlap inspect OUT``: what an output root holds, and the latest run's main results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from typing import Any, TextIO
+
+import pyarrow as pa
+
+from storage import catalog
+from storage.fs import Location
+from storage.layout import OutputLayout
+from storage.runs import read_latest
+
+WIDTH = 100
+
+
+def add_inspect_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``inspect`` subcommand and its flags."""
+    parser = commands.add_parser(
+        "inspect",
+        help="list the tables under an output root and the latest run's results",
+        description="List every table under an output root (rows, size, schema), then the latest "
+        "run's parameters, top overlap pairs, top confusion pairs and report paths.",
+    )
+    parser.add_argument("out", help="output root: a folder or an fsspec URL (e.g. s3://b/p)")
+    parser.add_argument("--top", type=int, default=10, help="pairs shown per table (default: 10)")
+    parser.add_argument(
+        "--no-schema", dest="schema", action="store_false", help="leave out the column lists"
+    )
+
+
+def human_size(n: int) -> str:
+    """Bytes as a short human-readable size."""
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def schema_line(schema: pa.Schema | None) -> str:
+    """Columns as ``name type, ...``."""
+    return ", ".join(f"{f.name} {f.type}" for f in schema) if schema is not None else "?"
+
+
+def print_tables(tables: list[catalog.TableInfo], show_schema: bool, out: TextIO) -> None:
+    """One line per table (``*`` marks the latest run's), optionally its columns below."""
+    print("Tables  (* = used by the latest run)", file=out)
+    for t in tables:
+        shards = f" ({len(t.files)} shards)" if len(t.files) > 1 else ""
+        mark = "*" if t.latest else " "
+        size = human_size(t.bytes)
+        print(f"{mark} {t.folder:<42} {t.name + shards:<28} {t.rows:>12,} rows {size:>9}", file=out)
+        if show_schema:
+            wrapped = textwrap.wrap(schema_line(t.schema), WIDTH - 6)
+            print(textwrap.indent("\n".join(wrapped), " " * 6), file=out)
+
+
+def print_params(record: dict[str, Any], out: TextIO) -> None:
+    """The latest run's name and parameters, ``key=value`` wrapped."""
+    print(f"\nLatest run: {record['name']}  (finished {record.get('finished', '?')})", file=out)
+    items = [f"{k}={json.dumps(v)}" for k, v in sorted(record.get("params", {}).items())]
+    print(textwrap.indent("\n".join(textwrap.wrap("  ".join(items), WIDTH - 2)), "  "), file=out)
+
+
+def format_table(table: pa.Table) -> str:
+    """A small Arrow table as aligned text (floats to 4 digits)."""
+    rows = [table.column_names]
+    for row in table.to_pylist():
+        rows.append([f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    return "\n".join("  " + line.rstrip() for line in lines)
+
+
+def print_pairs(title: str, table: pa.Table | None, out: TextIO) -> None:
+    """A titled pair table, or a note that the run has none."""
+    print(f"\n{title}", file=out)
+    if table is None:
+        print("  (not written by this run)", file=out)
+    elif table.num_rows == 0:
+        print("  (none flagged)", file=out)
+    else:
+        print(format_table(table), file=out)
+
+
+def inspect_root(
+    url: str, *, top: int = 10, show_schema: bool = True, out: TextIO = sys.stdout
+) -> int:
+    """Print everything ``overlap inspect`` shows; return the exit code."""
+    root = Location(url)
+    if not root.exists():
+        raise FileNotFoundError(f"no output root at {url!r}; pass the --out of a run")
+    tables = catalog.list_tables(url)
+    record = read_latest(OutputLayout(root))
+    if not tables and record is None:
+        raise FileNotFoundError(
+            f"{url!r} holds no tables and no latest.json; is it an output root?"
+        )
+    print(f"Output root: {root.url}", file=out)
+    print_tables(tables, show_schema, out)
+    if record is None:
+        print("\nNo latest.json: no run has finished under this root.", file=out)
+        return 0
+    print_params(record, out)
+    print_pairs(
+        "Top overlap pairs (centroid cosine)", catalog.top_overlap_pairs(root, record, top), out
+    )
+    print_pairs(
+        "Top confusion pairs (MisRate)", catalog.top_confusion_pairs(root, record, top), out
+    )
+    reports = catalog.report_paths(root, record)
+    print("\nReports", file=out)
+    print("\n".join(f"  {p}" for p in reports) if reports else "  (none)", file=out)
+    print(f"\nRun records: {OutputLayout(root).runs.url}/  (latest.json = the newest)", file=out)
+    return 0
+
+
+def inspect_command(args: argparse.Namespace) -> int:
+    """Entry of ``overlap inspect``."""
+    return inspect_root(args.out, top=args.top, show_schema=args.schema)
