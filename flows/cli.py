@@ -36,9 +36,10 @@ def _base_type(annotation: Any) -> Any:
 def _add_field(parser: argparse.ArgumentParser, name: str, field: FieldInfo) -> None:
     """One flag for one config field, typed, with the field's description and default."""
     base = _base_type(field.annotation)
-    shown = "model-dependent" if field.default is None else field.default
     kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS}
-    kwargs["help"] = f"{field.description} (default: {shown})"
+    # Fields whose default is None say in their description what happens without them.
+    shown = "" if field.default is None else f" (default: {field.default})"
+    kwargs["help"] = f"{field.description}{shown}"
     if base is bool:
         kwargs["action"] = argparse.BooleanOptionalAction
     elif typing.get_origin(base) is typing.Literal:

@@ -24,6 +24,9 @@ class RunConfig(BaseModel):
         "cifar100",
         description="cifar100, cifar10, synthetic, or imagefolder:PATH (class sub-folders, "
         "optionally under train/ and test/)",
+        # In the JSON schema only, so that a deployment refuses a bad name when the run is
+        # created; in Python the validator below gives the friendlier message.
+        json_schema_extra={"pattern": r"^(cifar100|cifar10|synthetic|imagefolder:.+)$"},
     )
     data_dir: str = Field("./data", description="where datasets are downloaded and cached")
     out: str = Field("./outputs", description="output root: a folder or an fsspec URL")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 from typing import Any, TextIO
@@ -43,9 +44,16 @@ def human_size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def schema_line(schema: pa.Schema | None) -> str:
-    """Columns as ``name type, ...``."""
-    return ", ".join(f"{f.name} {f.type}" for f in schema) if schema is not None else "?"
+def schema_lines(schema: pa.Schema | None, width: int) -> list[str]:
+    """Columns as ``name type, ...``, wrapped between columns, never inside one."""
+    if schema is None:
+        return ["?"]
+    lines = [""]
+    for column in (f"{f.name} {f.type}" for f in schema):
+        if lines[-1] and len(lines[-1]) + len(column) + 2 > width:
+            lines.append("")
+        lines[-1] += f"{', ' if lines[-1] else ''}{column}"
+    return [line + "," for line in lines[:-1]] + lines[-1:]
 
 
 def print_tables(tables: list[catalog.TableInfo], show_schema: bool, out: TextIO) -> None:
@@ -57,8 +65,8 @@ def print_tables(tables: list[catalog.TableInfo], show_schema: bool, out: TextIO
         size = human_size(t.bytes)
         print(f"{mark} {t.folder:<42} {t.name + shards:<28} {t.rows:>12,} rows {size:>9}", file=out)
         if show_schema:
-            wrapped = textwrap.wrap(schema_line(t.schema), WIDTH - 6)
-            print(textwrap.indent("\n".join(wrapped), " " * 6), file=out)
+            for line in schema_lines(t.schema, WIDTH - 6):
+                print(" " * 6 + line, file=out)
 
 
 def print_params(record: dict[str, Any], out: TextIO) -> None:
@@ -90,9 +98,10 @@ def print_pairs(title: str, table: pa.Table | None, out: TextIO) -> None:
 
 
 def inspect_root(
-    url: str, *, top: int = 10, show_schema: bool = True, out: TextIO = sys.stdout
+    url: str, *, top: int = 10, show_schema: bool = True, out: TextIO | None = None
 ) -> int:
     """Print everything ``overlap inspect`` shows; return the exit code."""
+    out = out or sys.stdout  # looked up at call time, so redirections of stdout apply
     root = Location(url)
     if not root.exists():
         raise FileNotFoundError(f"no output root at {url!r}; pass the --out of a run")
@@ -123,4 +132,8 @@ def inspect_root(
 
 def inspect_command(args: argparse.Namespace) -> int:
     """Entry of ``overlap inspect``."""
-    return inspect_root(args.out, top=args.top, show_schema=args.schema)
+    try:
+        return inspect_root(args.out, top=args.top, show_schema=args.schema)
+    except BrokenPipeError:  # `overlap inspect OUT | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

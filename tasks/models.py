@@ -247,14 +247,28 @@ def pack_linears(model: nn.Module) -> int:
     return swapped
 
 
+def unfuse_attention(model: nn.Module) -> int:
+    """Switch timm attention blocks to their matmul-softmax-matmul path; return how many.
+
+    On a CPU in bf16 (197 tokens, ViT-S/16) it ran ~13% faster end to end than
+    ``scaled_dot_product_attention``'s flash kernel, whose small per-block products are slow.
+    """
+    blocks = [m for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
+    for block in blocks:
+        block.fused_attn = False
+    return len(blocks)
+
+
 def prepare(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
     """Move to the device; weights cast to bf16 (faster than autocast here, see notes).
 
-    On a CPU in bf16 the Linear layers are also packed for oneDNN (see PackedLinear).
+    On a CPU in bf16 the Linear layers are also packed for oneDNN (see PackedLinear) and
+    attention runs unfused: inference only, since packed weights cannot be copied or moved.
     """
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     model = model.to(device=device, dtype=dtype)
     if packing_supported(device, dtype):
         with torch.no_grad():
-            log.debug("packed %d linear layers for oneDNN", pack_linears(model))
+            packed, unfused = pack_linears(model), unfuse_attention(model)
+        log.debug("CPU bf16: %d linear layers packed, %d attention blocks unfused", packed, unfused)
     return model

@@ -5,7 +5,9 @@
 prints one JSON line: the flow's state, its task states and the embeddings manifest. With
 ``PAUSE=after:NAME`` or ``PAUSE=during:NAME`` and ``PAUSE_FILE=PATH`` it stops for good once the
 embeddings shard NAME is in place, or halfway through writing it (the temporary file holds half
-its bytes), and creates PAUSE_FILE, so that a test can SIGKILL it at exactly that point.
+its bytes), and creates PAUSE_FILE, so that a test can SIGKILL it at exactly that point. With
+``GO_FILE=PATH`` it starts the flow only once PATH exists (after its imports), so that a test can
+start several runs at the same moment.
 """
 
 from __future__ import annotations
@@ -85,6 +87,11 @@ def main(argv: list[str]) -> int:
     if "PAUSE" in os.environ:
         mode, shard = os.environ["PAUSE"].split(":", 1)
         pause_at(mode, shard, os.environ["PAUSE_FILE"])
+    if "GO_FILE" in os.environ:
+        go = Path(os.environ["GO_FILE"])
+        Path(f"{go}.{os.getpid()}.ready").touch()
+        while not go.exists():
+            time.sleep(0.01)
     state = extraction(config, return_state=True)
     manifest = state.result(raise_on_failure=False)
     report = {
@@ -101,6 +108,15 @@ def main(argv: list[str]) -> int:
 # --- the test's side -------------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
+STARTED: list[subprocess.Popen] = []
+
+
+def kill_leftovers() -> None:
+    """SIGKILL every worker still alive (a failed test must not leave paused ones behind)."""
+    while STARTED:
+        worker = STARTED.pop()
+        if worker.poll() is None:
+            kill(worker)
 
 
 def start(config: RunConfig, log: Path, **env: str) -> subprocess.Popen:
@@ -112,7 +128,7 @@ def start(config: RunConfig, log: Path, **env: str) -> subprocess.Popen:
         **env,
     }
     with log.open("w") as output:  # a file, not a pipe: a full pipe would stall the worker
-        return subprocess.Popen(
+        worker = subprocess.Popen(
             [sys.executable, "-m", "tests.extraction_worker", config.model_dump_json()],
             cwd=ROOT,
             env=variables,
@@ -120,6 +136,8 @@ def start(config: RunConfig, log: Path, **env: str) -> subprocess.Popen:
             stderr=subprocess.STDOUT,
             text=True,
         )
+    STARTED.append(worker)
+    return worker
 
 
 def finish(process: subprocess.Popen, log: Path, timeout: float = 300) -> tuple[dict, str]:
@@ -134,6 +152,22 @@ def kill(process: subprocess.Popen) -> None:
     """SIGKILL: no handler, no cleanup, no flushing; like a lost machine or the OOM killer."""
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
+
+
+def start_held(config: RunConfig, log: Path, **env: str) -> subprocess.Popen:
+    """Start a worker that imports everything, then waits for ``release`` to start its flow."""
+    go = log.with_suffix(".go")
+    worker = start(config, log, GO_FILE=str(go), **env)
+    worker.go = go  # type: ignore[attr-defined]
+    return worker
+
+
+def release(*workers: subprocess.Popen) -> None:
+    """Start the flows of held workers at the same moment, once all have imported."""
+    for worker in workers:
+        wait_for(Path(f"{worker.go}.{worker.pid}.ready"), worker)  # type: ignore[attr-defined]
+    for worker in workers:
+        worker.go.touch()  # type: ignore[attr-defined]
 
 
 def wait_for(marker: Path, process: subprocess.Popen, timeout: float = 300) -> None:

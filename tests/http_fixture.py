@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -10,16 +11,20 @@ from pathlib import Path
 
 
 @contextmanager
-def serve_file(path: Path, failures: int = 0) -> Iterator[dict]:
-    """Serve ``path`` at ``state['url']``; the first ``failures`` requests get HTTP 503."""
-    state = {"requests": 0, "failures": failures}
+def serve_file(path: Path, failures: int = 0, status: int = 503) -> Iterator[dict]:
+    """Serve ``path`` at ``state['url']``; the first ``failures`` requests get HTTP ``status``.
+
+    ``state['times']`` holds the monotonic time of every request.
+    """
+    state: dict = {"requests": 0, "failures": failures, "times": []}
     payload = Path(path).read_bytes()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             state["requests"] += 1
+            state["times"].append(time.monotonic())
             if state["requests"] <= state["failures"]:
-                self.send_error(503, "flaky mirror")
+                self.send_error(status, "flaky mirror")
                 return
             self.send_response(200)
             self.send_header("Content-Length", str(len(payload)))

@@ -7,6 +7,7 @@ computes only the shards that are missing, and the result is exactly an uninterr
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -16,16 +17,35 @@ from flows.config import RunConfig
 from storage.fs import TMP_MARKER, Location
 from storage.manifest import MANIFEST_NAME
 from storage.tables import read_shards, shard_name
-from tests.extraction_worker import finish, kill, start, wait_for
+from tests.extraction_worker import (
+    extraction,
+    finish,
+    kill,
+    kill_leftovers,
+    release,
+    start,
+    start_held,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_workers() -> Iterator[None]:
+    yield
+    kill_leftovers()
+
 
 SHARD_SIZE = 150  # the synthetic set's 1200 images in 8 shards
 SHARDS = 8
 
 
 def _config(out: Path) -> RunConfig:
-    return RunConfig(dataset="synthetic", out=str(out), shard_size=SHARD_SIZE, batch_size=50)
+    # 16 px: one patch per image keeps the tiny random ViT cheap; the values still differ per image.
+    return RunConfig(
+        dataset="synthetic", out=str(out), shard_size=SHARD_SIZE, batch_size=50, image_size=16
+    )
 
 
 def _embeddings_dir(out: Path) -> Path:
@@ -42,17 +62,24 @@ def _stamps(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_killed_extraction_resumes_to_exactly_the_uninterrupted_result(tmp_path: Path) -> None:
-    # The uninterrupted reference runs alongside the first (doomed) run.
-    reference = start(_config(tmp_path / "reference"), tmp_path / "reference.log")
     out = tmp_path / "out"
-
-    # 1. SIGKILL between shards: right after the second shard is in place.
+    # Each next run starts (and imports) while the one before it works; released after the kill.
     first = start(
         _config(out),
         tmp_path / "1.log",
         PAUSE=f"after:{shard_name(1)}",
         PAUSE_FILE=str(tmp_path / "1"),
     )
+    second = start_held(
+        _config(out),
+        tmp_path / "2.log",
+        PAUSE=f"during:{shard_name(4)}",
+        PAUSE_FILE=str(tmp_path / "2"),
+    )
+    # The uninterrupted reference runs here meanwhile, in the test's own process.
+    reference = extraction(_config(tmp_path / "reference"))
+
+    # 1. SIGKILL between shards: right after the second shard is in place.
     wait_for(tmp_path / "1", first)
     kill(first)
     folder = _embeddings_dir(out)
@@ -60,12 +87,8 @@ def test_killed_extraction_resumes_to_exactly_the_uninterrupted_result(tmp_path:
     after_first = _stamps(folder)
 
     # 2. SIGKILL in the middle of a shard write: half the bytes sit in a temporary file.
-    second = start(
-        _config(out),
-        tmp_path / "2.log",
-        PAUSE=f"during:{shard_name(4)}",
-        PAUSE_FILE=str(tmp_path / "2"),
-    )
+    third = start_held(_config(out), tmp_path / "3.log")
+    release(second)
     wait_for(tmp_path / "2", second)
     kill(second)
     names = sorted(os.listdir(folder))
@@ -77,7 +100,8 @@ def test_killed_extraction_resumes_to_exactly_the_uninterrupted_result(tmp_path:
     assert "resuming: 2 of 8 shards already done" in (tmp_path / "2.log").read_text()
 
     # 3. Run to the end: it clears the half file and computes only shards 4-7.
-    report, log = finish(start(_config(out), tmp_path / "3.log"))
+    release(third)
+    report, log = finish(third, tmp_path / "3.log")
     assert report["tasks"] == {"load dataset": "Cached", "extract embeddings": "Completed"}
     assert "removed 1 unfinished shard file(s) of an interrupted run" in log
     assert "resuming: 4 of 8 shards already done" in log
@@ -89,11 +113,12 @@ def test_killed_extraction_resumes_to_exactly_the_uninterrupted_result(tmp_path:
     assert not [p for p in out.rglob("*") if TMP_MARKER in p.name]
 
     # Exactly the uninterrupted run's rows and values: none lost, none twice.
-    expected, _ = finish(reference, tmp_path / "reference.log")
     resumed = read_shards(Location(str(folder)))
-    assert resumed.equals(read_shards(Location(expected["embeddings"]["url"])))
+    assert resumed.equals(read_shards(reference.location))
     ids = resumed.column("sample_id")
     assert resumed.num_rows == 1200 == pc.count_distinct(ids).as_py()
     assert ids.to_pylist() == list(range(1200))
     assert report["embeddings"]["info"]["rows"] == 1200
-    assert report["embeddings"]["files"] == expected["embeddings"]["files"]  # same bytes, sha256
+    assert (
+        report["embeddings"]["files"] == reference.model_dump(mode="json")["files"]
+    )  # same sha256

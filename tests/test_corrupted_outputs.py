@@ -1,0 +1,170 @@
+"""Corrupted and missing outputs: the next run notices, says so, recomputes only what is affected.
+
+Each test damages the outputs of a finished synthetic run (a shard, a table, a manifest) and runs
+the real flow again under the test server.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+    LogFilterLevel,
+)
+
+from flows.config import RunConfig
+from flows.overlap_flow import class_overlap
+from storage.fs import Location
+from storage.manifest import MANIFEST_NAME, valid_manifest
+from storage.tables import read_shards, shard_name
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+
+CACHED_STAGES = [
+    "load dataset",
+    "extract embeddings",
+    "class similarity",
+    "find overlaps",
+    "write subset",
+    "train classifier",
+    "evaluate",
+    "confusion pairs",
+]
+
+
+def run(config: RunConfig) -> tuple[dict, dict[str, str], list[str]]:
+    """Run the flow: its record, each task's final state and the run's warnings (from the API)."""
+    state = class_overlap(config, return_state=True)
+    record = state.result()
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+        log_filter = LogFilter(
+            flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]), level=LogFilterLevel(ge_=30)
+        )
+        warnings: list[str] = []
+        for _ in range(50):  # run logs reach the API in batches
+            warnings = [log.message for log in client.read_logs(log_filter=log_filter)]
+            if any("are missing or changed" in w for w in warnings):
+                break
+            time.sleep(0.1)
+    states = {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
+    return record, states, warnings
+
+
+def stamps(folder: Path) -> dict[str, tuple[int, int]]:
+    """(inode, mtime) of every file: unchanged means not rewritten."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, dict]:
+    out = tmp_path_factory.mktemp("corrupt") / "out"
+    # small and quick: 32 px still separates the planted twins; the report without pair pages
+    config = RunConfig(
+        dataset="synthetic",
+        out=str(out),
+        shard_size=300,
+        image_size=32,
+        epochs=20,
+        report_pairs=0,
+        grid_images=1,
+    )
+    record, states, _ = run(config)
+    assert set(states.values()) == {"Completed"}
+    return config, record
+
+
+def stage_dir(record: dict, stage: str) -> Path:
+    return Path(record["stages"][stage]["url"])
+
+
+def assert_only(states: dict[str, str], recomputed: str) -> None:
+    """``recomputed`` ran again; every other cached stage was served from the cache."""
+    assert states[recomputed] == "Completed", states
+    others = {name: states[name] for name in CACHED_STAGES if name != recomputed}
+    assert set(others.values()) == {"Cached"}, states
+
+
+def assert_noticed(warnings: list[str], stage: str, url: Path, problem: str) -> None:
+    notices = [w for w in warnings if w.startswith(f"{stage}: outputs at {url} ")]
+    assert len(notices) == 1, warnings
+    assert "are missing or changed" in notices[0] and problem in notices[0], notices[0]
+    assert notices[0].endswith("; recomputing")
+
+
+def test_a_truncated_shard_is_recomputed_alone(finished) -> None:
+    config, record = finished
+    folder = stage_dir(record, "embeddings")
+    before = read_shards(Location(str(folder)))
+    shard = folder / shard_name(1)
+    size = shard.stat().st_size
+    shard.write_bytes(shard.read_bytes()[:100])
+    untouched = {
+        n: s for n, s in stamps(folder).items() if n.startswith("part-") and n != shard.name
+    }
+
+    again, states, warnings = run(config)
+
+    assert_noticed(
+        warnings, "embeddings", folder, f"{shard.name} changed size (100 != {size} bytes)"
+    )
+    assert_only(states, "extract embeddings")
+    after = stamps(folder)
+    assert {n: after[n] for n in untouched} == untouched  # the other three shards stay as they were
+    assert read_shards(Location(str(folder))).equals(before)
+    assert again["stages"] == record["stages"]
+
+
+def test_a_deleted_table_is_recomputed_alone(finished) -> None:
+    config, record = finished
+    folder = stage_dir(record, "similarity")
+    table = folder / "class_similarity.parquet"
+    before = table.read_bytes()
+    table.unlink()
+
+    again, states, warnings = run(config)
+
+    assert_noticed(warnings, "class_similarity", folder, "class_similarity.parquet is missing")
+    assert_only(states, "class similarity")
+    assert table.read_bytes() == before
+    assert again["stages"] == record["stages"]
+
+
+def test_a_deleted_manifest_reloads_the_images_and_nothing_downstream(finished) -> None:
+    config, record = finished
+    folder = stage_dir(record, "images")
+    (folder / MANIFEST_NAME).unlink()
+
+    again, states, warnings = run(config)
+
+    assert_noticed(warnings, "images", folder, f"{MANIFEST_NAME} is missing or unreadable")
+    assert_only(states, "load dataset")  # same bytes again, so extraction's key is unchanged
+    assert valid_manifest(Location(str(folder))) is not None
+    assert again["stages"] == record["stages"]
+
+
+def test_a_truncated_manifest_rewrites_it_without_recomputing_shards(finished) -> None:
+    config, record = finished
+    folder = stage_dir(record, "embeddings")
+    manifest = folder / MANIFEST_NAME
+    manifest.write_bytes(manifest.read_bytes()[:50])
+    shards = {n: s for n, s in stamps(folder).items() if n.startswith("part-")}
+
+    again, states, warnings = run(config)
+
+    assert_noticed(warnings, "embeddings", folder, f"{MANIFEST_NAME} is missing or unreadable")
+    assert_only(states, "extract embeddings")
+    after = stamps(folder)
+    assert {n: after[n] for n in shards} == shards  # every shard was already done: none redone
+    assert valid_manifest(Location(str(folder))) is not None
+    assert again["stages"] == record["stages"]
