@@ -18,6 +18,8 @@ def isolate(home: Path) -> None:
     os.environ["PREFECT_HOME"] = str(home)
     os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(home / "storage")
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    # a fresh home migrates its database first: on a busy 2-core machine that outlasts 20 s
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.pop("PREFECT_API_URL", None)  # a temporary local server, not the user's

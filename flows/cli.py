@@ -16,6 +16,7 @@ from pydantic.fields import FieldInfo
 
 from flows.config import RunConfig
 from flows.inspect_cmd import add_inspect_parser, inspect_command
+from storage.fs import Location
 
 # Errors a user can fix by changing the call: shown as one line, no traceback.
 USER_ERRORS = (ValueError, PermissionError, FileNotFoundError)
@@ -107,11 +108,13 @@ def fail(message: str, code: int = 1) -> int:
 def run_command(args: argparse.Namespace) -> int:
     """Validate the flags, check the inputs cheaply, then run the flow."""
     from flows.overlap_flow import class_overlap
+    from flows.runners import check_runner
     from tasks.preflight import check_run
 
     values = {k: v for k, v in vars(args).items() if k != "command"}
     try:
         config = RunConfig(**values)
+        check_runner(config)
         check_run(config)
     except ValidationError as error:
         return fail(_validation_message(error), code=2)
@@ -137,6 +140,7 @@ def analyze_command(args: argparse.Namespace) -> int:
 
     defaults = RunConfig()
     try:
+        Location(args.out).check_writable()
         manifest = analyze_predictions(
             args.file,
             args.class_names,

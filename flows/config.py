@@ -28,8 +28,12 @@ class RunConfig(BaseModel):
         # created; in Python the validator below gives the friendlier message.
         json_schema_extra={"pattern": r"^(cifar100|cifar10|synthetic|imagefolder:.+)$"},
     )
-    data_dir: str = Field("./data", description="where datasets are downloaded and cached")
-    out: str = Field("./outputs", description="output root: a folder or an fsspec URL")
+    data_dir: str = Field(
+        "./data", description="local folder where datasets are downloaded and cached"
+    )
+    out: str = Field(
+        "./outputs", description="output root: a folder or an fsspec URL (s3://bucket/prefix)"
+    )
     download_url: str | None = Field(
         None, description="mirror URL of the dataset archive (cifar10/cifar100); default: official"
     )
@@ -49,12 +53,31 @@ class RunConfig(BaseModel):
         None, ge=16, le=1024, description="model input size in pixels; default: the model's own"
     )
     batch_size: int = Field(128, ge=1, le=65536, description="images per forward pass")
-    shard_size: int = Field(8192, ge=1, description="embedding rows per Parquet shard")
+    shard_size: int = Field(
+        8192,
+        ge=1,
+        description="images (and embeddings) per Parquet shard: the unit of resume and of "
+        "cluster work",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 on CUDA and on CPUs with native bf16, else fp32"
     )
     seed: int = Field(0, ge=0, description="seed for synthetic data, splits, training and UMAP")
+    # --- where tasks run ---
+    runner: Literal["threads", "dask", "ray"] = Field(
+        "threads",
+        description="task runner: threads (one machine), dask or ray (extraction is spread over "
+        "the cluster's workers, one shard per task)",
+    )
+    runner_address: str | None = Field(
+        None,
+        description="address of an existing Dask scheduler (tcp://host:8786) or Ray cluster "
+        "(ray://host:10001, auto); default: start a local cluster",
+    )
+    workers: int = Field(
+        2, ge=1, le=1024, description="worker processes of a local Dask or Ray cluster"
+    )
     # --- overlap detection (model-free) ---
     overlap_rule: Literal["sigma", "threshold", "topk"] = Field(
         "sigma",
@@ -109,6 +132,23 @@ class RunConfig(BaseModel):
         if value.startswith("imagefolder:") and len(value) > len("imagefolder:"):
             return value
         raise ValueError(f"unknown dataset {value!r}; use one of {', '.join(KNOWN_DATASETS)}")
+
+    @field_validator("download_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://", "ftp://", "file://")):
+            raise ValueError(f"{value!r} is not a URL; give an http(s):// or ftp:// mirror")
+        return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _local_data_dir(cls, value: str) -> str:
+        if "://" in value:
+            raise ValueError(
+                f"{value!r}: the data folder must be a local folder (archives are downloaded "
+                "and unpacked there); outputs can go to a bucket with --out"
+            )
+        return value
 
     @model_validator(mode="after")
     def _resolve_defaults(self) -> RunConfig:

@@ -6,11 +6,12 @@ from typing import Any
 
 from prefect import flow
 
+from flows import runners
 from flows.config import RunConfig
 from tasks.classifier import train_classifier_task
 from tasks.confusion import confusion_pairs_task
 from tasks.evaluate import evaluate_task
-from tasks.extract import extract_embeddings_task
+from tasks.extract_map import extract_embeddings
 from tasks.load import load_dataset_task
 from tasks.overlap import find_overlaps_task
 from tasks.preflight import check_run
@@ -23,9 +24,25 @@ from tasks.subset import write_subset_task
 @flow(name="class-overlap", log_prints=True)
 def class_overlap(config: RunConfig) -> dict[str, Any]:
     """Find the overlapping classes of an image dataset, model-free and through a classifier."""
+    runners.check_runner(config)
     check_run(config)
+    if runners.shared_results(config):
+        # A subflow carries the run's own task runner and result storage (Prefect fixes both
+        # when a flow starts), so the parameter chooses them, from the CLI or a deployment.
+        return runners.configured(class_overlap_stages, config)(config)
+    return overlap_stages(config)
+
+
+@flow(name="class-overlap-stages", log_prints=True)
+def class_overlap_stages(config: RunConfig) -> dict[str, Any]:
+    """The stages of a run on a Dask or Ray cluster, or with outputs in a bucket."""
+    return overlap_stages(config)
+
+
+def overlap_stages(config: RunConfig) -> dict[str, Any]:
+    """Every stage in order; the embeddings are spread over the cluster when there is one."""
     images = load_dataset_task(config)
-    embeddings = extract_embeddings_task(images, config)
+    embeddings = extract_embeddings(images, config, on_cluster=runners.on_cluster(config))
     similarity = class_similarity_task(embeddings, config)
     overlap = find_overlaps_task(similarity, embeddings, config)
     subset = write_subset_task(images, overlap, config)

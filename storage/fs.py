@@ -44,8 +44,13 @@ class Location:
         """Full path (on ``fs``) of a file in this folder."""
         return posixpath.join(self.path, name)
 
+    def refresh(self) -> None:
+        """Forget cached listings of this folder: other processes (workers) may have written."""
+        self.fs.invalidate_cache(self.path)
+
     def exists(self, name: str = "") -> bool:
         """True when this folder, or a file in it, exists."""
+        self.refresh()
         return self.fs.exists(self.file(name) if name else self.path)
 
     def makedirs(self) -> None:
@@ -56,16 +61,19 @@ class Location:
         """File names in the folder (not recursive), sorted; [] when it does not exist."""
         if not self.exists():
             return []
+        self.refresh()
         return sorted(
             posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.path, detail=False)
         )
 
     def size(self, name: str) -> int:
         """Size in bytes of a file in this folder."""
+        self.refresh()
         return int(self.fs.size(self.file(name)))
 
     def open(self, name: str, mode: str = "rb") -> IO[Any]:
         """Open a file in this folder."""
+        self.refresh()  # a listing cached before another process rewrote it has the old size
         return self.fs.open(self.file(name), mode)
 
     @contextlib.contextmanager

@@ -199,7 +199,7 @@ def _inputs(embeddings: StageManifest, subset: StageManifest, config: RunConfig)
 STAGE = Stage("classifier", _inputs)
 
 
-@task(name="train classifier", cache_key_fn=STAGE.cache_key_fn, persist_result=True)
+@task(name="train classifier", cache_policy=STAGE.cache_policy, persist_result=True)
 def train_classifier_task(
     embeddings: StageManifest, subset: StageManifest, config: RunConfig
 ) -> StageManifest:

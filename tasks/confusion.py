@@ -198,7 +198,7 @@ def _inputs(
 STAGE = Stage("confusion", _inputs)
 
 
-@task(name="confusion pairs", cache_key_fn=STAGE.cache_key_fn, persist_result=True)
+@task(name="confusion pairs", cache_policy=STAGE.cache_policy, persist_result=True)
 def confusion_pairs_task(
     evaluation: StageManifest,
     subset: StageManifest,

@@ -189,7 +189,7 @@ def _inputs(
 STAGE = Stage("evaluate", _inputs)
 
 
-@task(name="evaluate", cache_key_fn=STAGE.cache_key_fn, persist_result=True)
+@task(name="evaluate", cache_policy=STAGE.cache_policy, persist_result=True)
 def evaluate_task(
     model_manifest: StageManifest,
     embeddings: StageManifest,

@@ -62,7 +62,7 @@ CODE = code_version(sys.modules[__name__], overlap_rules, pair_samples, schemas)
 STAGE = Stage("overlap", _inputs)
 
 
-@task(name="find overlaps", cache_key_fn=STAGE.cache_key_fn, persist_result=True)
+@task(name="find overlaps", cache_policy=STAGE.cache_policy, persist_result=True)
 def find_overlaps_task(
     similarity: StageManifest, embeddings: StageManifest, config: RunConfig
 ) -> StageManifest:

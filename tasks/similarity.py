@@ -185,7 +185,7 @@ CODE = code_version(sys.modules[__name__], schemas)
 STAGE = Stage("class_similarity", _inputs)
 
 
-@task(name="class similarity", cache_key_fn=STAGE.cache_key_fn, persist_result=True)
+@task(name="class similarity", cache_policy=STAGE.cache_policy, persist_result=True)
 def class_similarity_task(embeddings: StageManifest, config: RunConfig) -> StageManifest:
     """Class centroids and the cosine similarity of every pair of classes."""
     params = {"embeddings": embeddings, "config": config}

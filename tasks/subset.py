@@ -130,7 +130,7 @@ CODE = code_version(sys.modules[__name__], schemas)
 STAGE = Stage("subset", _inputs)
 
 
-@task(name="write subset", cache_key_fn=STAGE.cache_key_fn, persist_result=True)
+@task(name="write subset", cache_policy=STAGE.cache_policy, persist_result=True)
 def write_subset_task(
     images: StageManifest, overlap: StageManifest, config: RunConfig
 ) -> StageManifest:

@@ -113,11 +113,6 @@ def test_analyze_predictions_refuses_in_one_line(
     assert not (tmp_path / "o" / "confusion_pairs.parquet").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="analyze-predictions does not check --out first: NotADirectoryError escapes as a "
-    "traceback (fix: Location(args.out).check_writable() in analyze_command)",
-)
 def test_analyze_predictions_refuses_an_unwritable_out(tmp_path: Path, capsys) -> None:
     path = _predictions(tmp_path, "y_true,y_pred\n0,1\n")
     (tmp_path / "file").write_text("a file, not a folder")

@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
-    FlowRunFilter,
-    FlowRunFilterId,
     LogFilter,
     LogFilterFlowRunId,
     LogFilterLevel,
@@ -24,6 +22,7 @@ from flows.overlap_flow import class_overlap
 from storage.fs import Location
 from storage.manifest import MANIFEST_NAME, valid_manifest
 from storage.tables import read_shards, shard_name
+from tests.flow_states import task_states
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -45,20 +44,16 @@ def run(config: RunConfig) -> tuple[dict, dict[str, str], list[str]]:
     record = state.result()
     flow_run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
         log_filter = LogFilter(
             flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]), level=LogFilterLevel(ge_=30)
         )
         warnings: list[str] = []
-        for _ in range(50):  # run logs reach the API in batches
+        for _ in range(200):  # run logs reach the API in batches, every 2 s (slower under load)
             warnings = [log.message for log in client.read_logs(log_filter=log_filter)]
             if any("are missing or changed" in w for w in warnings):
                 break
             time.sleep(0.1)
-    states = {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
-    return record, states, warnings
+    return record, task_states(state), warnings
 
 
 def stamps(folder: Path) -> dict[str, tuple[int, int]]:
