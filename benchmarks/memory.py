@@ -39,7 +39,7 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(folder: str, out: str) -> None:
+def child(folder: str, out: str, shard_size: str) -> None:
     """Run the load and extract stages under a flow; print peak memory before and after."""
     import torch
     from prefect import flow
@@ -56,6 +56,7 @@ def child(folder: str, out: str) -> None:
         pretrained=False,
         image_size=64,
         batch_size=64,
+        shard_size=int(shard_size),
     )
 
     @flow(name="memory-benchmark")
@@ -76,9 +77,9 @@ def child(folder: str, out: str) -> None:
     )
 
 
-def measure(folder: Path, out: Path, env: dict[str, str]) -> dict[str, Any]:
+def measure(folder: Path, out: Path, shard_size: int, env: dict[str, str]) -> dict[str, Any]:
     """Run the child in a fresh interpreter; its last output line is the JSON record."""
-    command = [sys.executable, __file__, "--child", str(folder), str(out)]
+    command = [sys.executable, __file__, "--child", str(folder), str(out), str(shard_size)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         sys.exit(f"child failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
@@ -92,7 +93,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--factor", type=int, default=10, help="the larger run's multiple")
     parser.add_argument("--px", type=int, default=64, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--child", nargs=2, metavar=("FOLDER", "OUT"), help=argparse.SUPPRESS)
+    # Memory is bounded by one shard, so both sizes must span several shards to show streaming.
+    parser.add_argument("--shard-size", type=int, default=100, help="images per shard")
+    parser.add_argument(
+        "--child", nargs=3, metavar=("FOLDER", "OUT", "SHARD"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--json", type=Path, default=None, help="default benchmarks/out/")
     return parser.parse_args()
 
@@ -119,7 +124,10 @@ def main() -> None:
     for count in (args.images, args.factor * args.images):
         folder = make_folder(scratch / f"images-{count}", count, args.px, args.seed)
         size = sum(f.stat().st_size for f in folder.rglob("*.png")) / 2**20
-        results[count] = {"png_mib": size, **measure(folder, scratch / f"out-{count}", env)}
+        results[count] = {
+            "png_mib": size,
+            **measure(folder, scratch / f"out-{count}", args.shard_size, env),
+        }
         row = results[count]
         print(
             f"{count:6d} images ({size:6.1f} MiB of PNG): peak RSS {row['peak_mib']:7.1f} MiB, "
@@ -135,6 +143,7 @@ def main() -> None:
     record = {
         "command": "python benchmarks/memory.py " + " ".join(sys.argv[1:]),
         "px": args.px,
+        "shard_size": args.shard_size,
         "factor": args.factor,
         "results": results,
         "growth_above_imports": growth,

@@ -207,8 +207,21 @@ class PackedLinear(nn.Linear):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight, self.bias = linear.weight, linear.bias
         self.activation = activation  # "none" or "gelu" (exact, erf), as oneDNN names them
+        self._pack()
+
+    def _pack(self) -> None:
         packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach())
         self.register_buffer("packed", packed, persistent=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # oneDNN's packed layout cannot be copied or pickled: drop it and pack again on load
+        state = self.__dict__.copy()
+        state["_buffers"] = {k: v for k, v in self._buffers.items() if k != "packed"}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._pack()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         algorithm = "none" if self.activation == "gelu" else ""
@@ -263,7 +276,7 @@ def prepare(model: nn.Module, device: torch.device, precision: str) -> nn.Module
     """Move to the device; weights cast to bf16 (faster than autocast here, see notes).
 
     On a CPU in bf16 the Linear layers are also packed for oneDNN (see PackedLinear) and
-    attention runs unfused: inference only, since packed weights cannot be copied or moved.
+    attention runs unfused. Such a model is for inference on that CPU only.
     """
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     model = model.to(device=device, dtype=dtype)
