@@ -69,6 +69,7 @@ BAD_INPUTS = [
         "does not fit model vit_tiny_patch16_224",
     ),
     (["--weights", "/no/such.pth"], "weights file /no/such.pth does not exist"),
+    (["--download-url", "not-a-url"], "--download-url: 'not-a-url' is not a URL"),
     (["--weights", "/no/such.pth", "--no-pretrained"], "contradict each other"),
     (["--overlap-k", "-1"], "--overlap-k: Input should be greater than or equal to 0"),
     (
