@@ -94,3 +94,15 @@ def test_changing_the_confusion_rule_reruns_only_the_analysis(first_run) -> None
     upstream = ["load dataset", "extract embeddings"]
     assert all(states[name] == "Cached" for name in upstream), states
     assert states["confusion pairs"] == "Completed"
+
+
+def test_the_classifier_confuses_only_the_planted_pairs(first_run) -> None:
+    _config, record, _ = first_run
+    manifest = _table_dir(record, "images") / "_manifest.json"
+    planted = {tuple(p) for p in pl.read_json(manifest)["info"][0]["planted_pairs"]}
+    pairs = pl.read_parquet(_table_dir(record, "confusion") / "confusion_pairs.parquet")
+    flagged = {tuple(sorted(p)) for p in pairs.filter("flagged").select("True", "Pred").iter_rows()}
+    assert flagged and flagged <= planted
+    report = pl.read_parquet(_table_dir(record, "evaluation") / "classification_report.parquet")
+    accuracy = report.filter(pl.col("class_name") == "accuracy")["f1"][0]
+    assert 0.4 < accuracy < 0.95  # the subset is the planted twins: confused, not hopeless
