@@ -44,9 +44,14 @@ class Preprocessing:
 
 
 def check_model_name(name: str) -> None:
-    """Raise a one-line error naming close timm models when ``name`` is unknown."""
-    if timm.is_model(name.split(".")[0]):
-        return
+    """Raise a one-line error naming close timm models when ``name`` (or its tag) is unknown."""
+    architecture, _, tag = name.partition(".")
+    if timm.is_model(architecture):
+        tagged = timm.list_pretrained(f"{architecture}.*")
+        if not tag or name in tagged:
+            return
+        hint = f" Its tags: {', '.join(tagged)}." if tagged else " It has no pretrained weights."
+        raise ModelError(f"unknown pretrained tag {tag!r} for timm model {architecture}.{hint}")
     candidates = timm.list_models(pretrained=True) + timm.list_models()
     close = difflib.get_close_matches(name, candidates, n=4, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else " See timm.list_models()."

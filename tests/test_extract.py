@@ -128,6 +128,12 @@ def test_unknown_model_names_close_matches() -> None:
         models.check_model_name("vit_smal_patch16_224")
 
 
+def test_unknown_pretrained_tag_lists_the_real_tags() -> None:
+    with pytest.raises(models.ModelError, match=r"unknown pretrained tag 'foo'.*\.dino"):
+        models.check_model_name("vit_small_patch16_224.foo")
+    models.check_model_name("vit_small_patch16_224.dino")  # a real tag passes
+
+
 def test_local_weights_file_loads_and_gives_the_same_model(tmp_path: Path) -> None:
     reference = timm.create_model(TINY, pretrained=False, num_classes=0, img_size=64)
     path = tmp_path / "tiny.pth"
