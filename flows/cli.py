@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import types
@@ -20,6 +21,25 @@ from storage.fs import Location
 
 # Errors a user can fix by changing the call: shown as one line, no traceback.
 USER_ERRORS = (ValueError, PermissionError, FileNotFoundError)
+
+
+class _QuietOwnErrors(logging.Filter):
+    """Drop Prefect's traceback for this project's own errors: the CLI prints them as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and type(error).__module__.split(".")[0] in ("tasks", "storage"):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_own_errors() -> None:
+    """Install the filter on every handler of Prefect's loggers (set up once Prefect runs)."""
+    quiet = _QuietOwnErrors()
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "prefect"]
+    for name in names:
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(quiet)
 
 
 def _flag(name: str) -> str:
@@ -120,6 +140,7 @@ def run_command(args: argparse.Namespace) -> int:
         return fail(_validation_message(error), code=2)
     except USER_ERRORS as error:
         return fail(str(error), code=2)
+    _quiet_own_errors()
     if config.random_weights:
         print("WARNING: random weights (--no-pretrained): embeddings and results are meaningless.")
     try:

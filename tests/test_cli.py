@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +114,21 @@ def test_readme_documents_every_flag() -> None:
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     missing = [n for n in RunConfig.model_fields if "--" + n.replace("_", "-") not in readme]
     assert missing == []
+
+
+def _record_with(error: Exception) -> logging.LogRecord:
+    try:
+        raise error
+    except Exception:
+        return logging.LogRecord(
+            "prefect", logging.ERROR, __file__, 1, "failed", None, sys.exc_info()
+        )
+
+
+def test_prefect_logs_no_traceback_for_our_own_errors_but_keep_it_for_bugs() -> None:
+    from flows.cli import _QuietOwnErrors
+    from tasks.sources.imagefolder import DatasetError
+
+    ours, bug = _record_with(DatasetError("no images")), _record_with(ValueError("a bug"))
+    assert _QuietOwnErrors().filter(ours) and ours.exc_info is None
+    assert _QuietOwnErrors().filter(bug) and bug.exc_info is not None
