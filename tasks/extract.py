@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -66,12 +67,23 @@ def shard_done(target: Location, name: str, expected_rows: int) -> bool:
         return False
 
 
+def weights_fingerprint(path: Path) -> str:
+    """sha256 of a weights file, read once per process while its size and mtime stay the same."""
+    stat = path.stat()
+    return _hash_file(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _hash_file(path: str, size: int, mtime_ns: int) -> str:
+    return hash_local_file(Path(path))
+
+
 def _inputs(images: StageManifest, config: Any) -> dict[str, Any]:
     device = models.resolve_device(config.device)
     return {
         "images": images.fingerprint,
         "model": config.model,
-        "weights": hash_local_file(Path(config.weights)) if config.weights else None,
+        "weights": weights_fingerprint(Path(config.weights)) if config.weights else None,
         "pretrained": config.pretrained,
         "random_init_seed": None if config.pretrained else config.seed,
         "image_size": config.image_size,

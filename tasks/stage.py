@@ -60,8 +60,10 @@ class Stage:
 
     def location(self, **params: Any) -> Location:
         """Folder this stage writes to for these parameters."""
-        config: HasOutput = params["config"]
-        return OutputLayout.at(config.out).stage_dir(config.dataset, self.name, self.key(**params))
+        return self._folder(params["config"], self.key(**params))
+
+    def _folder(self, config: HasOutput, key: str) -> Location:
+        return OutputLayout.at(config.out).stage_dir(config.dataset, self.name, key)
 
     def completed(self, **params: Any) -> StageManifest | None:
         """The manifest of a finished, intact earlier run with these parameters, if any."""
@@ -74,8 +76,9 @@ class Stage:
         stays the same (concurrent runs still share it), but a stale record is removed so the task
         runs again and stores a fresh one, and the run's log says why.
         """
-        key = f"{self.name}-{self.key(**parameters)}"
-        location = self.location(**parameters)
+        folder_key = self.key(**parameters)  # once: inputs may hash files (a weights file)
+        key = f"{self.name}-{folder_key}"
+        location = self._folder(parameters["config"], folder_key)
         manifest = read_manifest(location)
         problems = (
             manifest.problems() if manifest else [f"{MANIFEST_NAME} is missing or unreadable"]

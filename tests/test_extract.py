@@ -15,7 +15,7 @@ from storage.schemas.images import IMAGES, embeddings_schema
 from storage.tables import read_shards, shard_name, write_parquet
 from tasks import models
 from tasks.embed import Extractor, preprocess, stack_uint8
-from tasks.extract import build_extractor, extract_shards
+from tasks.extract import build_extractor, extract_shards, weights_fingerprint
 from tasks.sources.synthetic import make_synthetic
 
 TINY = "vit_tiny_patch16_224"
@@ -174,3 +174,12 @@ def test_dinov2_runs_at_224_when_asked(tmp_path: Path) -> None:
 def test_extractor_uses_the_declared_dimension(tmp_path: Path) -> None:
     extractor = build_extractor(_config(tmp_path))
     assert isinstance(extractor, Extractor) and extractor.dim == 192
+
+
+def test_weights_fingerprint_follows_the_file_contents(tmp_path: Path) -> None:
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"first")
+    first = weights_fingerprint(path)
+    assert weights_fingerprint(path) == first
+    path.write_bytes(b"second, longer")
+    assert weights_fingerprint(path) != first
