@@ -52,7 +52,9 @@ class RunConfig(BaseModel):
     image_size: int | None = Field(
         None, ge=16, le=1024, description="model input size in pixels; default: the model's own"
     )
-    batch_size: int = Field(128, ge=1, le=65536, description="images per forward pass")
+    batch_size: int = Field(
+        128, ge=1, le=65536, description="images per forward pass (on a CPU, at most 32)"
+    )
     shard_size: int = Field(
         8192,
         ge=1,

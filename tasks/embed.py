@@ -25,6 +25,10 @@ _MODES = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}
 DECODE_THREADS = min(8, os.cpu_count() or 1)
 PARALLEL_DECODE_MIN = 256
 
+# On a CPU the model runs at most this many images at once: their activations stay in cache.
+# ViT-S/16 in bf16 on 2 cores: 40.9 img/s at 32, 38.6 at 64, 36.2 at 128.
+CPU_FORWARD_IMAGES = 32
+
 
 @functools.cache
 def _pool(name: str, threads: int) -> ThreadPoolExecutor:
@@ -112,11 +116,23 @@ class Extractor:
         """Embedding dimension."""
         return int(self.model.num_features)
 
+    @property
+    def forward_images(self) -> int:
+        """Images per forward pass: the batch, capped on a CPU (see CPU_FORWARD_IMAGES)."""
+        if self.device.type == "cpu":
+            return min(self.batch_size, CPU_FORWARD_IMAGES)
+        return self.batch_size
+
     @torch.inference_mode()
     def embed_uint8(self, batch: torch.Tensor) -> np.ndarray:
         """Embeddings of one uint8 batch already sized for the device."""
-        x = preprocess(batch.to(self.device, non_blocking=True), self.prep, self.dtype)
-        features = self.model(x).float()
+        batch = batch.to(self.device, non_blocking=True)
+        features = torch.cat(
+            [
+                self.model(preprocess(part, self.prep, self.dtype)).float()
+                for part in batch.split(self.forward_images)
+            ]
+        )
         return F.normalize(features, dim=1).cpu().numpy()
 
     def embed_arrays(

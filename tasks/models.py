@@ -12,8 +12,9 @@ from typing import Any
 
 import timm
 import torch
-from timm.layers import Mlp
 from torch import nn
+
+from tasks import fast_vit
 
 log = logging.getLogger(__name__)
 
@@ -199,94 +200,23 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     return requested
 
 
-class PackedLinear(nn.Linear):
-    """A bf16 CPU Linear whose weight oneDNN reorders once, with bias (and GELU) fused in.
-
-    ``nn.Linear`` re-lays the weight out on every call and adds the bias in a separate pass;
-    packing once made ViT-S/16 forward ~15% faster on a 2-core AVX512-BF16 CPU. The plain
-    ``weight`` and ``bias`` stay, so code that reads them directly still works.
-    """
-
-    def __init__(self, linear: nn.Linear, activation: str = "none") -> None:
-        nn.Module.__init__(self)  # not nn.Linear's: it would draw fresh random weights
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.weight, self.bias = linear.weight, linear.bias
-        self.activation = activation  # "none" or "gelu" (exact, erf), as oneDNN names them
-        self._pack()
-
-    def _pack(self) -> None:
-        packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach())
-        self.register_buffer("packed", packed, persistent=False)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # oneDNN's packed layout cannot be copied or pickled: drop it and pack again on load
-        state = self.__dict__.copy()
-        state["_buffers"] = {k: v for k, v in self._buffers.items() if k != "packed"}
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._pack()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        algorithm = "none" if self.activation == "gelu" else ""
-        return torch.ops.mkldnn._linear_pointwise(
-            x.contiguous(), self.packed, self.bias, self.activation, [], algorithm
-        )
-
-
-def packing_supported(device: torch.device, dtype: torch.dtype) -> bool:
-    """True where PackedLinear applies: bf16 on a CPU with oneDNN and native bf16."""
-    if device.type != "cpu" or dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        weight = torch.linspace(-1, 1, 32, dtype=dtype).view(4, 8)
-        x, bias = torch.ones(2, 8, dtype=dtype), torch.ones(4, dtype=dtype)
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight)
-        got = torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
-        return torch.allclose(got.float(), nn.functional.linear(x, weight, bias).float())
-    except (AttributeError, RuntimeError) as error:  # an older or oneDNN-less torch build
-        log.debug("linear packing unavailable: %s", error)
-        return False
-
-
-def pack_linears(model: nn.Module) -> int:
-    """Swap every plain nn.Linear for a PackedLinear; fold a timm Mlp's GELU into fc1."""
-    swapped = 0
-    for module in list(model.modules()):
-        fusable = isinstance(module, Mlp) and type(module.act) is nn.GELU
-        if fusable and module.act.approximate == "none" and type(module.fc1) is nn.Linear:
-            module.fc1, module.act = PackedLinear(module.fc1, "gelu"), nn.Identity()
-            swapped += 1
-        for name, child in list(module.named_children()):
-            if type(child) is nn.Linear:  # not subclasses: nn.MultiheadAttention reads .weight
-                setattr(module, name, PackedLinear(child))
-                swapped += 1
-    return swapped
-
-
-def unfuse_attention(model: nn.Module) -> int:
-    """Switch timm attention blocks to their matmul-softmax-matmul path; return how many.
-
-    On a CPU in bf16 (197 tokens, ViT-S/16) it ran ~13% faster end to end than
-    ``scaled_dot_product_attention``'s flash kernel, whose small per-block products are slow.
-    """
-    blocks = [m for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
-    for block in blocks:
-        block.fused_attn = False
-    return len(blocks)
-
-
 def prepare(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
-    """Move to the device; weights cast to bf16 (faster than autocast here, see notes).
+    """Move to the device, weights cast to bf16 (faster than autocast here, see notes), and
+    rewrite for inference (``tasks/fast_vit.py``): such a model is for inference only.
 
-    On a CPU in bf16 the Linear layers are also packed for oneDNN (see PackedLinear) and
-    attention runs unfused. Such a model is for inference on that CPU only.
+    A token-pooled ViT computes its last block for the class token alone. On a CPU, attention
+    runs a few images at a time, and in bf16 the Linear layers are packed for oneDNN.
     """
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     model = model.to(device=device, dtype=dtype)
-    if packing_supported(device, dtype):
-        with torch.no_grad():
-            packed, unfused = pack_linears(model), unfuse_attention(model)
-        log.debug("CPU bf16: %d linear layers packed, %d attention blocks unfused", packed, unfused)
+    with torch.no_grad():
+        chunked = fast_vit.chunk_attention(model) if device.type == "cpu" else 0
+        class_token = fast_vit.class_token_only(model)  # after chunking: it unwraps its own
+        packed = fast_vit.pack_linears(model) if fast_vit.packing_supported(device, dtype) else 0
+    log.debug(
+        "inference rewrites: class-token last block %s, %d attention chunked, %d linear packed",
+        class_token,
+        chunked,
+        packed,
+    )
     return model

@@ -72,6 +72,17 @@ def test_images_of_different_sizes_are_stacked_at_the_model_size() -> None:
     assert batch[1].min() == 255
 
 
+def test_a_cpu_forward_takes_at_most_32_images_and_keeps_the_order(tmp_path: Path) -> None:
+    images = torch.from_numpy(make_synthetic(0).images[:70]).permute(0, 3, 1, 2)
+    extractor = build_extractor(_config(tmp_path, batch_size=64))
+    one_by_one = np.concatenate([extractor.embed_uint8(image[None]) for image in images])
+    seen: list[int] = []
+    extractor.model.register_forward_pre_hook(lambda _, args: seen.append(len(args[0])))
+    batched = extractor.embed_arrays(images)
+    assert seen == [32, 32, 6]  # batches of 64 and 6, the first split in two
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+
+
 def test_bf16_embeddings_agree_with_fp32(tmp_path: Path) -> None:
     images = torch.from_numpy(make_synthetic(0).images[:8]).permute(0, 3, 1, 2)
     fp32 = build_extractor(_config(tmp_path)).embed_arrays(images)
