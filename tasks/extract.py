@@ -109,6 +109,13 @@ class Progress:
     def percent(self) -> float:
         return 100.0 * self.done / max(self.total, 1)
 
+    def start_at(self, done: int) -> None:
+        """Count images a resumed run finds already embedded (not in the images/s rate)."""
+        self.done = self.bar.initial = self.bar.n = done
+        self.bar.refresh()
+        self.reported = self.percent
+        update_progress_artifact(self.artifact, progress=self.percent)
+
     def __call__(self, n: int) -> None:
         self.done += n
         self.bar.update(n)
@@ -136,7 +143,7 @@ def extract_shards(
             todo.append(name)
     if todo and len(todo) < len(rows):
         logger.info("resuming: %d of %d shards already done", len(rows) - len(todo), len(rows))
-    progress.done = sum(rows.values()) - sum(rows[name] for name in todo)
+    progress.start_at(sum(rows.values()) - sum(rows[name] for name in todo))
     for name in todo:
         table = read_parquet(images, name, [*KEY_COLUMNS, "image"])
         image_bytes = table.column("image").combine_chunks().field("bytes").to_pylist()

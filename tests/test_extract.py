@@ -27,6 +27,9 @@ class Counter:
     def __init__(self, crash_after: int | None = None) -> None:
         self.done, self.computed, self.calls, self.crash_after = 0, 0, 0, crash_after
 
+    def start_at(self, done: int) -> None:
+        self.done = done
+
     def __call__(self, n: int) -> None:
         self.calls += 1
         if self.crash_after is not None and self.calls > self.crash_after:
@@ -117,6 +120,7 @@ def test_a_killed_extraction_resumes_at_the_missing_shard_with_identical_values(
     resumed = Counter()
     extract_shards(extractor, images, target, resumed)
     assert resumed.computed == 80  # only the two missing shards were computed
+    assert resumed.done == 120  # the progress counts the finished shard as done
     assert read_shards(target).equals(read_shards(reference))
 
 
