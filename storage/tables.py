@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from storage.fs import Location
+from storage.manifest import StageManifest
 
 COMPRESSION = "zstd"
 SHARD_PATTERN = "part-{index:05d}.parquet"
@@ -64,3 +68,39 @@ def read_shards(location: Location, columns: list[str] | None = None) -> pa.Tabl
     if not tables:
         raise FileNotFoundError(f"no shards in {location.url}")
     return pa.concat_tables(tables)
+
+
+def listed_shards(manifest: StageManifest) -> list[str]:
+    """The shards a stage's manifest lists, in order (stray files in its folder are ignored)."""
+    return [n for n in shard_names(manifest.location) if n in manifest.files]
+
+
+def stage_shards(manifest: StageManifest, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """The shards a manifest lists, read one at a time."""
+    names = listed_shards(manifest)
+    if not names:
+        raise FileNotFoundError(f"stage {manifest.stage} at {manifest.url} lists no shards")
+    return (read_parquet(manifest.location, name, columns) for name in names)
+
+
+def embedding_matrix(table: pa.Table, name: str = "embedding") -> np.ndarray:
+    """A fixed-size-list column (``embedding``, ``centroid``) as an (n, dim) float32 array."""
+    column = table.column(name)
+    if not pa.types.is_fixed_size_list(column.type):
+        raise ValueError(f"{name} column must be a fixed-size list, got {column.type}")
+    values = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return values.astype(np.float32, copy=False).reshape(-1, column.type.list_size)
+
+
+def read_embeddings(
+    embeddings: StageManifest, sample_ids: pa.Array | pa.ChunkedArray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The embeddings of ``sample_ids``, streamed shard by shard: (ids, matrix) by sample_id."""
+    ids, parts = [], []
+    for shard in stage_shards(embeddings, ["sample_id", "embedding"]):
+        shard = shard.filter(pc.is_in(shard.column("sample_id"), value_set=sample_ids))
+        ids.append(shard.column("sample_id").to_numpy())
+        parts.append(embedding_matrix(shard))
+    sample_id, matrix = np.concatenate(ids), np.concatenate(parts)
+    order = np.argsort(sample_id)
+    return sample_id[order], matrix[order]

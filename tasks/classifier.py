@@ -17,11 +17,10 @@ from flows.config import RunConfig
 from storage.fingerprint import code_version
 from storage.manifest import StageManifest
 from storage.schemas import classifier as schemas
-from storage.tables import read_parquet, read_shards, table_name, write_parquet
+from storage.tables import read_embeddings, read_parquet, table_name, write_parquet
 from tasks.stage import Stage
 
 MODEL_FILE = "model.pt"
-SPLITS_FILE = "splits.parquet"
 
 
 @dataclass(frozen=True)
@@ -62,12 +61,10 @@ def build_mlp(input_dim: int, num_classes: int, hidden_size: int, dropout: float
     )
 
 
-def split_arrays(embeddings: pa.Table, splits: pa.Table) -> dict[str, tuple[np.ndarray, ...]]:
-    """Join embeddings to the subset's splits by sample_id: split -> (sample_ids, X, y)."""
-    ids = embeddings.column("sample_id").to_numpy()
-    dim = embeddings.schema.field("embedding").type.list_size
-    matrix = embeddings.column("embedding").combine_chunks().flatten().to_numpy()
-    matrix = matrix.reshape(len(ids), dim).astype(np.float32, copy=False)
+def split_arrays(
+    ids: np.ndarray, matrix: np.ndarray, splits: pa.Table
+) -> dict[str, tuple[np.ndarray, ...]]:
+    """Join embeddings (ids, rows) to the subset's splits by sample_id: split -> (ids, X, y)."""
     row_of = {int(sample_id): row for row, sample_id in enumerate(ids)}
     split_ids = splits.column("sample_id").to_numpy()
     missing = [int(s) for s in split_ids if int(s) not in row_of]
@@ -179,12 +176,9 @@ def load_model(data: bytes) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def load_split_arrays(embeddings: StageManifest, subset: StageManifest) -> dict[str, tuple]:
-    """Read the embeddings and the subset's splits and join them."""
-    columns = ["sample_id", "embedding"]
-    return split_arrays(
-        read_shards(embeddings.location, columns),
-        read_parquet(subset.location, SPLITS_FILE, ["sample_id", "split", "label"]),
-    )
+    """Read the subset's splits and their embeddings (only theirs) and join them."""
+    splits = read_parquet(subset.location, table_name("splits"), ["sample_id", "split", "label"])
+    return split_arrays(*read_embeddings(embeddings, splits.column("sample_id")), splits)
 
 
 def _inputs(embeddings: StageManifest, subset: StageManifest, config: RunConfig) -> dict:

@@ -98,9 +98,9 @@ EXTRACT = Stage("embeddings", _inputs)
 class Progress:
     """A terminal progress bar (images/s) mirrored to a Prefect progress artifact."""
 
-    def __init__(self, total: int, done: int) -> None:
-        self.total, self.done, self.reported = total, done, -1.0
-        self.bar = tqdm(total=total, initial=done, unit="img", desc="extract", smoothing=0.1)
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.reported = total, 0, -1.0
+        self.bar = tqdm(total=total, unit="img", desc="extract", smoothing=0.1)
         self.artifact = create_progress_artifact(
             progress=self.percent, key="embedding-extraction", description="images embedded"
         )
@@ -164,7 +164,7 @@ def extract_embeddings_task(images: StageManifest, config: Any) -> StageManifest
     if stale:
         logger.info("removed %d unfinished shard file(s) of an interrupted run", len(stale))
     extractor = build_extractor(config)
-    progress = Progress(total=images.info["rows"], done=0)
+    progress = Progress(total=images.info["rows"])
     try:
         rows = extract_shards(extractor, images.location, target, progress, logger)
     finally:

@@ -19,7 +19,7 @@ from prefect.utilities.annotations import unmapped
 from storage.fingerprint import hash_value
 from storage.manifest import StageManifest
 from storage.schemas.images import embeddings_schema
-from storage.tables import parquet_rows, read_parquet, shard_names, write_parquet
+from storage.tables import listed_shards, parquet_rows, read_parquet, write_parquet
 from tasks.embed import Extractor
 from tasks.extract import (
     EXTRACT,
@@ -83,7 +83,7 @@ def extract_embeddings(images: StageManifest, config: Any, on_cluster: bool) -> 
     if on_cluster and EXTRACT.completed(images=images, config=config) is None:
         target = EXTRACT.location(images=images, config=config)
         target.remove_temporaries()
-        names = [n for n in shard_names(images.location) if n in images.files]
+        names = listed_shards(images)
         futures = embed_shard_task.map(unmapped(images), names, unmapped(config))
         wait(futures)
         done = [future.result() for future in futures]  # raises the first shard's failure

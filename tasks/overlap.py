@@ -11,7 +11,7 @@ from flows.config import RunConfig
 from storage.fingerprint import code_version
 from storage.manifest import StageManifest
 from storage.schemas import overlap as schemas
-from storage.tables import read_parquet, table_name, write_parquet
+from storage.tables import embedding_matrix, read_parquet, stage_shards, table_name, write_parquet
 from tasks import overlap_rules, pair_samples
 from tasks.overlap_rules import (
     flag_pairs,
@@ -21,7 +21,6 @@ from tasks.overlap_rules import (
     similarity_matrices,
 )
 from tasks.pair_samples import top_pair_samples
-from tasks.similarity import embedding_matrix, stage_shards
 from tasks.stage import Stage
 
 OVERLAP_PAIRS = table_name("overlap_pairs")

@@ -8,7 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tasks.similarity import embedding_matrix, unit_rows
+from storage.tables import embedding_matrix
+from tasks.similarity import unit_rows
 
 _SORT = [("pair_id", "ascending"), ("label", "ascending")]
 _RANKING = [*_SORT, ("cos_other", "descending"), ("sample_id", "ascending")]

@@ -10,10 +10,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.manifest import StageManifest
-from storage.tables import read_parquet, table_name
+from storage.tables import read_embeddings, read_parquet, table_name
 from tasks.confusion import counts_from_table
 from tasks.overlap_rules import similarity_matrices
-from tasks.similarity import embedding_matrix, stage_shards
 
 MIN_TEST_PER_CLASS = 30  # fewer test points than this per class: project all splits instead
 
@@ -69,15 +68,7 @@ def read_points(
 ) -> Points:
     """Embeddings of the subset's samples joined with their split and prediction."""
     splits = read_parquet(subset.location, table_name("splits"), ["sample_id", "split", "label"])
-    wanted = splits.column("sample_id")
-    ids, parts = [], []
-    for shard in stage_shards(embeddings, ["sample_id", "embedding"]):
-        shard = shard.filter(pc.is_in(shard.column("sample_id"), value_set=wanted))
-        ids.append(shard.column("sample_id").to_numpy())
-        parts.append(embedding_matrix(shard))
-    sample_id, x = np.concatenate(ids), np.concatenate(parts)
-    order = np.argsort(sample_id)
-    sample_id, x = sample_id[order], x[order]
+    sample_id, x = read_embeddings(embeddings, splits.column("sample_id"))
     split_ids = splits.column("sample_id").to_numpy()
     by_id = np.argsort(split_ids)
     at = by_id[np.searchsorted(split_ids, sample_id, sorter=by_id)]

@@ -16,21 +16,17 @@ from flows.config import RunConfig
 from storage.fingerprint import code_version
 from storage.manifest import StageManifest
 from storage.schemas import overlap as schemas
-from storage.tables import read_parquet, shard_names, table_name, write_parquet
+from storage.tables import (
+    embedding_matrix,
+    stage_shards,
+    table_name,
+    write_parquet,
+)
 from tasks.stage import Stage
 
 # GPU flat indexes answer at most 2048 neighbours per query; more classes stay on the CPU.
 GPU_MAX_K = 2048
 SHOW_IDS = 5
-
-
-def embedding_matrix(table: pa.Table, name: str = "embedding") -> np.ndarray:
-    """A fixed-size-list column (``embedding``, ``centroid``) as an (n, dim) float32 array."""
-    column = table.column(name)
-    if not pa.types.is_fixed_size_list(column.type):
-        raise ValueError(f"{name} column must be a fixed-size list, got {column.type}")
-    values = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    return values.astype(np.float32, copy=False).reshape(-1, column.type.list_size)
 
 
 def check_finite(embeddings: np.ndarray, sample_ids: np.ndarray, where: str = "") -> None:
@@ -167,14 +163,6 @@ def similarity_table(cosine: np.ndarray, names: Sequence[str]) -> pa.Table:
             "rank": pa.array(ranks[a, b]),
         }
     )
-
-
-def stage_shards(manifest: StageManifest, columns: list[str] | None = None) -> Iterable[pa.Table]:
-    """The shards a manifest lists, read one at a time."""
-    names = [n for n in shard_names(manifest.location) if n in manifest.files]
-    if not names:
-        raise FileNotFoundError(f"stage {manifest.stage} at {manifest.url} lists no shards")
-    return (read_parquet(manifest.location, name, columns) for name in names)
 
 
 def _inputs(embeddings: StageManifest, config: RunConfig) -> dict[str, Any]:

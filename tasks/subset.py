@@ -20,8 +20,7 @@ from storage.fs import Location
 from storage.layout import slug
 from storage.manifest import StageManifest
 from storage.schemas import overlap as schemas
-from storage.tables import read_parquet, table_name, write_parquet
-from tasks.similarity import stage_shards
+from storage.tables import read_parquet, stage_shards, table_name, write_parquet
 from tasks.stage import Stage
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

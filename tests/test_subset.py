@@ -12,8 +12,7 @@ from PIL import Image
 from prefect.logging import disable_run_logger
 
 from storage.schemas.overlap import SPLITS, SUBSET
-from storage.tables import read_parquet
-from tasks.similarity import stage_shards
+from storage.tables import read_parquet, stage_shards
 from tasks.subset import NoOverlapError, as_png, assign_splits, subset_rows, write_subset_task
 from tests.builders import ovl_config, ovl_images_stage, ovl_overlap_stage
 
