@@ -186,10 +186,11 @@ def _inputs(embeddings: StageManifest, subset: StageManifest, config: RunConfig)
         "embeddings": embeddings.fingerprint,
         "subset": subset.fingerprint,
         "params": asdict(TrainParams.from_config(config)),
-        "code": code_version(sys.modules[__name__], schemas),
+        "code": CODE,
     }
 
 
+CODE = code_version(sys.modules[__name__], schemas)
 STAGE = Stage("classifier", _inputs)
 
 
@@ -222,11 +223,10 @@ def train_classifier_task(
     rows = write_parquet(
         location, table_name("training_history"), history_table(history), schemas.TRAINING_HISTORY
     )
-    inputs = _inputs(embeddings, subset, config)
     return STAGE.finish(
         location,
         {MODEL_FILE: None, table_name("training_history"): rows},
-        params=inputs["params"],
+        params=asdict(params),
         info={
             "class_names": class_names,
             "best_epoch": best["epoch"],
@@ -236,5 +236,5 @@ def train_classifier_task(
             "train_rows": len(y_train),
             "val_rows": len(y_val),
         },
-        code=inputs["code"],
+        code=CODE,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -186,15 +186,16 @@ def _inputs(
         "evaluation": evaluation.fingerprint,
         "subset": subset.fingerprint,
         "similarity": None if similarity is None else similarity.fingerprint,
-        "params": {
-            "rule": config.confusion_rule,
-            "k": config.confusion_k,
-            "alpha": config.confusion_alpha,
-        },
-        "code": code_version(sys.modules[__name__], evaluate, schemas),
+        "params": _params(config),
+        "code": CODE,
     }
 
 
+def _params(config: RunConfig) -> dict[str, Any]:
+    return {"rule": config.confusion_rule, "k": config.confusion_k, "alpha": config.confusion_alpha}
+
+
+CODE = code_version(sys.modules[__name__], evaluate, schemas)
 STAGE = Stage("confusion", _inputs)
 
 
@@ -233,12 +234,11 @@ def confusion_pairs_task(
         pairs.num_rows,
         config.confusion_rule,
     )
-    inputs = _inputs(evaluation, subset, similarity, config)
     return STAGE.finish(
         location,
         files,
-        params=inputs["params"],
-        code=inputs["code"],
+        params=_params(config),
+        code=CODE,
         info={
             **summary,
             "threshold": sigma_threshold(counts, config.confusion_k),

@@ -182,10 +182,11 @@ def _inputs(
         "model": model_manifest.fingerprint,
         "embeddings": embeddings.fingerprint,
         "subset": subset.fingerprint,
-        "code": code_version(sys.modules[__name__], classifier, schemas),
+        "code": CODE,
     }
 
 
+CODE = code_version(sys.modules[__name__], classifier, schemas)
 STAGE = Stage("evaluate", _inputs)
 
 
@@ -217,11 +218,10 @@ def evaluate_task(
     files |= write_evaluation(location, y_test, y_pred, class_names)
     accuracy = float((y_pred == y_test).mean())
     get_run_logger().info("evaluate: test accuracy %.4f on %d samples", accuracy, len(y_test))
-    inputs = _inputs(model_manifest, embeddings, subset, config)
     return STAGE.finish(
         location,
         files,
         params={},
-        code=inputs["code"],
+        code=CODE,
         info={"class_names": class_names, "accuracy": accuracy, "test_rows": len(y_test)},
     )

@@ -19,12 +19,13 @@ from storage.fs import Location
 from storage.manifest import StageManifest
 from storage.schemas.images import embedding_type, embeddings_schema
 from storage.tables import parquet_rows, read_parquet, shard_names, write_parquet
-from tasks import embed, models
+from tasks import embed, fast_vit, models
 from tasks.embed import Extractor
 from tasks.stage import Stage
 
 log = logging.getLogger(__name__)
-CODE_FILES = (__file__, embed.__file__, models.__file__)
+# every module whose edit can change the embeddings' values
+CODE = code_version(__file__, embed, models, fast_vit)
 KEY_COLUMNS = ["sample_id", "split", "label", "class_name"]
 
 
@@ -88,7 +89,7 @@ def _inputs(images: StageManifest, config: Any) -> dict[str, Any]:
         "random_init_seed": None if config.pretrained else config.seed,
         "image_size": config.image_size,
         "precision": models.resolve_precision(config.precision, device),
-        "code": code_version(*CODE_FILES),
+        "code": CODE,
     }
 
 
@@ -205,4 +206,4 @@ def extract_embeddings_task(images: StageManifest, config: Any) -> StageManifest
         "random_init_seed": None if config.pretrained else config.seed,
         "image_size": config.image_size,
     }
-    return EXTRACT.finish(target, rows, params, info, code_version(*CODE_FILES))
+    return EXTRACT.finish(target, rows, params, info, CODE)

@@ -15,6 +15,7 @@ from storage.fingerprint import code_version, hash_value
 from storage.manifest import StageManifest
 from storage.schemas.images import IMAGES
 from storage.tables import shard_name, write_parquet
+from tasks import sources
 from tasks.sources import Source, imagefolder, synthetic
 from tasks.sources import cifar as cifar_source
 from tasks.sources.imagefolder import DatasetError
@@ -56,11 +57,15 @@ def check_dataset(config: Any) -> None:
         imagefolder.scan_imagefolder(root)
 
 
+# the readers decide the images' bytes too: an edit to any of them must reload
+CODE = code_version(__file__, sources, cifar_source, imagefolder, synthetic)
+
+
 def _inputs(config: Any) -> dict[str, Any]:
     inputs: dict[str, Any] = {
         "dataset": config.dataset,
         "shard_size": config.shard_size,
-        "code": code_version(__file__),
+        "code": CODE,
     }
     if config.dataset == "synthetic":
         inputs["seed"] = config.seed
@@ -133,4 +138,4 @@ def load_dataset_task(config: Any) -> StageManifest:
     skipped = getattr(source, "skipped", [])
     info = {**source.info.as_dict(), "rows": sum(counts.values()), "skipped_files": skipped}
     logger.info("%s: %d images in %d classes", config.dataset, info["rows"], len(counts))
-    return LOAD.finish(target, shards, {"dataset": config.dataset}, info, code_version(__file__))
+    return LOAD.finish(target, shards, {"dataset": config.dataset}, info, CODE)
