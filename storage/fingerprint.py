@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import Any, BinaryIO
 
 from storage.fs import Location
 
@@ -25,29 +23,23 @@ def hash_value(value: Any, length: int = 16) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:length]
 
 
-def hash_array(array: np.ndarray) -> str:
-    """sha256 of an array's dtype, shape and bytes."""
-    digest = hashlib.sha256(f"{array.dtype}{array.shape}".encode())
-    digest.update(np.ascontiguousarray(array).tobytes())
+def _hash_stream(handle: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := handle.read(_CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
 def hash_file(location: Location, name: str) -> str:
     """sha256 of a file's bytes, streamed."""
-    digest = hashlib.sha256()
     with location.open(name) as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return _hash_stream(handle)
 
 
 def hash_local_file(path: Path) -> str:
     """sha256 of a local file, streamed."""
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return _hash_stream(handle)
 
 
 def code_version(*modules: Any) -> str:

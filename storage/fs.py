@@ -101,11 +101,6 @@ class Location:
         with self.open(name) as handle:
             return handle.read()
 
-    def remove(self, name: str) -> None:
-        """Delete a file if it exists."""
-        if self.exists(name):
-            self.fs.rm(self.file(name))
-
     def remove_tree(self) -> None:
         """Delete the folder and everything in it."""
         if self.exists():
