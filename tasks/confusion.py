@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from prefect import get_run_logger, task
 from scipy import stats
 
@@ -21,7 +22,6 @@ from tasks import evaluate
 from tasks.stage import Stage
 
 Rule = Literal["sigma", "binomial"]
-SIMILARITY_FILE = "class_similarity.parquet"
 
 
 def wilson_interval(
@@ -74,15 +74,15 @@ def q_values(p_values: np.ndarray) -> np.ndarray:
     return stats.false_discovery_control(p_values, method="bh")
 
 
-def cosine_matrix(similarity: pa.Table, class_names: Sequence[str]) -> np.ndarray:
+def subset_cosine(similarity: pa.Table, class_names: Sequence[str]) -> np.ndarray:
     """K x K centroid cosine looked up by class names (NaN where the table lacks the pair)."""
-    index = {name: i for i, name in enumerate(class_names)}
+    names = pa.array(class_names, pa.string())
+    a = pc.index_in(similarity.column("class_a"), value_set=names)
+    b = pc.index_in(similarity.column("class_b"), value_set=names)
+    both = pc.and_(pc.is_valid(a), pc.is_valid(b))
     matrix = np.full((len(class_names), len(class_names)), np.nan)
-    for a, b, cosine in zip(
-        *(similarity.column(c).to_pylist() for c in ("class_a", "class_b", "cosine")), strict=True
-    ):
-        if a in index and b in index:
-            matrix[index[a], index[b]] = cosine
+    rows, cols = (pc.filter(side, both).to_numpy() for side in (a, b))
+    matrix[rows, cols] = pc.filter(similarity.column("cosine"), both).to_numpy()
     return matrix
 
 
@@ -213,7 +213,10 @@ def confusion_pairs_task(
     )
     cosine = None
     if similarity is not None:
-        cosine = cosine_matrix(read_parquet(similarity.location, SIMILARITY_FILE), class_names)
+        table = read_parquet(
+            similarity.location, table_name("class_similarity"), ["class_a", "class_b", "cosine"]
+        )
+        cosine = subset_cosine(table, class_names)
     pairs = confusion_pairs(
         counts,
         class_names,

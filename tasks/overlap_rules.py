@@ -23,6 +23,17 @@ class Flagged:
     cutoff: float | None  # cosine bound of the sigma and threshold rules; None for topk
 
 
+def pair_columns(a: np.ndarray, b: np.ndarray, names: Sequence[str]) -> dict[str, pa.Array]:
+    """The two classes of each pair (label_a, class_a, label_b, class_b), as pair tables start."""
+    name_array = np.asarray(names, dtype=object)
+    return {
+        "label_a": pa.array(a.astype(np.int32)),
+        "class_a": pa.array(name_array[a].tolist(), pa.string()),
+        "label_b": pa.array(b.astype(np.int32)),
+        "class_b": pa.array(name_array[b].tolist(), pa.string()),
+    }
+
+
 def similarity_matrices(table: pa.Table, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Cosine (NaN diagonal) and neighbour-rank (0 diagonal) matrices from ``class_similarity``."""
     a = table.column("label_a").to_numpy()
@@ -112,13 +123,9 @@ def overlap_pairs_table(
     a, b = flagged.pairs[:, 0], flagged.pairs[:, 1]
     values = cosine[a, b]
     z = (values - flagged.mu) / flagged.sigma if flagged.sigma > 0 else np.zeros(len(a))
-    name_array = np.asarray(names, dtype=object)
     return pa.table(
         {
-            "label_a": pa.array(a.astype(np.int32)),
-            "class_a": pa.array(name_array[a].tolist(), pa.string()),
-            "label_b": pa.array(b.astype(np.int32)),
-            "class_b": pa.array(name_array[b].tolist(), pa.string()),
+            **pair_columns(a, b, names),
             "cosine": pa.array(values.astype(np.float32)),
             "z": pa.array(np.asarray(z, dtype=np.float64)),
             "rank": pa.array(np.minimum(ranks[a, b], ranks[b, a]).astype(np.int32)),

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.tables import embedding_matrix
+from tasks.overlap_rules import pair_columns
 from tasks.similarity import unit_rows
 
 _SORT = [("pair_id", "ascending"), ("label", "ascending")]
@@ -91,14 +92,10 @@ def top_pair_samples(
     best = keep_top(best, n)
     pair_ids = best.column("pair_id").to_numpy().astype(np.int64)
     a, b = pairs[pair_ids, 0], pairs[pair_ids, 1]
-    name_array = np.asarray(names, dtype=object)
     return pa.table(
         {
             "pair_id": best.column("pair_id"),
-            "label_a": pa.array(a.astype(np.int32)),
-            "class_a": pa.array(name_array[a].tolist(), pa.string()),
-            "label_b": pa.array(b.astype(np.int32)),
-            "class_b": pa.array(name_array[b].tolist(), pa.string()),
+            **pair_columns(a, b, names),
             "sample_id": best.column("sample_id"),
             "split": best.column("split"),
             "label": best.column("label"),

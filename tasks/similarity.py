@@ -22,6 +22,7 @@ from storage.tables import (
     table_name,
     write_parquet,
 )
+from tasks.overlap_rules import pair_columns
 from tasks.stage import Stage
 
 # GPU flat indexes answer at most 2048 neighbours per query; more classes stay on the CPU.
@@ -84,7 +85,7 @@ def stream_centroids(
     shards: Iterable[pa.Table], class_names: Sequence[str], dim: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Centroids and counts from shards read one at a time: memory does not grow with N."""
-    num_classes, sums = len(class_names), None
+    num_classes = len(class_names)
     sums, counts = None, np.zeros(num_classes, dtype=np.int64)
     for index, shard in enumerate(shards):
         matrix = embedding_matrix(shard)
@@ -152,13 +153,9 @@ def similarity_table(cosine: np.ndarray, names: Sequence[str]) -> pa.Table:
     a, b = np.nonzero(~np.eye(len(cosine), dtype=bool))
     order = np.lexsort((ranks[a, b], a))
     a, b = a[order], b[order]
-    name_array = np.asarray(names, dtype=object)
     return pa.table(
         {
-            "label_a": pa.array(a.astype(np.int32)),
-            "class_a": pa.array(name_array[a].tolist(), pa.string()),
-            "label_b": pa.array(b.astype(np.int32)),
-            "class_b": pa.array(name_array[b].tolist(), pa.string()),
+            **pair_columns(a, b, names),
             "cosine": pa.array(cosine[a, b].astype(np.float32)),
             "rank": pa.array(ranks[a, b]),
         }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from storage.schemas.images import IMAGE_TYPE, embedding_type
+from storage.schemas.images import IMAGES, embedding_type
 
 
 def _pair_fields() -> list[pa.Field]:
@@ -78,18 +78,8 @@ PAIR_SAMPLES = pa.schema(
     ]
 )
 
-SUBSET = pa.schema(
-    [
-        pa.field("sample_id", pa.int64(), nullable=False),
-        pa.field("split", pa.string(), nullable=False),
-        pa.field("label", pa.int32(), nullable=False),
-        pa.field("class_name", pa.string(), nullable=False),
-        pa.field("new_label", pa.int32(), nullable=False),
-        pa.field("coarse_label", pa.int32()),
-        pa.field("coarse_name", pa.string()),
-        pa.field("image", IMAGE_TYPE, nullable=False),
-    ]
-)
+# the images table with the subset's own label: written from image rows, so it follows IMAGES
+SUBSET = IMAGES.insert(4, pa.field("new_label", pa.int32(), nullable=False))
 
 SPLITS = pa.schema(
     [
