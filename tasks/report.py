@@ -61,9 +61,14 @@ def umap_view(points: report_data.Points, names: list[str], title: str, cap: int
 
 
 def pair_figures(
-    data: RunTables, rank: int, pair: tuple[int, int], images: Mapping[int, bytes], config: Any
+    data: RunTables,
+    rank: int,
+    pair: tuple[int, int],
+    rows: list[tuple[str, list[int]]],
+    images: Mapping[int, bytes],
+    config: Any,
 ) -> list[Block]:
-    """UMAP and image grid of one flagged pair."""
+    """UMAP and image grid (``rows``: caption and sample ids) of one flagged pair."""
     names = data.class_names
     a, b = (names[c] for c in pair)
     stem = f"pair-{rank:02d}-{slug(a, 30)}-{slug(b, 30)}"
@@ -71,7 +76,6 @@ def pair_figures(
     which = "test split" if set(points.split) == {"test"} else "all splits"
     title = f"{a} vs {b}, {which}"
     umap_fig = umap_view(points, names, title, PAIR_UMAP_POINTS, config.seed)
-    rows = report_data.grid_samples(data.points, pair, names, config.grid_images, config.seed)
     grid = figures_pairs.image_grid(
         [(caption, [images[i] for i in ids if i in images]) for caption, ids in rows],
         per_row=config.grid_images,
@@ -96,7 +100,7 @@ def run_blocks(
         f"Spearman rank correlation of centroid cosine and confusion rate over "
         f"{n} class pairs: {rho:.3f}."
     )
-    flagged = sections.flagged_pairs(data.confusion_pairs)
+    flagged = report_data.flagged_pairs(data.confusion_pairs)
     flagged_labels = zip(
         *(flagged.column(c).to_pylist() for c in ("true_label", "pred_label")), strict=True
     )
@@ -159,8 +163,8 @@ def pair_section(stages: Mapping[str, StageManifest], data: RunTables, config: A
     ]
     wanted = {i for grid in rows for _, ids in grid for i in ids}
     images = report_data.read_images(stages["subset"], sorted(wanted)) if wanted else {}
-    for rank, pair in enumerate(chosen, start=1):
-        blocks += pair_figures(data, rank, pair, images, config)
+    for rank, (pair, grid) in enumerate(zip(chosen, rows, strict=True), start=1):
+        blocks += pair_figures(data, rank, pair, grid, images, config)
     return blocks
 
 
@@ -188,7 +192,6 @@ def report_params(config: RunConfig) -> dict[str, Any]:
 def _inputs(stages: Mapping[str, StageManifest], config: RunConfig) -> dict[str, Any]:
     return {
         "stages": {name: m.fingerprint for name, m in sorted(stages.items())},
-        "params": report_params(config),
         "config": hash_value(config.model_dump(mode="json")),  # the report prints every parameter
         "code": CODE,
     }

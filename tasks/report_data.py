@@ -90,8 +90,9 @@ def read_run_tables(stages: Mapping[str, StageManifest]) -> RunTables:
     subset, similarity, overlap = stages["subset"], stages["similarity"], stages["overlap"]
     names = list(subset.info["class_names"])
     all_names = list(similarity.info["class_names"])
+    columns = ["label_a", "label_b", "cosine", "rank"]  # not the N^2 class-name strings
     all_cosine, _ = similarity_matrices(
-        read_parquet(similarity.location, table_name("class_similarity")), len(all_names)
+        read_parquet(similarity.location, table_name("class_similarity"), columns), len(all_names)
     )
     classes = read_parquet(overlap.location, table_name("overlap_classes"), ["label", "group"])
     groups: list[int | None] = [None] * len(all_names)
@@ -133,11 +134,14 @@ def read_images(subset: StageManifest, sample_ids: Sequence[int]) -> dict[int, b
     return dict(zip(table.column("sample_id").to_pylist(), images, strict=True))
 
 
+def flagged_pairs(pairs: pa.Table) -> pa.Table:
+    """The flagged rows of a confusion_pairs table."""
+    return pairs.filter(pc.equal(pairs.column("flagged"), True))
+
+
 def top_confused_pairs(pairs: pa.Table, n: int) -> list[tuple[int, int]]:
     """Up to ``n`` unordered flagged pairs (by label), highest directed MisRate first."""
-    flagged = pairs.filter(pc.equal(pairs.column("flagged"), True)).sort_by(
-        [("MisRate", "descending"), ("count", "descending")]
-    )
+    flagged = flagged_pairs(pairs).sort_by([("MisRate", "descending"), ("count", "descending")])
     chosen: list[tuple[int, int]] = []
     for a, b in zip(
         *(flagged.column(c).to_pylist() for c in ("true_label", "pred_label")), strict=True

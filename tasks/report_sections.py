@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from storage.manifest import StageManifest
+from tasks.report_data import flagged_pairs
 from tasks.report_render import Block, Figure, Heading, Table, Text, arrow_table
 
 OVERLAP_COLUMNS = ["class_a", "class_b", "cosine", "z", "rank", "same_superclass"]
@@ -104,11 +104,6 @@ def overlap_section(info: Mapping[str, Any], pairs: pa.Table, figure: Figure | N
     ]
     blocks.append(arrow_table(pairs, OVERLAP_COLUMNS))
     return blocks + ([figure] if figure else [])
-
-
-def flagged_pairs(pairs: pa.Table) -> pa.Table:
-    """The flagged rows of a confusion_pairs table."""
-    return pairs.filter(pc.equal(pairs.column("flagged"), True))
 
 
 def confusion_section(
