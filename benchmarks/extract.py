@@ -231,7 +231,7 @@ def main() -> None:
         "rounds": args.rounds,
         "slice": args.slice,
         "device": str(device),
-        "project_precision": "bf16" if extractor.dtype == torch.bfloat16 else "fp32",
+        "project_precision": extractor.precision,
         "project_preprocessing": prep.as_dict(),
         "notebook": {
             "precision": "fp32",

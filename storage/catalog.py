@@ -14,12 +14,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from storage.fs import Location
+from storage.fs import TMP_MARKER, Location
 from storage.layout import OutputLayout
 from storage.runs import read_latest
-from storage.tables import read_parquet
+from storage.tables import SHARD_PREFIX, read_parquet
 
-SHARD_PREFIX = "part-"
 REPORT_SUFFIXES = (".html", ".md")
 
 
@@ -69,7 +68,7 @@ def list_tables(url: str) -> list[TableInfo]:
     for path, info in sorted(found.items()):
         relative = path.removeprefix(base).strip("/")
         dataset, stage, key, file_name = relative.split("/")
-        if ".tmp-" in file_name:  # an interrupted atomic write, not a table
+        if TMP_MARKER in file_name:  # an interrupted atomic write, not a table
             continue
         folder = root.child(dataset, stage, key)
         name = _table_name(file_name, stage)

@@ -14,7 +14,8 @@ from storage.fs import Location
 from storage.manifest import StageManifest
 
 COMPRESSION = "zstd"
-SHARD_PATTERN = "part-{index:05d}.parquet"
+SHARD_PREFIX = "part-"
+SHARD_PATTERN = SHARD_PREFIX + "{index:05d}.parquet"
 
 
 def shard_name(index: int) -> str:
@@ -59,7 +60,7 @@ def parquet_rows(location: Location, name: str) -> int:
 
 def shard_names(location: Location) -> list[str]:
     """Shard files present in ``location``, in order."""
-    return [n for n in location.listdir() if n.startswith("part-") and n.endswith(".parquet")]
+    return [n for n in location.listdir() if n.startswith(SHARD_PREFIX) and n.endswith(".parquet")]
 
 
 def read_shards(location: Location, columns: list[str] | None = None) -> pa.Table:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from tasks.models import Preprocessing
+from tasks.models import DTYPES, Preprocessing
 
 _MODES = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}
 
@@ -108,8 +108,13 @@ class Extractor:
     model: nn.Module
     prep: Preprocessing
     device: torch.device
-    dtype: torch.dtype
+    precision: str  # "bf16" or "fp32"
     batch_size: int
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The model's and its input's dtype."""
+        return DTYPES[self.precision]
 
     @property
     def dim(self) -> int:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import torch
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
@@ -40,12 +40,11 @@ def build_extractor(config: Any) -> Extractor:
         image_size=config.image_size,
         seed=config.seed,
     )
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     return Extractor(
         model=models.prepare(model, device, precision),
         prep=models.preprocessing_of(model),
         device=device,
-        dtype=dtype,
+        precision=precision,
         batch_size=config.batch_size,
     )
 
@@ -128,6 +127,21 @@ class Progress:
         self.bar.close()
 
 
+def embed_shard(
+    extractor: Extractor,
+    images: Location,
+    target: Location,
+    name: str,
+    on_batch: Callable[[int], None] | None = None,
+) -> None:
+    """Embed one images shard and write its embeddings shard (atomically) under ``name``."""
+    table = read_parquet(images, name, [*KEY_COLUMNS, "image"])
+    image_bytes = table.column("image").combine_chunks().field("bytes").to_pylist()
+    vectors = extractor.embed_encoded(image_bytes, on_batch=on_batch)
+    shard = embeddings_table(table.select(KEY_COLUMNS), vectors)
+    write_parquet(target, name, shard, embeddings_schema(vectors.shape[1]))
+
+
 def extract_shards(
     extractor: Extractor,
     images: Location,
@@ -146,11 +160,7 @@ def extract_shards(
         logger.info("resuming: %d of %d shards already done", len(rows) - len(todo), len(rows))
     progress.start_at(sum(rows.values()) - sum(rows[name] for name in todo))
     for name in todo:
-        table = read_parquet(images, name, [*KEY_COLUMNS, "image"])
-        image_bytes = table.column("image").combine_chunks().field("bytes").to_pylist()
-        vectors = extractor.embed_encoded(image_bytes, on_batch=progress)
-        shard = embeddings_table(table.select(KEY_COLUMNS), vectors)
-        write_parquet(target, name, shard, embeddings_schema(vectors.shape[1]))
+        embed_shard(extractor, images, target, name, on_batch=progress)
     return rows
 
 
@@ -170,7 +180,7 @@ def extract_embeddings_task(images: StageManifest, config: Any) -> StageManifest
         rows = extract_shards(extractor, images.location, target, progress, logger)
     finally:
         progress.close()
-    precision = "bf16" if extractor.dtype == torch.bfloat16 else "fp32"
+    precision = extractor.precision
     info = {
         **{
             k: images.info.get(k)

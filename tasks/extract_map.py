@@ -17,15 +17,14 @@ from prefect.logging import get_run_logger
 from prefect.utilities.annotations import unmapped
 
 from storage.fingerprint import hash_value
-from storage.manifest import StageManifest
-from storage.schemas.images import embeddings_schema
-from storage.tables import listed_shards, parquet_rows, read_parquet, write_parquet
+from storage.fs import Location
+from storage.manifest import StageManifest, valid_manifest
+from storage.tables import listed_shards
 from tasks.embed import Extractor
 from tasks.extract import (
     EXTRACT,
-    KEY_COLUMNS,
     build_extractor,
-    embeddings_table,
+    embed_shard,
     extract_embeddings_task,
     shard_done,
 )
@@ -58,18 +57,15 @@ def worker_extractor(config: Any) -> Extractor:
     retry_condition_fn=transient,
     task_run_name="embed {shard}",
 )
-def embed_shard_task(images: StageManifest, shard: str, config: Any) -> dict[str, Any]:
-    """Embed one images shard into the embeddings folder, unless it is already there."""
-    target = EXTRACT.location(images=images, config=config)
-    rows = parquet_rows(images.location, shard)
+def embed_shard_task(
+    images: StageManifest, target: Location, shard: str, config: Any
+) -> dict[str, Any]:
+    """Embed one images shard into the embeddings folder ``target``, unless it is there."""
+    rows = images.files[shard].rows
     if shard_done(target, shard, rows):
         return {"shard": shard, "rows": rows, "skipped": True}
     extractor = worker_extractor(config)
-    table = read_parquet(images.location, shard, [*KEY_COLUMNS, "image"])
-    image_bytes = table.column("image").combine_chunks().field("bytes").to_pylist()
-    vectors = extractor.embed_encoded(image_bytes)
-    shard_table = embeddings_table(table.select(KEY_COLUMNS), vectors)
-    write_parquet(target, shard, shard_table, embeddings_schema(vectors.shape[1]))
+    embed_shard(extractor, images.location, target, shard)
     get_run_logger().info("%s: %d images on %s", shard, rows, extractor.device)
     return {"shard": shard, "rows": rows, "skipped": False}
 
@@ -80,11 +76,11 @@ def extract_embeddings(images: StageManifest, config: Any, on_cluster: bool) -> 
     On a cluster the shards are mapped over the workers first; ``extract_embeddings_task`` then
     finds every shard finished and only writes the manifest (and its cache record).
     """
-    if on_cluster and EXTRACT.completed(images=images, config=config) is None:
-        target = EXTRACT.location(images=images, config=config)
+    target = EXTRACT.location(images=images, config=config) if on_cluster else None
+    if target is not None and valid_manifest(target) is None:
         target.remove_temporaries()
         names = listed_shards(images)
-        futures = embed_shard_task.map(unmapped(images), names, unmapped(config))
+        futures = embed_shard_task.map(unmapped(images), unmapped(target), names, unmapped(config))
         wait(futures)
         done = [future.result() for future in futures]  # raises the first shard's failure
         skipped = sum(d["skipped"] for d in done)

@@ -19,6 +19,9 @@ from tasks import fast_vit
 log = logging.getLogger(__name__)
 
 
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}  # --precision -> weights' dtype
+
+
 class ModelError(ValueError):
     """A model that cannot be built as asked; the message says what to do."""
 
@@ -207,7 +210,7 @@ def prepare(model: nn.Module, device: torch.device, precision: str) -> nn.Module
     A token-pooled ViT computes its last block for the class token alone. On a CPU, attention
     runs a few images at a time, and in bf16 the Linear layers are packed for oneDNN.
     """
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    dtype = DTYPES[precision]
     model = model.to(device=device, dtype=dtype)
     with torch.no_grad():
         chunked = fast_vit.chunk_attention(model) if device.type == "cpu" else 0

@@ -16,7 +16,6 @@ from prefect.results import get_default_result_storage
 from prefect.settings import get_current_settings
 from prefect.transactions import IsolationLevel
 
-from storage.fingerprint import hash_value
 from storage.fs import Location
 from storage.layout import OutputLayout
 from storage.manifest import (
@@ -56,7 +55,8 @@ class Stage:
     def key(self, **params: Any) -> str:
         """Hash of the stage's inputs plus the output root it writes under."""
         config: HasOutput = params["config"]
-        return hash_value({"stage": self.name, "out": config.out, **self.inputs(**params)}, 12)
+        inputs = {"out": config.out, **self.inputs(**params)}
+        return OutputLayout.at(config.out).stage_key(self.name, inputs)
 
     def location(self, **params: Any) -> Location:
         """Folder this stage writes to for these parameters."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -73,14 +74,15 @@ def scan_imagefolder(root: Path) -> tuple[list[str], list[ImageFile], bool]:
     return class_names, files, len(roots) == 2
 
 
-def readable(path: Path) -> bool:
-    """True when PIL can decode the file."""
+def read_image_file(path: Path) -> bytes | None:
+    """The file's bytes when PIL can decode them, else None (read once, checked in memory)."""
     try:
-        with Image.open(path) as image:
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as image:
             image.load()
-        return True
+        return data
     except (UnidentifiedImageError, OSError, ValueError):
-        return False
+        return None
 
 
 @dataclass
@@ -105,11 +107,12 @@ class ImageFolderSource:
         """Original file bytes (no re-encoding); sample_id is the file's index in the scan order."""
         batch: list[tuple[int, ImageFile, bytes]] = []
         for sample_id, item in enumerate(self.files):
-            if not readable(item.path):
+            data = read_image_file(item.path)
+            if data is None:
                 self.skipped.append(str(item.path))
                 log.warning("skipping unreadable image %s", item.path)
                 continue
-            batch.append((sample_id, item, item.path.read_bytes()))
+            batch.append((sample_id, item, data))
             if len(batch) == rows:
                 yield self._table(batch)
                 batch = []
