@@ -16,9 +16,8 @@ from storage.manifest import StageManifest
 from storage.schemas.images import IMAGES
 from storage.tables import shard_name, write_parquet
 from tasks import sources
-from tasks.sources import Source, imagefolder, synthetic
+from tasks.sources import DatasetError, Source, imagefolder, synthetic
 from tasks.sources import cifar as cifar_source
-from tasks.sources.imagefolder import DatasetError
 from tasks.stage import Stage
 
 

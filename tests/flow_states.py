@@ -14,6 +14,25 @@ from prefect.client.schemas.filters import (
 
 DEFAULT_SUFFIX = re.compile(r"-[0-9a-f]{3}$")
 
+# The stages with a cache key (report and record run are uncached by design).
+CACHED_STAGES = [
+    "load dataset",
+    "extract embeddings",
+    "class similarity",
+    "find overlaps",
+    "write subset",
+    "train classifier",
+    "evaluate",
+    "confusion pairs",
+]
+
+
+def assert_only(states: dict[str, str], *recomputed: str) -> None:
+    """The ``recomputed`` stages ran again; every other cached stage was served from the cache."""
+    assert all(states[name] == "Completed" for name in recomputed), states
+    others = {name: states[name] for name in CACHED_STAGES if name not in recomputed}
+    assert set(others.values()) == {"Cached"}, states
+
 
 def task_states(flow_state: Any) -> dict[str, str]:
     """Task name (without its run suffix) -> state name, over the flow run and its subflows."""

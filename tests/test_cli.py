@@ -127,7 +127,7 @@ def _record_with(error: Exception) -> logging.LogRecord:
 
 def test_prefect_logs_no_traceback_for_our_own_errors_but_keep_it_for_bugs() -> None:
     from flows.cli import _QuietOwnErrors
-    from tasks.sources.imagefolder import DatasetError
+    from tasks.sources import DatasetError
 
     ours, bug = _record_with(DatasetError("no images")), _record_with(ValueError("a bug"))
     assert _QuietOwnErrors().filter(ours) and ours.exc_info is None

@@ -115,7 +115,7 @@ def test_pipeline_flags_planted_pair(tmp_path) -> None:
     coarse = ["tree", "tree", "vehicle", "vehicle", "animal"]
     embeddings = clf_embeddings_stage(tmp_path, x, labels, names)
     subset = clf_subset_stage(tmp_path, labels, clf_splits(labels), names, coarse)
-    cosine = np.corrcoef(np.eye(5) + 0.1)
+    cosine = np.add.outer(np.arange(5), np.arange(5)) / 10 + np.eye(5)  # a value per pair
     similarity = clf_similarity_stage(tmp_path, cosine, names)
     config = clf_config(tmp_path, confusion_rule="binomial")
     with disable_run_logger(), clf_single_thread():

@@ -22,20 +22,9 @@ from flows.overlap_flow import class_overlap
 from storage.fs import Location
 from storage.manifest import MANIFEST_NAME, valid_manifest
 from storage.tables import read_shards, shard_name
-from tests.flow_states import task_states
+from tests.flow_states import assert_only, task_states
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
-
-CACHED_STAGES = [
-    "load dataset",
-    "extract embeddings",
-    "class similarity",
-    "find overlaps",
-    "write subset",
-    "train classifier",
-    "evaluate",
-    "confusion pairs",
-]
 
 
 def run(config: RunConfig) -> tuple[dict, dict[str, str], list[str]]:
@@ -81,13 +70,6 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, dict]
 
 def stage_dir(record: dict, stage: str) -> Path:
     return Path(record["stages"][stage]["url"])
-
-
-def assert_only(states: dict[str, str], recomputed: str) -> None:
-    """``recomputed`` ran again; every other cached stage was served from the cache."""
-    assert states[recomputed] == "Completed", states
-    others = {name: states[name] for name in CACHED_STAGES if name != recomputed}
-    assert set(others.values()) == {"Cached"}, states
 
 
 def assert_noticed(warnings: list[str], stage: str, url: Path, problem: str) -> None:

@@ -40,7 +40,12 @@ def test_chunked_attention_matches_timm_across_ragged_chunks(monkeypatch) -> Non
     monkeypatch.setattr(fast_vit, "SCORES_CHUNK_BYTES", 2 * 3 * 17 * 17 * 4)
     assert fast_vit.chunk_attention(model) == len(model.blocks)
     assert isinstance(model.blocks[0].attn, fast_vit.ChunkedAttention)
+    chunks, softmax = [], torch.softmax
+    monkeypatch.setattr(
+        fast_vit.torch, "softmax", lambda s, dim: chunks.append(len(s)) or softmax(s, dim=dim)
+    )
     torch.testing.assert_close(_embed(model, _images()), reference, atol=1e-5, rtol=1e-5)
+    assert chunks == [6, 6, 3] * len(model.blocks)  # 3 heads x (2, 2, 1) images
 
 
 @pytest.mark.parametrize(

@@ -61,10 +61,11 @@ def test_confusion_heatmap_readable_at_60_classes() -> None:
 
 def test_confusion_heatmap_subset_keeps_full_support() -> None:
     counts = np.array([[5, 5, 0], [0, 10, 0], [1, 0, 9]])
-    fig = figures.confusion_heatmap(counts, ["a", "b", "c"], classes=[0, 1])
+    fig = figures.confusion_heatmap(counts, ["a", "b", "c"], classes=[0, 2])
     values = fig.axes[0].images[0].get_array()
     assert values.shape == (2, 2)
-    assert np.isclose(values.sum(), 2.0)  # rows 0 and 1 have no samples outside the shown classes
+    # rows are shares of the whole row: row 0 keeps 0.5 (its other half went to the hidden b)
+    assert sorted(np.ravel(values)) == pytest.approx([0.0, 0.1, 0.5, 0.9])
     png_image(figures.png_bytes(fig), min_side=150)
 
 

@@ -20,7 +20,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 TABLES = {
     "images": ("*.parquet", ["sample_id"]),
     "embeddings": ("*.parquet", ["sample_id"]),
+    "similarity": ("class_similarity.parquet", ["label_a", "label_b"]),
     "overlap": ("overlap_pairs.parquet", ["class_a", "class_b"]),
+    "subset": ("splits.parquet", ["sample_id"]),
+    "evaluation": ("predictions.parquet", ["sample_id"]),
     "confusion": ("confusion_pairs.parquet", ["True", "Pred"]),
 }
 
@@ -66,7 +69,9 @@ def test_a_local_dask_cluster_gives_the_threads_outputs(threads_run, tmp_path: P
 
 @pytest.mark.skipif(not installed("prefect_ray", "ray"), reason="pip install '.[ray]'")
 def test_a_local_ray_cluster_gives_the_threads_outputs(threads_run, tmp_path: Path) -> None:
-    record, _states = run_on("ray", tmp_path / "ray")
+    record, states = run_on("ray", tmp_path / "ray")
+    shard_runs = [name for name in states if name.startswith("embed part-")]
+    assert len(shard_runs) == 4, states  # extraction was spread over the cluster, as on Dask
     assert_same_outputs(record, threads_run)
 
 

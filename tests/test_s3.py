@@ -23,7 +23,7 @@ from flows.config import RunConfig  # noqa: E402
 from flows.inspect_cmd import inspect_root  # noqa: E402
 from flows.overlap_flow import class_overlap  # noqa: E402
 from flows.runners import RESULTS_FOLDER  # noqa: E402
-from tests.flow_states import task_states  # noqa: E402
+from tests.flow_states import assert_only, task_states  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 BUCKET = "overlap-test"
@@ -96,8 +96,8 @@ def test_overlap_inspect_reads_the_bucket(s3_run) -> None:
 def test_a_second_run_on_the_bucket_is_served_from_its_cache(s3_run) -> None:
     config, record = s3_run
     again, states = rerun(config)
-    assert states["load dataset"] == states["extract embeddings"] == "Cached", states
-    assert again["stages"]["embeddings"] == record["stages"]["embeddings"]
+    assert_only(states)
+    assert again["stages"] == record["stages"]
 
 
 def test_a_shard_deleted_from_the_bucket_is_recomputed(s3_run) -> None:
@@ -107,8 +107,7 @@ def test_a_shard_deleted_from_the_bucket_is_recomputed(s3_run) -> None:
     before = pq.read_table(shard, filesystem=fs)
     fs.rm(shard)
     _again, states = rerun(config)
-    assert states["load dataset"] == "Cached"
-    assert states["extract embeddings"] == "Completed", "the stale cache record in the bucket"
+    assert_only(states, "extract embeddings")  # the stale cache record in the bucket is noticed
     assert pq.read_table(shard, filesystem=fs).equals(before)
 
 

@@ -14,6 +14,10 @@ from PIL import Image
 from storage.schemas.images import IMAGES
 
 
+class DatasetError(ValueError):
+    """A dataset that cannot be used as given; the message says what to do."""
+
+
 @dataclass
 class DatasetInfo:
     """What is known about a dataset's classes; stored in the images manifest."""

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import pickle
 import shutil
+import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity, download_url, extract_archive
 
-from tasks.sources import ArraySource, DatasetInfo
+from tasks.sources import ArraySource, DatasetError, DatasetInfo
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,13 @@ def download_cifar(root: Path, name: str, url: str | None = None) -> Path:
         archive = Path(tmp) / spec.filename
         if not check_integrity(str(archive), spec.tgz_md5):
             raise ChecksumError(f"{source} sent an archive that fails the {name} md5 checksum")
-        extract_archive(archive, Path(tmp) / "extracted")
+        try:
+            extract_archive(archive, Path(tmp) / "extracted")
+        except (EOFError, tarfile.TarError, zlib.error) as error:  # md5 passed: a retry won't mend
+            raise DatasetError(
+                f"the {name} archive from {source} passes its md5 check but does not unpack "
+                f"({error}); put an extracted {spec.base_folder}/ in --data-dir"
+            ) from None
         shutil.move(str(Path(tmp) / "extracted" / spec.base_folder), target)
     return target
 

@@ -12,15 +12,11 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
-from tasks.sources import DatasetInfo, images_table
+from tasks.sources import DatasetError, DatasetInfo, images_table
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be used as given; the message says what to do."""
 
 
 @dataclass(frozen=True)
