@@ -8,7 +8,13 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from builders import (
+from prefect.logging import disable_run_logger
+
+from storage.tables import read_parquet
+from tasks import classifier
+from tasks.classifier import TrainParams, load_model, train_mlp
+from tasks.evaluate import predict_proba
+from tests.builders import (
     clf_clusters,
     clf_config,
     clf_embeddings_stage,
@@ -16,12 +22,6 @@ from builders import (
     clf_splits,
     clf_subset_stage,
 )
-from prefect.logging import disable_run_logger
-
-from storage.tables import read_parquet
-from tasks import classifier
-from tasks.classifier import TrainParams, load_model, train_mlp
-from tasks.evaluate import predict_proba
 
 NAMES = [f"class_{i}" for i in range(5)]
 FAST = TrainParams(hidden_size=32, epochs=60, patience=8, batch_size=32, seed=3)

@@ -5,15 +5,6 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from builders import (
-    clf_clusters,
-    clf_config,
-    clf_embeddings_stage,
-    clf_similarity_stage,
-    clf_single_thread,
-    clf_splits,
-    clf_subset_stage,
-)
 from prefect.logging import disable_run_logger
 from scipy import stats
 
@@ -25,6 +16,15 @@ from tasks.confusion import (
     q_values,
     sigma_threshold,
     wilson_interval,
+)
+from tests.builders import (
+    clf_clusters,
+    clf_config,
+    clf_embeddings_stage,
+    clf_similarity_stage,
+    clf_single_thread,
+    clf_splits,
+    clf_subset_stage,
 )
 
 SEED_COLUMNS = [

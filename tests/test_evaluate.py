@@ -7,14 +7,6 @@ from collections.abc import Iterator
 import duckdb
 import numpy as np
 import pytest
-from builders import (
-    clf_clusters,
-    clf_config,
-    clf_embeddings_stage,
-    clf_single_thread,
-    clf_splits,
-    clf_subset_stage,
-)
 from prefect.logging import disable_run_logger
 from sklearn.metrics import classification_report, confusion_matrix
 
@@ -26,6 +18,14 @@ from tasks.evaluate import (
     confusion_matrix_table,
     predictions_table,
     report_markdown,
+)
+from tests.builders import (
+    clf_clusters,
+    clf_config,
+    clf_embeddings_stage,
+    clf_single_thread,
+    clf_splits,
+    clf_subset_stage,
 )
 
 
