@@ -8,7 +8,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
@@ -104,3 +104,20 @@ def write_json(name: str, record: dict[str, Any], path: Path | None = None) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     return path
+
+
+def prefect_env(home: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` with a private Prefect home (fresh database and result store), no analytics,
+    quiet logs, and a temporary local server rather than the user's (no PREFECT_API_URL)."""
+    env = {
+        # a fresh home migrates its database first: on a busy 2-core machine that outlasts 20 s
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "TQDM_DISABLE": "1",
+        **environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(home / "storage"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    return env

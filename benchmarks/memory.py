@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import environment, write_json
+from common import environment, prefect_env, write_json
 
 CLASSES = 4
 
@@ -109,17 +109,7 @@ def main() -> None:
         child(*args.child)
         return
     scratch = Path(tempfile.mkdtemp(prefix="overlap-memory-"))
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(scratch / "prefect-home"),
-        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(scratch / "prefect-home" / "storage"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",  # migrations, busy CPU
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-        "TQDM_DISABLE": "1",
-        "HF_HUB_OFFLINE": "1",
-    }
-    env.pop("PREFECT_API_URL", None)
+    env = {**prefect_env(scratch / "prefect-home", os.environ), "HF_HUB_OFFLINE": "1"}
     results = {}
     for count in (args.images, args.factor * args.images):
         folder = make_folder(scratch / f"images-{count}", count, args.px, args.seed)

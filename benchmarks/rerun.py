@@ -10,19 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import environment, write_json
+from common import environment, prefect_env, write_json
 
 
 def isolate(home: Path) -> None:
-    """A private Prefect home (fresh database and result store), no analytics, quiet logs."""
-    os.environ["PREFECT_HOME"] = str(home)
-    os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(home / "storage")
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    # a fresh home migrates its database first: on a busy 2-core machine that outlasts 20 s
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.pop("PREFECT_API_URL", None)  # a temporary local server, not the user's
+    """This process under a private Prefect home (see ``common.prefect_env``)."""
+    os.environ.update(prefect_env(home, os.environ))
+    os.environ.pop("PREFECT_API_URL", None)
 
 
 def run_once(config: Any) -> dict[str, Any]:

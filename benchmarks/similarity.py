@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 from common import environment, median, timed, write_json
 
+from tasks.extract import embeddings_table
 from tasks.similarity import cosine_matrix, similarity_table, stream_centroids
 
 SHARD_ROWS = 8192
@@ -34,16 +35,13 @@ def shards(vectors: np.ndarray, labels: np.ndarray) -> list[pa.Table]:
     tables = []
     for start in range(0, len(vectors), SHARD_ROWS):
         part = vectors[start : start + SHARD_ROWS]
-        flat = pa.array(part.reshape(-1), pa.float32())
-        tables.append(
-            pa.table(
-                {
-                    "sample_id": np.arange(start, start + len(part), dtype=np.int64),
-                    "label": labels[start : start + len(part)].astype(np.int32),
-                    "embedding": pa.FixedSizeListArray.from_arrays(flat, part.shape[1]),
-                }
-            )
+        keys = pa.table(
+            {
+                "sample_id": np.arange(start, start + len(part), dtype=np.int64),
+                "label": labels[start : start + len(part)].astype(np.int32),
+            }
         )
+        tables.append(embeddings_table(keys, part))
     return tables
 
 

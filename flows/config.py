@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +13,8 @@ DEFAULT_MODEL = "vit_small_patch16_224.dino"
 SYNTHETIC_MODEL = "vit_tiny_patch16_224"
 SYNTHETIC_IMAGE_SIZE = 64
 KNOWN_DATASETS = ("cifar100", "cifar10", "synthetic", "imagefolder:PATH")
+# The rule behind KNOWN_DATASETS, for the validator and for the JSON schema of deployments.
+DATASET_PATTERN = r"^(cifar100|cifar10|synthetic|imagefolder:.+)$"
 
 
 class RunConfig(BaseModel):
@@ -26,7 +29,7 @@ class RunConfig(BaseModel):
         "optionally under train/ and test/)",
         # In the JSON schema only, so that a deployment refuses a bad name when the run is
         # created; in Python the validator below gives the friendlier message.
-        json_schema_extra={"pattern": r"^(cifar100|cifar10|synthetic|imagefolder:.+)$"},
+        json_schema_extra={"pattern": DATASET_PATTERN},
     )
     data_dir: str = Field(
         "./data", description="local folder where datasets are downloaded and cached"
@@ -129,9 +132,7 @@ class RunConfig(BaseModel):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        if value in ("cifar100", "cifar10", "synthetic"):
-            return value
-        if value.startswith("imagefolder:") and len(value) > len("imagefolder:"):
+        if re.fullmatch(DATASET_PATTERN, value, re.DOTALL):
             return value
         raise ValueError(f"unknown dataset {value!r}; use one of {', '.join(KNOWN_DATASETS)}")
 

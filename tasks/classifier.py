@@ -23,18 +23,22 @@ from tasks.stage import Stage
 MODEL_FILE = "model.pt"
 
 
+def _default(field: str) -> Any:
+    return RunConfig.model_fields[field].default
+
+
 @dataclass(frozen=True)
 class TrainParams:
-    """Hyper-parameters of one training run (RunConfig's classifier fields)."""
+    """Hyper-parameters of one training run (RunConfig's classifier fields, its defaults)."""
 
-    hidden_size: int = 512
-    dropout: float = 0.2
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    epochs: int = 100
-    patience: int = 10
-    batch_size: int = 256
-    seed: int = 0
+    hidden_size: int = _default("hidden_size")
+    dropout: float = _default("dropout")
+    learning_rate: float = _default("learning_rate")
+    weight_decay: float = _default("weight_decay")
+    epochs: int = _default("epochs")
+    patience: int = _default("patience")
+    batch_size: int = _default("train_batch_size")
+    seed: int = _default("seed")
 
     @classmethod
     def from_config(cls, config: RunConfig) -> TrainParams:
