@@ -14,7 +14,7 @@ from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 from prefect.results import get_default_result_storage
 from prefect.settings import get_current_settings
-from prefect.transactions import IsolationLevel
+from prefect.transactions import IsolationLevel, get_transaction
 
 from storage.fs import Location
 from storage.layout import OutputLayout
@@ -59,8 +59,20 @@ class Stage:
         return OutputLayout.at(config.out).stage_key(self.name, inputs)
 
     def location(self, **params: Any) -> Location:
-        """Folder this stage writes to for these parameters."""
-        return self._folder(params["config"], self.key(**params))
+        """Folder this stage writes to for these parameters.
+
+        Inside the stage's own task run the key is the one its cache key already holds: inputs
+        can be costly (an image folder's listing, a weights file's hash), so not computed twice.
+        """
+        return self._folder(params["config"], self._running_key() or self.key(**params))
+
+    def _running_key(self) -> str | None:
+        """The folder key of this stage's task run in progress, if that is where we are."""
+        transaction = get_transaction()
+        prefix = f"{self.name}-"  # cache_key_fn's keys; other tasks' keys are bare hex
+        if transaction is None or not (transaction.key or "").startswith(prefix):
+            return None
+        return transaction.key.removeprefix(prefix)
 
     def _folder(self, config: HasOutput, key: str) -> Location:
         return OutputLayout.at(config.out).stage_dir(config.dataset, self.name, key)
