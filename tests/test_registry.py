@@ -1,0 +1,122 @@
+"""The table registry: every table declared once, its columns documented, typed read and write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from storage.fs import Location
+from storage.registry import TABLES, table
+from storage.tables import shard_name
+
+DIM = 4
+
+
+def _schema(name: str) -> pa.Schema:
+    spec = TABLES[name]
+    return spec.schema(DIM) if spec.needs_dim else spec.schema()
+
+
+@pytest.mark.parametrize("name", sorted(TABLES))
+def test_every_column_is_described_in_schema_order(name: str) -> None:
+    spec = TABLES[name]
+    assert list(spec.columns) == _schema(name).names
+    for text in (spec.description, *spec.columns.values()):
+        # one line each, and safe inside a markdown table cell
+        assert text.strip() and "\n" not in text and "|" not in text, (name, text)
+    assert spec.name == name and spec.file_name.endswith(".parquet")
+
+
+def test_every_stage_table_is_declared() -> None:
+    written = {
+        "images": {"images"},
+        "embeddings": {"embeddings"},
+        "class_similarity": {"centroids", "class_similarity"},
+        "overlap": {"overlap_pairs", "overlap_classes", "pair_samples"},
+        "subset": {"subset", "splits"},
+        "classifier": {"training_history"},
+        "evaluate": {"predictions", "classification_report", "confusion_matrix"},
+        "confusion": {"confusion_pairs"},
+    }
+    declared: dict[str, set[str]] = {}
+    for spec in TABLES.values():
+        declared.setdefault(spec.stage, set()).add(spec.name)
+    assert declared == written
+    analyze = {n for n, s in TABLES.items() if "analyze-predictions" in s.also_written_by}
+    assert analyze == {"classification_report", "confusion_matrix", "confusion_pairs"}
+
+
+def _centroids() -> pa.Table:
+    """Two classes' centroids, with a plain list column as numpy code makes it."""
+    return pa.table(
+        {
+            "centroid": [np.ones(DIM, np.float32).tolist(), np.zeros(DIM, np.float32).tolist()],
+            "count": [3, 4],
+            "class_name": ["a", "b"],
+            "label": [0, 1],
+        }
+    )
+
+
+def test_write_casts_to_the_schema_and_read_selects_columns(tmp_path: Path) -> None:
+    location = Location(str(tmp_path))
+    spec = table("centroids")
+    assert spec.write(location, _centroids(), dim=DIM) == 2
+    written = pq.read_table(tmp_path / "centroids.parquet")
+    assert written.schema.equals(spec.schema(DIM))  # column order and types from the registry
+    assert spec.read(location, ["label"]).column("label").to_pylist() == [0, 1]
+
+
+def test_write_takes_dim_from_a_fixed_size_list_column(tmp_path: Path) -> None:
+    location = Location(str(tmp_path))
+    spec = table("centroids")
+    first = pq.read_table(_write(spec, location, _centroids(), DIM))
+    assert spec.write(location, first) == 2  # no dim: the fixed-size list says 4
+    with pytest.raises(ValueError, match="needs dim="):
+        spec.write(location, _centroids())  # a plain list column does not
+
+
+def _write(spec, location: Location, data: pa.Table, dim: int) -> str:
+    spec.write(location, data, dim=dim)
+    return location.file(spec.file_name)
+
+
+def test_sharded_tables_write_shards_and_read_them_in_order(tmp_path: Path) -> None:
+    location = Location(str(tmp_path))
+    spec = table("embeddings")
+    rows = [
+        {"sample_id": i, "split": "train", "label": 0, "class_name": "a", "embedding": [i] * DIM}
+        for i in range(5)
+    ]
+    for index, part in enumerate((rows[:3], rows[3:])):
+        spec.write(location, pa.Table.from_pylist(part), dim=DIM, shard=index)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [shard_name(0), shard_name(1)]
+    assert spec.read(location, ["sample_id"]).column("sample_id").to_pylist() == list(range(5))
+    assert spec.file_name == "part-*.parquet"
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("embeddings", {"dim": DIM}, "is sharded: pass shard="),
+        ("splits", {"shard": 0}, "has one file: no shard"),
+        ("splits", {"dim": DIM}, "do not pass dim"),
+    ],
+)
+def test_wrong_write_arguments_fail_before_writing(
+    tmp_path: Path, name: str, kwargs: dict, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        table(name).write(Location(str(tmp_path)), pa.table({"x": [1]}), **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_names_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="known tables: images, embeddings"):
+        table("embedding")
+    with pytest.raises(ValueError, match=r"no column\(s\) labels; its columns: sample_id"):
+        table("splits").read(Location(str(tmp_path)), ["labels"])
