@@ -45,8 +45,8 @@ def child(folder: str, out: str, shard_size: str) -> None:
     from prefect import flow
 
     from flows.config import RunConfig
-    from tasks.extract import extract_embeddings_task
-    from tasks.load import load_dataset_task
+    from tasks.embeddings import extract_embeddings_task
+    from tasks.images import load_dataset_task
 
     torch.zeros(1) @ torch.zeros(1)  # load the math libraries before the baseline
     config = RunConfig(

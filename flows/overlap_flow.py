@@ -8,16 +8,16 @@ from prefect import flow
 
 from flows import runners
 from flows.config import RunConfig
+from tasks.class_similarity import class_similarity_task
 from tasks.classifier import train_classifier_task
 from tasks.confusion import confusion_pairs_task
+from tasks.core.preflight import check_run
 from tasks.evaluate import evaluate_task
-from tasks.extract_map import extract_embeddings
-from tasks.load import load_dataset_task
+from tasks.images import load_dataset_task
+from tasks.models.shard_map import extract_embeddings
 from tasks.overlap import find_overlaps_task
-from tasks.preflight import check_run
 from tasks.record import record_run_task
 from tasks.report import build_report_task
-from tasks.similarity import class_similarity_task
 from tasks.subset import write_subset_task
 
 

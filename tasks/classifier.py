@@ -18,7 +18,7 @@ from storage.fingerprint import code_version
 from storage.manifest import StageManifest
 from storage.schemas import classifier as schemas
 from storage.tables import read_embeddings, read_parquet, table_name, write_parquet
-from tasks.stage import Stage
+from tasks.core.stage import Stage
 
 MODEL_FILE = "model.pt"
 

@@ -19,7 +19,7 @@ from storage.manifest import StageManifest
 from storage.schemas import classifier as schemas
 from storage.tables import read_parquet, table_name, write_parquet
 from tasks import evaluate
-from tasks.stage import Stage
+from tasks.core.stage import Stage
 
 Rule = Literal["sigma", "binomial"]
 

@@ -18,7 +18,7 @@ from storage.manifest import StageManifest
 from storage.schemas import classifier as schemas
 from storage.tables import table_name, write_parquet
 from tasks import classifier
-from tasks.stage import Stage
+from tasks.core.stage import Stage
 
 TOP_K = 5
 REPORT_MD = "classification_report.md"

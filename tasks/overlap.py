@@ -12,16 +12,16 @@ from storage.fingerprint import code_version
 from storage.manifest import StageManifest
 from storage.schemas import overlap as schemas
 from storage.tables import embedding_matrix, read_parquet, stage_shards, table_name, write_parquet
-from tasks import overlap_rules, pair_samples
-from tasks.overlap_rules import (
+from tasks.algorithms import overlap_rules, pair_samples
+from tasks.algorithms.overlap_rules import (
     flag_pairs,
     overlap_classes_table,
     overlap_pairs_table,
     planted_check,
     similarity_matrices,
 )
-from tasks.pair_samples import top_pair_samples
-from tasks.stage import Stage
+from tasks.algorithms.pair_samples import top_pair_samples
+from tasks.core.stage import Stage
 
 OVERLAP_PAIRS = table_name("overlap_pairs")
 OVERLAP_CLASSES = table_name("overlap_classes")

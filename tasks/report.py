@@ -14,11 +14,11 @@ from storage.fingerprint import code_version, hash_value
 from storage.fs import Location
 from storage.layout import slug
 from storage.manifest import StageManifest
-from tasks import figures, figures_pairs, report_artifacts, report_data, report_render
-from tasks import report_sections as sections
-from tasks.report_data import RunTables
-from tasks.report_render import Block, Figure, Heading, Text
-from tasks.stage import Stage
+from tasks.core.stage import Stage
+from tasks.reporting import figures, figures_pairs, report_artifacts, report_data, report_render
+from tasks.reporting import report_sections as sections
+from tasks.reporting.report_data import RunTables
+from tasks.reporting.report_render import Block, Figure, Heading, Text
 
 MAX_SIMILARITY_CLASSES = 100  # above this the similarity heatmap shows the overlapping ones only
 PAIR_UMAP_POINTS = 1500

@@ -21,7 +21,7 @@ from storage.layout import slug
 from storage.manifest import StageManifest
 from storage.schemas import overlap as schemas
 from storage.tables import read_parquet, stage_shards, table_name, write_parquet
-from tasks.stage import Stage
+from tasks.core.stage import Stage
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -13,7 +13,7 @@ import torch
 from flows.config import RunConfig
 from storage.fs import Location
 from storage.manifest import StageManifest
-from tasks.stage import Stage
+from tasks.core.stage import Stage
 
 # --- classifier builders ---
 

@@ -29,13 +29,13 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.settings import get_current_settings
 
-import tasks.extract
+import tasks.embeddings
 from flows.config import RunConfig
 from storage.fs import Location
 from storage.manifest import StageManifest
 from storage.tables import COMPRESSION, conform
-from tasks.extract import extract_embeddings_task
-from tasks.load import load_dataset_task
+from tasks.embeddings import extract_embeddings_task
+from tasks.images import load_dataset_task
 
 
 @flow(name="extraction")
@@ -52,7 +52,7 @@ def _freeze(marker: str) -> None:
 
 def pause_at(mode: str, shard: str, marker: str) -> None:
     """Make the extraction stop for good after, or in the middle of, writing ``shard``."""
-    write_parquet = tasks.extract.write_parquet
+    write_parquet = tasks.embeddings.write_parquet
 
     def write(location: Location, name: str, table: pa.Table, schema: pa.Schema) -> int:
         if name != shard:
@@ -70,7 +70,7 @@ def pause_at(mode: str, shard: str, marker: str) -> None:
             _freeze(marker)
         return table.num_rows
 
-    tasks.extract.write_parquet = write
+    tasks.embeddings.write_parquet = write
 
 
 def task_states(flow_run_id: Any) -> dict[str, str]:

@@ -24,9 +24,9 @@ from storage.fs import Location
 from storage.manifest import StageManifest
 from storage.schemas.images import embeddings_schema
 from storage.tables import shard_name, write_parquet
-from tasks.load import load_dataset_task
-from tasks.similarity import class_similarity_task
-from tasks.stage import Stage
+from tasks.class_similarity import class_similarity_task
+from tasks.core.stage import Stage
+from tasks.images import load_dataset_task
 from tests.builders import ovl_clusters, ovl_embeddings_table
 
 NAMES = ["a", "b", "c"]

@@ -16,15 +16,15 @@ from flows.config import RunConfig
 from storage.manifest import StageManifest
 from storage.schemas.overlap import OVERLAP_CLASSES, OVERLAP_PAIRS, PAIR_SAMPLES
 from storage.tables import read_parquet
-from tasks.overlap import _log_summary, find_overlaps_task, rule_params
-from tasks.overlap_rules import (
+from tasks.algorithms.overlap_rules import (
     flag_pairs,
     overlap_classes_table,
     overlap_groups,
     overlap_pairs_table,
 )
-from tasks.pair_samples import top_pair_samples
-from tasks.similarity import class_similarity_task, neighbour_ranks
+from tasks.algorithms.pair_samples import top_pair_samples
+from tasks.class_similarity import class_similarity_task, neighbour_ranks
+from tasks.overlap import _log_summary, find_overlaps_task, rule_params
 from tests.builders import ovl_clusters, ovl_config, ovl_embeddings_stage, ovl_embeddings_table
 
 # Five classes: 0-1 very close, 2-3 close, 1-2 a little; the rest far apart.

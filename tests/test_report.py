@@ -24,13 +24,15 @@ from storage.schemas import classifier as clf_schemas
 from storage.schemas import overlap as schemas
 from storage.schemas.images import embeddings_schema
 from storage.tables import shard_name, table_name, write_parquet
-from tasks import confusion, evaluate, report_artifacts, similarity
-from tasks.overlap_rules import flag_pairs, overlap_classes_table, overlap_pairs_table
-from tasks.predictions import analyze_predictions
+from tasks import class_similarity as similarity
+from tasks import confusion, evaluate
+from tasks.algorithms.overlap_rules import flag_pairs, overlap_classes_table, overlap_pairs_table
+from tasks.analyze_predictions import analyze_predictions
+from tasks.core.stage import Stage
 from tasks.report import REPORT_HTML, REPORT_MD, build_report_task
-from tasks.report_predictions import write_predictions_report
-from tasks.report_render import Figure, Heading, Table, Text, to_html, to_markdown
-from tasks.stage import Stage
+from tasks.reporting import report_artifacts
+from tasks.reporting.report_predictions import write_predictions_report
+from tasks.reporting.report_render import Figure, Heading, Table, Text, to_html, to_markdown
 
 NAMES = ["apple", "pear", "cat", "dog", "car", "bus"]
 PAIRS = ((0, 1), (2, 3))  # planted look-alikes; car and bus stay apart

@@ -20,7 +20,7 @@ from prefect.tasks import exponential_backoff
 
 from flows.config import RunConfig
 from storage.manifest import StageManifest
-from tasks.load import load_dataset_task, transient
+from tasks.images import load_dataset_task, transient
 from tasks.sources import DatasetError, cifar
 from tests.cifar_fixture import cifar100_archive, write_cifar100
 from tests.http_fixture import serve_file

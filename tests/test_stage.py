@@ -8,7 +8,7 @@ import pytest
 from prefect import flow, task
 
 from flows.config import RunConfig
-from tasks.stage import Stage
+from tasks.core.stage import Stage
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -19,7 +19,7 @@ from storage.fs import Location
 from storage.manifest import StageManifest
 from tasks import confusion, evaluate
 from tasks.confusion import Rule
-from tasks.stage import Stage
+from tasks.core.stage import Stage
 
 REQUIRED = ("y_true", "y_pred")
 # The run configuration's defaults, so the flow and analyze-predictions agree unless told otherwise.

@@ -22,8 +22,8 @@ from storage.tables import (
     table_name,
     write_parquet,
 )
-from tasks.overlap_rules import pair_columns
-from tasks.stage import Stage
+from tasks.algorithms.overlap_rules import pair_columns
+from tasks.core.stage import Stage
 
 # GPU flat indexes answer at most 2048 neighbours per query; more classes stay on the CPU.
 GPU_MAX_K = 2048

@@ -20,15 +20,15 @@ from storage.fingerprint import hash_value
 from storage.fs import Location
 from storage.manifest import StageManifest, valid_manifest
 from storage.tables import listed_shards
-from tasks.embed import Extractor
-from tasks.extract import (
+from tasks.embeddings import (
     EXTRACT,
     build_extractor,
     embed_shard,
     extract_embeddings_task,
     shard_done,
 )
-from tasks.load import transient
+from tasks.images import transient
+from tasks.models.embed import Extractor
 
 # One model per worker process and model spec: building it takes longer than a small shard.
 _EXTRACTORS: dict[str, Extractor] = {}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from storage.fs import Location
-from tasks import models
-from tasks.load import check_dataset
+from tasks.images import check_dataset
+from tasks.models import models
 
 
 def check_run(config: Any) -> None:

@@ -16,9 +16,9 @@ from storage.manifest import StageManifest
 from storage.schemas.images import IMAGES
 from storage.tables import shard_name, write_parquet
 from tasks import sources
+from tasks.core.stage import Stage
 from tasks.sources import DatasetError, Source, imagefolder, synthetic
 from tasks.sources import cifar as cifar_source
-from tasks.stage import Stage
 
 
 def folder_of(dataset: str) -> Path | None:

@@ -12,7 +12,7 @@ from prefect.logging import disable_run_logger
 
 from storage.schemas.overlap import CLASS_SIMILARITY, centroids_schema
 from storage.tables import read_parquet
-from tasks.similarity import (
+from tasks.class_similarity import (
     class_similarity_task,
     cosine_matrix,
     neighbour_ranks,

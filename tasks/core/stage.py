@@ -26,7 +26,7 @@ from storage.manifest import (
     valid_manifest,
     write_manifest,
 )
-from tasks.locks import FlockLockManager
+from tasks.core.locks import FlockLockManager
 
 # One lock per cache key, next to Prefect's result records: two runs that need the same stage
 # output at once compute it once; the other waits and then reads it from the cache.

@@ -19,9 +19,9 @@ from storage.fs import Location
 from storage.manifest import StageManifest
 from storage.schemas.images import embedding_type, embeddings_schema
 from storage.tables import parquet_rows, read_parquet, shard_names, write_parquet
-from tasks import embed, fast_vit, models
-from tasks.embed import Extractor
-from tasks.stage import Stage
+from tasks.core.stage import Stage
+from tasks.models import embed, fast_vit, models
+from tasks.models.embed import Extractor
 
 log = logging.getLogger(__name__)
 # every module whose edit can change the embeddings' values
