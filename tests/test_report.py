@@ -14,8 +14,8 @@ from PIL import Image
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from test_analyze_predictions import REAL
 from test_figures import png_image, tiny_png
-from test_predictions import REAL
 
 from flows.config import RunConfig
 from storage.fs import Location
