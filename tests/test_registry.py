@@ -11,6 +11,7 @@ import pytest
 
 from storage.fs import Location
 from storage.registry import TABLES, table
+from storage.schema_docs import BEGIN, COMMAND, END, README, main, tables_markdown, with_tables
 from storage.tables import shard_name
 
 DIM = 4
@@ -120,3 +121,25 @@ def test_unknown_names_are_one_line_errors(tmp_path: Path) -> None:
         table("embedding")
     with pytest.raises(ValueError, match=r"no column\(s\) labels; its columns: sample_id"):
         table("splits").read(Location(str(tmp_path)), ["labels"])
+
+
+def test_readme_schema_tables_are_the_registry_s() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert with_tables(text, tables_markdown()) == text, (
+        f"README.md's schema tables differ from storage/registry.py; run `{COMMAND}`"
+    )
+
+
+def test_schema_docs_rewrites_only_the_marked_block(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# intro\n\n{BEGIN}\nstale\n{END}\n\nrest\n", encoding="utf-8")
+    assert main(["--readme", str(readme), "--check"]) == 1
+    assert main(["--readme", str(readme)]) == 0
+    text = readme.read_text(encoding="utf-8")
+    assert text.startswith("# intro\n\n") and text.endswith(f"{END}\n\nrest\n")
+    assert "stale" not in text and "| top5_labels | list<int32> |" in text
+    assert "| embedding | fixed_size_list<float32>[dim] |" in text
+    assert main(["--readme", str(readme), "--check"]) == 0
+    readme.write_text("# no markers\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="README lacks the marker lines"):
+        main(["--readme", str(readme)])
