@@ -1,10 +1,10 @@
 """Bad inputs the other test files do not cover yet: each refused in one line, exit code non-zero.
 
 test_cli.py covers unknown dataset and model, missing and one-class folders, an unwritable --out,
-foreign and missing weights and four out-of-range values; test_images.py, test_class_similarity.py and
-test_analyze_predictions.py check the same refusals at function level. Decision for unreadable or
-non-image files in an image folder: skipped with a warning (and listed in the images manifest);
-a class left without any readable image is refused.
+foreign and missing weights and four out-of-range values; test_images.py,
+test_class_similarity.py and test_analyze_predictions.py check the same refusals at function
+level. Decision for unreadable or non-image files in an image folder: skipped with a warning (and
+listed in the images manifest); a class left without any readable image is refused.
 """
 
 from __future__ import annotations
