@@ -23,10 +23,14 @@ END = "<!-- end of schema tables -->"
 WIDTH = 100  # the README's line width (tables excepted)
 
 
-def type_text(data_type: pa.DataType) -> str:
-    """An Arrow type as the README writes it (``list<string>``, ``float32``, ``[dim]``)."""
+def type_text(data_type: pa.DataType, *, sized: bool = False) -> str:
+    """An Arrow type as the README writes it (``list<string>``, ``float32``, ``[dim]``).
+
+    ``sized`` writes a fixed-size list's real size instead of ``dim`` (for a file's schema).
+    """
     if pa.types.is_fixed_size_list(data_type):
-        return f"fixed_size_list<{type_text(data_type.value_type)}>[dim]"
+        size = data_type.list_size if sized else "dim"
+        return f"fixed_size_list<{type_text(data_type.value_type)}>[{size}]"
     if pa.types.is_list(data_type):
         return f"list<{type_text(data_type.value_type)}>"
     if pa.types.is_floating(data_type):  # Arrow says "float" and "double"
@@ -68,6 +72,26 @@ def with_tables(text: str, block: str) -> str:
     if start < 0 or end < start:
         raise ValueError(f"README lacks the marker lines {BEGIN!r} ... {END!r}; add them once")
     return text[:start] + block + text[end + len(END) :]
+
+
+def described_columns(spec: TableSpec, schema: pa.Schema | None, width: int) -> list[str]:
+    """Text lines for a terminal: the table's description, then ``column type  meaning`` each."""
+    lines = textwrap.wrap(spec.description, width, break_on_hyphens=False)
+    # the file's own columns and types (an older file may differ from the registry)
+    if schema is None:
+        labels = [(column, column) for column in spec.columns]
+    else:
+        labels = [(f.name, f"{f.name} {type_text(f.type, sized=True)}") for f in schema]
+    pad = min(max((len(label) for _, label in labels), default=0), width // 3) + 2
+    for column, label in labels:
+        meaning = spec.columns.get(column, "(not in the registry)")
+        wrapped = textwrap.wrap(meaning, max(width - pad, 20), break_on_hyphens=False)
+        if len(label) + 2 > pad:  # a long type: its meaning starts on the next line
+            lines.append(label)
+            label = ""
+        lines.append(f"{label:<{pad}}{wrapped[0]}")
+        lines += [" " * pad + rest for rest in wrapped[1:]]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from flows.inspect_cmd import inspect_root
 from storage.fs import Location
 from storage.registry import TABLES, table
 from storage.schema_docs import BEGIN, COMMAND, END, README, main, tables_markdown, with_tables
@@ -143,3 +146,30 @@ def test_schema_docs_rewrites_only_the_marked_block(tmp_path: Path) -> None:
     readme.write_text("# no markers\n", encoding="utf-8")
     with pytest.raises(ValueError, match="README lacks the marker lines"):
         main(["--readme", str(readme)])
+
+
+def test_inspect_shows_each_table_s_description_and_columns_once(tmp_path: Path) -> None:
+    root = Location(str(tmp_path))
+    pairs = table("overlap_pairs")
+    for key in ("aaa", "bbb"):  # two parameter sets: the same table in two folders
+        pairs.write(root.child("synthetic", "overlap", key), pairs.schema().empty_table())
+    rows = [
+        {"sample_id": i, "split": "test", "label": 1, "class_name": "b", "embedding": [0.5] * DIM}
+        for i in range(3)
+    ]
+    table("embeddings").write(
+        root.child("synthetic", "embeddings", "k"), pa.Table.from_pylist(rows), dim=DIM, shard=0
+    )
+    text = io.StringIO()
+    assert inspect_root(str(tmp_path), out=text) == 0
+    lines = [line.strip() for line in text.getvalue().splitlines()]
+    words = " ".join(text.getvalue().split())  # wrapping aside
+    assert words.count(pairs.description) == 1
+    for column, meaning in pairs.columns.items():
+        assert len(re.findall(rf"{re.escape(column)} \S+ {re.escape(meaning)}", words)) == 1
+    # the second folder of the same table lists its types only
+    assert "label_a int32, class_a string, label_b int32, class_b string, cosine float" in words
+    assert "embedding fixed_size_list<float32>[4]" in lines  # a long type: meaning below
+    text = io.StringIO()
+    assert inspect_root(str(tmp_path), out=text, show_schema=False) == 0
+    assert pairs.columns["z"] not in text.getvalue()
