@@ -16,6 +16,7 @@ from storage.fs import Location
 from storage.registry import TABLES, table
 from storage.schema_docs import BEGIN, COMMAND, END, README, main, tables_markdown, with_tables
 from storage.tables import shard_name
+from tasks.analyze_predictions import analyze_predictions
 
 DIM = 4
 
@@ -173,3 +174,15 @@ def test_inspect_shows_each_table_s_description_and_columns_once(tmp_path: Path)
     text = io.StringIO()
     assert inspect_root(str(tmp_path), out=text, show_schema=False) == 0
     assert pairs.columns["z"] not in text.getvalue()
+
+
+def test_analyze_predictions_writes_exactly_its_declared_tables(tmp_path: Path) -> None:
+    csv = tmp_path / "predictions.csv"
+    csv.write_text("y_true,y_pred\n0,0\n0,1\n1,1\n2,2\n2,0\n")
+    out = tmp_path / "out"
+    analyze_predictions(csv, None, out, k=0.0, rule="sigma")
+    written = {p.stem: pq.read_schema(p) for p in out.glob("*.parquet")}
+    declared = {n for n, s in TABLES.items() if "analyze-predictions" in s.also_written_by}
+    assert set(written) == declared
+    for name, schema in written.items():
+        assert schema.remove_metadata().equals(table(name).schema()), name
