@@ -44,9 +44,10 @@ def type_text(data_type: pa.DataType, *, sized: bool = False) -> str:
 def table_markdown(spec: TableSpec) -> str:
     """One table's heading line and its ``column | type | meaning`` table."""
     schema = spec.schema(1) if spec.needs_dim else spec.schema()  # dim is shown as [dim]
-    stages = ", ".join(f"`{s}`" for s in (spec.stage, *spec.also_written_by))
+    also = ", ".join(f"`{s}`" for s in spec.also_written_by)
+    stage = f"stage `{spec.stage}`" + (f" (also {also})" if also else "")
     where = f"`{spec.file_name}` (sharded)" if spec.sharded else f"`{spec.file_name}`"
-    heading = f"**`{spec.name}`**: {where}, stage {stages}. {spec.description}"
+    heading = f"**`{spec.name}`**: {where}, {stage}. {spec.description}"
     lines = [
         textwrap.fill(heading, WIDTH, break_on_hyphens=False, break_long_words=False),
         "",
