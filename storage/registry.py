@@ -132,8 +132,8 @@ _SPECS = [
             "cos_own": "cosine of the embedding to its own class's centroid",
             "cos_other": "cosine of the embedding to the other class's centroid",
             "margin": "cos_own − cos_other (≤ 0: closer to the other class)",
-            "rank": "place among its class's images by `cos_other`, highest first (ties by "
-            "`sample_id`), 1-based",
+            "rank": "1-based place among its class's images for this pair, by `cos_other`, "
+            "highest first (ties by `sample_id`)",
         },
         arrow=overlap.PAIR_SAMPLES,
     ),
