@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import faiss
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
-from flows.config import RunConfig
 from storage.fingerprint import code_version
 from storage.manifest import StageManifest
 from storage.schemas import overlap as schemas
-from storage.tables import (
-    embedding_matrix,
-    stage_shards,
-    table_name,
-    write_parquet,
-)
+from storage.tables import embedding_matrix, stage_shards
 from tasks.algorithms.overlap_rules import pair_columns
-from tasks.core.stage import Stage
+from tasks.core.params import StageParams
+from tasks.core.stage import Output, Stage
 
 # GPU flat indexes answer at most 2048 neighbours per query; more classes stay on the CPU.
 GPU_MAX_K = 2048
@@ -162,7 +156,8 @@ def similarity_table(cosine: np.ndarray, names: Sequence[str]) -> pa.Table:
     )
 
 
-def _inputs(embeddings: StageManifest, config: RunConfig) -> dict[str, Any]:
+def _inputs(images: StageManifest, embeddings: StageManifest, params: StageParams) -> dict:
+    # the class names come from the images, whose fingerprint the embeddings' already carries
     return {"embeddings": embeddings.fingerprint, "code": CODE}
 
 
@@ -170,31 +165,26 @@ CODE = code_version(sys.modules[__name__], schemas)
 STAGE = Stage("class_similarity", _inputs)
 
 
-@task(name="class similarity", cache_policy=STAGE.cache_policy, persist_result=True)
-def class_similarity_task(embeddings: StageManifest, config: RunConfig) -> StageManifest:
+@STAGE.task(code=CODE)
+def class_similarity_task(
+    images: StageManifest, embeddings: StageManifest, params: StageParams
+) -> Output:
     """Class centroids and the cosine similarity of every pair of classes."""
-    params = {"embeddings": embeddings, "config": config}
-    if (done := STAGE.completed(**params)) is not None:
-        return done
-    names = list(embeddings.info["class_names"])
+    names = list(images.info["class_names"])
     shards = stage_shards(embeddings, ["sample_id", "label", "embedding"])
     centroids, counts = stream_centroids(shards, names, embeddings.info.get("dim"))
-    location = STAGE.location(**params)
-    tables = {
-        table_name("centroids"): centroids_table(centroids, counts, names),
-        table_name("class_similarity"): similarity_table(cosine_matrix(centroids), names),
-    }
-    schema_of = {
-        table_name("centroids"): schemas.centroids_schema(centroids.shape[1]),
-        table_name("class_similarity"): schemas.CLASS_SIMILARITY,
-    }
-    rows = {name: write_parquet(location, name, t, schema_of[name]) for name, t in tables.items()}
-    carried = ("class_names", "coarse_labels", "coarse_names", "has_test_split", "planted_pairs")
-    info = {key: embeddings.info.get(key) for key in carried}
-    info.update(dim=int(centroids.shape[1]), num_classes=len(names), gpu=faiss.get_num_gpus() > 0)
+    similarity = similarity_table(cosine_matrix(centroids), names)
     get_run_logger().info(
-        "class similarity: %d classes, %d pairs",
-        len(names),
-        rows[table_name("class_similarity")] // 2,
+        "class similarity: %d classes, %d pairs", len(names), similarity.num_rows // 2
     )
-    return STAGE.finish(location, rows, {}, info, CODE)
+    return Output(
+        tables={
+            "centroids": centroids_table(centroids, counts, names),
+            "class_similarity": similarity,
+        },
+        info={
+            "dim": int(centroids.shape[1]),
+            "num_classes": len(names),
+            "gpu": faiss.get_num_gpus() > 0,
+        },
+    )

@@ -1,9 +1,17 @@
-"""Extraction stage: images table -> sharded ``embeddings`` table, resumable shard by shard."""
+"""Embeddings stage: images table -> sharded ``embeddings`` table, resumable shard by shard.
+
+On one machine one task embeds every shard; on a Dask or Ray cluster one task per images shard
+runs on the workers first (each worker process builds its model once, ``worker_extractor``), and
+the stage's task then finds every shard finished and writes the manifest. A shard task skips a
+finished shard, so a rerun, a retried task or a second worker given the same shard does no work
+twice; tasks return a few numbers, never arrays: the embeddings travel through the output storage.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,15 +19,20 @@ from typing import Any
 import pyarrow as pa
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import wait
 from prefect.logging import get_run_logger
+from prefect.utilities.annotations import unmapped
 from tqdm.auto import tqdm
 
-from storage.fingerprint import code_version, hash_local_file
+from storage import registry
+from storage.fingerprint import code_version, hash_local_file, hash_value
 from storage.fs import Location
-from storage.manifest import StageManifest
-from storage.schemas.images import embedding_type, embeddings_schema
-from storage.tables import parquet_rows, read_parquet, shard_names, write_parquet
-from tasks.core.stage import Stage
+from storage.manifest import StageManifest, valid_manifest
+from storage.schemas.images import embedding_type
+from storage.tables import listed_shards, parquet_rows, read_parquet, shard_index, shard_names
+from tasks.core.params import EmbeddingsParams
+from tasks.core.stage import Output, Stage
+from tasks.images import transient
 from tasks.models import embed, fast_vit, models
 from tasks.models.embed import Extractor
 
@@ -29,23 +42,23 @@ CODE = code_version(__file__, embed, models, fast_vit)
 KEY_COLUMNS = ["sample_id", "split", "label", "class_name"]
 
 
-def build_extractor(config: Any) -> Extractor:
-    """Model, preprocessing, device and precision exactly as a run of ``config`` uses them."""
-    device = models.resolve_device(config.device)
-    precision = models.resolve_precision(config.precision, device)
+def build_extractor(params: EmbeddingsParams) -> Extractor:
+    """Model, preprocessing, device and precision exactly as a run of ``params`` uses them."""
+    device = models.resolve_device(params.device)
+    precision = models.resolve_precision(params.precision, device)
     model = models.build_model(
-        config.model,
-        pretrained=config.pretrained,
-        weights=config.weights,
-        image_size=config.image_size,
-        seed=config.seed,
+        params.model,
+        pretrained=params.pretrained,
+        weights=params.weights,
+        image_size=params.image_size,
+        seed=params.seed,
     )
     return Extractor(
         model=models.prepare(model, device, precision),
         prep=models.preprocessing_of(model),
         device=device,
         precision=precision,
-        batch_size=config.batch_size,
+        batch_size=params.batch_size,
     )
 
 
@@ -78,21 +91,21 @@ def _hash_file(path: str, size: int, mtime_ns: int) -> str:
     return hash_local_file(Path(path))
 
 
-def _inputs(images: StageManifest, config: Any) -> dict[str, Any]:
-    device = models.resolve_device(config.device)
+def _inputs(images: StageManifest, params: EmbeddingsParams) -> dict[str, Any]:
+    device = models.resolve_device(params.device)
     return {
         "images": images.fingerprint,
-        "model": config.model,
-        "weights": weights_fingerprint(Path(config.weights)) if config.weights else None,
-        "pretrained": config.pretrained,
-        "random_init_seed": None if config.pretrained else config.seed,
-        "image_size": config.image_size,
-        "precision": models.resolve_precision(config.precision, device),
+        "model": params.model,
+        "weights": weights_fingerprint(Path(params.weights)) if params.weights else None,
+        "pretrained": params.pretrained,
+        "random_init_seed": None if params.pretrained else params.seed,
+        "image_size": params.image_size,
+        "precision": models.resolve_precision(params.precision, device),
         "code": CODE,
     }
 
 
-EXTRACT = Stage("embeddings", _inputs)
+STAGE = Stage("embeddings", _inputs)
 
 
 class Progress:
@@ -139,7 +152,8 @@ def embed_shard(
     image_bytes = table.column("image").combine_chunks().field("bytes").to_pylist()
     vectors = extractor.embed_encoded(image_bytes, on_batch=on_batch)
     shard = embeddings_table(table.select(KEY_COLUMNS), vectors)
-    write_parquet(target, name, shard, embeddings_schema(vectors.shape[1]))
+    spec = registry.table("embeddings")
+    spec.write(target, shard, dim=vectors.shape[1], shard=shard_index(name))
 
 
 def extract_shards(
@@ -164,38 +178,26 @@ def extract_shards(
     return rows
 
 
-@task(name="extract embeddings", cache_policy=EXTRACT.cache_policy, persist_result=True)
-def extract_embeddings_task(images: StageManifest, config: Any) -> StageManifest:
+@STAGE.task(code=CODE)
+def embeddings_task(images: StageManifest, params: EmbeddingsParams, target: Location) -> Output:
     """Embed every image with the model, one shard at a time; a rerun resumes at missing shards."""
     logger = get_run_logger()
-    target = EXTRACT.location(images=images, config=config)
-    if config.random_weights:
+    if params.random_weights:
         logger.warning("RANDOM WEIGHTS (--no-pretrained): embeddings and results are meaningless")
     stale = target.remove_temporaries()
     if stale:
         logger.info("removed %d unfinished shard file(s) of an interrupted run", len(stale))
-    extractor = build_extractor(config)
+    extractor = build_extractor(params)
     progress = Progress(total=images.info["rows"])
     try:
         rows = extract_shards(extractor, images.location, target, progress, logger)
     finally:
         progress.close()
-    precision = extractor.precision
     info = {
-        **{
-            k: images.info.get(k)
-            for k in (
-                "class_names",
-                "coarse_labels",
-                "coarse_names",
-                "has_test_split",
-                "planted_pairs",
-            )
-        },
-        "model": config.model,
-        "weights_source": models.weights_source(config.model, config.pretrained, config.weights),
+        "model": params.model,
+        "weights_source": models.weights_source(params.model, params.pretrained, params.weights),
         "preprocessing": extractor.prep.as_dict(),
-        "precision": precision,
+        "precision": extractor.precision,
         "device": str(extractor.device),
         "dtype": "float32",
         "dim": extractor.dim,
@@ -206,14 +208,70 @@ def extract_embeddings_task(images: StageManifest, config: Any) -> StageManifest
     logger.info(
         "embedded %d images with %s (%s, %s)",
         info["rows"],
-        config.model,
-        precision,
+        params.model,
+        extractor.precision,
         extractor.device,
     )
-    params = {
-        "model": config.model,
-        "pretrained": config.pretrained,
-        "random_init_seed": None if config.pretrained else config.seed,
-        "image_size": config.image_size,
+    recorded = {
+        "model": params.model,
+        "pretrained": params.pretrained,
+        "random_init_seed": None if params.pretrained else params.seed,
+        "image_size": params.image_size,
     }
-    return EXTRACT.finish(target, rows, params, info, CODE)
+    return Output(written=rows, params=recorded, info=info)
+
+
+# One model per worker process and model spec: building it takes longer than a small shard.
+_EXTRACTORS: dict[str, Extractor] = {}
+_BUILD_LOCK = threading.Lock()
+
+
+def model_spec(params: EmbeddingsParams) -> str:
+    """Everything that decides which model (and how) a worker builds."""
+    fields = ("model", "pretrained", "weights", "image_size", "seed", "device", "precision")
+    return hash_value({f: getattr(params, f) for f in fields} | {"batch": params.batch_size})
+
+
+def worker_extractor(params: EmbeddingsParams) -> Extractor:
+    """This process's extractor for ``params``'s model, built on first use."""
+    key = model_spec(params)
+    with _BUILD_LOCK:
+        if key not in _EXTRACTORS:
+            _EXTRACTORS[key] = build_extractor(params)
+        return _EXTRACTORS[key]
+
+
+@task(
+    name="embed shard",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=transient,
+    task_run_name="embed {shard}",
+)
+def embed_shard_task(
+    images: StageManifest, target: Location, shard: str, params: EmbeddingsParams
+) -> dict[str, Any]:
+    """Embed one images shard into the embeddings folder ``target``, unless it is there."""
+    rows = images.files[shard].rows
+    if shard_done(target, shard, rows):
+        return {"shard": shard, "rows": rows, "skipped": True}
+    extractor = worker_extractor(params)
+    embed_shard(extractor, images.location, target, shard)
+    get_run_logger().info("%s: %d images on %s", shard, rows, extractor.device)
+    return {"shard": shard, "rows": rows, "skipped": False}
+
+
+def embeddings(images: StageManifest, params: EmbeddingsParams, on_cluster: bool) -> StageManifest:
+    """The embeddings stage: one task on one machine, or one task per shard on a cluster first."""
+    target = STAGE.location(images=images, params=params) if on_cluster else None
+    if target is not None and valid_manifest(target) is None:
+        target.remove_temporaries()
+        names = listed_shards(images)
+        futures = embed_shard_task.map(unmapped(images), unmapped(target), names, unmapped(params))
+        wait(futures)
+        done = [future.result() for future in futures]  # raises the first shard's failure
+        skipped = sum(d["skipped"] for d in done)
+        get_run_logger().info(
+            "embedded %d shard(s) on the cluster (%d already done)", len(done) - skipped, skipped
+        )
+    return embeddings_task(images, params)

@@ -11,17 +11,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from sklearn.model_selection import train_test_split
 
-from flows.config import RunConfig
+from storage import registry
 from storage.fingerprint import code_version
 from storage.fs import Location
 from storage.layout import slug
 from storage.manifest import StageManifest
 from storage.schemas import overlap as schemas
-from storage.tables import read_parquet, stage_shards, table_name, write_parquet
-from tasks.core.stage import Stage
+from storage.tables import stage_shards
+from tasks.core.params import SubsetParams
+from tasks.core.stage import Output, Stage
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -115,12 +116,12 @@ def export_pngs(location: Location, subset: pa.Table, split: np.ndarray) -> int:
     return len(ids)
 
 
-def _inputs(images: StageManifest, overlap: StageManifest, config: RunConfig) -> dict[str, Any]:
+def _inputs(images: StageManifest, overlap: StageManifest, params: SubsetParams) -> dict:
     return {
         "images": images.fingerprint,
         "overlap": overlap.fingerprint,
-        "split": [config.seed, config.val_fraction, config.test_fraction],
-        "export_pngs": config.export_pngs,
+        "split": [params.seed, params.val_fraction, params.test_fraction],
+        "export_pngs": params.export_pngs,
         "code": CODE,
     }
 
@@ -129,15 +130,12 @@ CODE = code_version(sys.modules[__name__], schemas)
 STAGE = Stage("subset", _inputs)
 
 
-@task(name="write subset", cache_policy=STAGE.cache_policy, persist_result=True)
-def write_subset_task(
-    images: StageManifest, overlap: StageManifest, config: RunConfig
-) -> StageManifest:
+@STAGE.task(code=CODE)
+def subset_task(
+    images: StageManifest, overlap: StageManifest, params: SubsetParams, target: Location
+) -> Output:
     """Images and metadata of the overlapping classes, with seeded stratified splits."""
-    params = {"images": images, "overlap": overlap, "config": config}
-    if (done := STAGE.completed(**params)) is not None:
-        return done
-    flagged = read_parquet(overlap.location, table_name("overlap_classes"), ["label"])
+    flagged = registry.table("overlap_classes").read(overlap.location, ["label"])
     original = sorted(set(flagged.column("label").to_pylist()))
     if not original:
         raise NoOverlapError(
@@ -151,26 +149,21 @@ def write_subset_task(
         subset.column("split").to_numpy(zero_copy_only=False),
         subset.column("new_label").to_numpy(),
         has_test_split=has_test,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        seed=config.seed,
+        val_fraction=params.val_fraction,
+        test_fraction=params.test_fraction,
+        seed=params.seed,
     )
-    location = STAGE.location(**params)
-    location.child("pngs").remove_tree()  # an interrupted export must not leave stale files
-    rows = {
-        table_name("subset"): write_parquet(location, table_name("subset"), subset, schemas.SUBSET),
-        table_name("splits"): write_parquet(
-            location, table_name("splits"), splits_table(subset, split), schemas.SPLITS
-        ),
-    }
-    pngs = export_pngs(location, subset, split) if config.export_pngs else 0
+    target.child("pngs").remove_tree()  # an interrupted export must not leave stale files
+    pngs = export_pngs(target, subset, split) if params.export_pngs else 0
     info = _subset_info(images.info, original, split, has_test, pngs)
     get_run_logger().info(
         "subset: %d classes, %d images (%s)", len(original), subset.num_rows, info["split_counts"]
     )
-    params_used = {"seed": config.seed, "val_fraction": config.val_fraction}
-    params_used |= {"test_fraction": config.test_fraction, "export_pngs": config.export_pngs}
-    return STAGE.finish(location, rows, params_used, info, CODE)
+    return Output(
+        tables={"subset": subset, "splits": splits_table(subset, split)},
+        params=params.model_dump(include={"seed", "val_fraction", "test_fraction", "export_pngs"}),
+        info=info,
+    )
 
 
 def _subset_info(

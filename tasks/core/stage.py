@@ -1,21 +1,30 @@
-"""What every stage shares: where it writes, its cache key, and the manifest it returns."""
+"""The one way to declare a stage: where it writes, its cache key, its tables and manifest.
+
+A stage module ends with ``STAGE = Stage(name, inputs)`` and a body decorated with
+``@STAGE.task(code=CODE)``. The body receives its upstream manifests and its typed parameters
+(and, when it asks for ``target``, its output folder, for shard-by-shard writes) and returns an
+``Output``; the declaration owns the rest: the cache policy with a lock per key, the early
+return when a finished, intact output exists, writing the tables through the registry, and the
+manifest, written last.
+"""
 
 from __future__ import annotations
 
-import os
-import posixpath
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-import fsspec
+import pyarrow as pa
+from prefect import Task, task
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
-from prefect.results import get_default_result_storage
 from prefect.settings import get_current_settings
-from prefect.transactions import IsolationLevel, get_transaction
+from prefect.transactions import IsolationLevel
 
+from storage import registry
 from storage.fs import Location
 from storage.layout import OutputLayout
 from storage.manifest import (
@@ -27,59 +36,70 @@ from storage.manifest import (
     write_manifest,
 )
 from tasks.core.locks import FlockLockManager
+from tasks.core.params import StageParams
+from tasks.core.prefect_private import forget_cached_result, running_cache_key
 
 # One lock per cache key, next to Prefect's result records: two runs that need the same stage
 # output at once compute it once; the other waits and then reads it from the cache.
 LOCKS = FlockLockManager(get_current_settings().home / "locks")
+TARGET = "target"  # the body parameter that receives the stage's output folder
 
 
-class HasOutput(Protocol):
-    """A configuration that names an output root and a dataset (RunConfig does)."""
+@dataclass(frozen=True)
+class Output:
+    """What a stage body returns; its ``Stage`` writes it and the manifest.
 
-    out: str
-    dataset: str
+    ``tables``: registry table name -> rows to write; ``files``: other files (name -> bytes);
+    ``written``: files the body wrote itself into ``target`` (name -> rows, None for non-tables);
+    ``params``: the parameters the manifest records; ``info``: facts for downstream stages.
+    """
+
+    tables: Mapping[str, pa.Table] = field(default_factory=dict)
+    files: Mapping[str, bytes] = field(default_factory=dict)
+    written: Mapping[str, int | None] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    info: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Stage:
     """One stage: its name, what determines its output, and where that output lives.
 
-    ``inputs`` maps the task's parameters to a JSON-able dict of everything that determines the
-    output: upstream fingerprints, the parameters that matter and a code version, never a bare
-    path. Its hash names the stage's folder and is the Prefect cache key.
+    ``inputs`` maps the stage's arguments (upstream manifests and ``params``, a ``StageParams``)
+    to a JSON-able dict of everything that determines the output: upstream fingerprints, the
+    parameters that matter and a code version, never a bare path. Its hash names the stage's
+    folder and is the Prefect cache key.
     """
 
     name: str
     inputs: Callable[..., dict[str, Any]]
 
-    def key(self, **params: Any) -> str:
+    def key(self, **arguments: Any) -> str:
         """Hash of the stage's inputs plus the output root it writes under."""
-        config: HasOutput = params["config"]
-        inputs = {"out": config.out, **self.inputs(**params)}
-        return OutputLayout.at(config.out).stage_key(self.name, inputs)
+        params: StageParams = arguments["params"]
+        inputs = {"out": params.out, **self.inputs(**arguments)}
+        return OutputLayout.at(params.out).stage_key(self.name, inputs)
 
-    def location(self, **params: Any) -> Location:
-        """Folder this stage writes to for these parameters.
+    def location(self, **arguments: Any) -> Location:
+        """Folder this stage writes to for these arguments.
 
         Inside the stage's own task run the key is the one its cache key already holds: inputs
         can be costly (an image folder's listing, a weights file's hash), so not computed twice.
         """
-        return self._folder(params["config"], self._running_key() or self.key(**params))
+        return self._folder(arguments["params"], self._running_key() or self.key(**arguments))
 
     def _running_key(self) -> str | None:
         """The folder key of this stage's task run in progress, if that is where we are."""
-        transaction = get_transaction()
+        key = running_cache_key() or ""
         prefix = f"{self.name}-"  # cache_key_fn's keys; other tasks' keys are bare hex
-        if transaction is None or not (transaction.key or "").startswith(prefix):
-            return None
-        return transaction.key.removeprefix(prefix)
+        return key.removeprefix(prefix) if key.startswith(prefix) else None
 
-    def _folder(self, config: HasOutput, key: str) -> Location:
-        return OutputLayout.at(config.out).stage_dir(config.dataset, self.name, key)
+    def _folder(self, params: StageParams, key: str) -> Location:
+        return OutputLayout.at(params.out).stage_dir(params.dataset, self.name, key)
 
-    def completed(self, **params: Any) -> StageManifest | None:
-        """The manifest of a finished, intact earlier run with these parameters, if any."""
-        return valid_manifest(self.location(**params))
+    def completed(self, **arguments: Any) -> StageManifest | None:
+        """The manifest of a finished, intact earlier run with these arguments, if any."""
+        return valid_manifest(self.location(**arguments))
 
     def cache_key_fn(self, context: TaskRunContext, parameters: dict[str, Any]) -> str:
         """Prefect cache key; forgets the cached result first when its files are gone or changed.
@@ -90,7 +110,7 @@ class Stage:
         """
         folder_key = self.key(**parameters)  # once: inputs may hash files (a weights file)
         key = f"{self.name}-{folder_key}"
-        location = self._folder(parameters["config"], folder_key)
+        location = self._folder(parameters["params"], folder_key)
         manifest = read_manifest(location)
         problems = (
             manifest.problems() if manifest else [f"{MANIFEST_NAME} is missing or unreadable"]
@@ -114,9 +134,9 @@ class Stage:
     def finish(
         self,
         location: Location,
-        tables: dict[str, int | None],
-        params: dict[str, Any],
-        info: dict[str, Any] | None = None,
+        tables: Mapping[str, int | None],
+        params: Mapping[str, Any],
+        info: Mapping[str, Any] | None = None,
         code: str = "",
     ) -> StageManifest:
         """Record the files a stage wrote (name -> row count) and write its manifest last."""
@@ -125,29 +145,56 @@ class Stage:
             key=location.path.rstrip("/").rsplit("/", 1)[-1],
             url=location.url,
             code_version=code,
-            params=params,
+            params=dict(params),
             files={name: record_file(location, name, rows) for name, rows in tables.items()},
-            info=info or {},
+            info=dict(info or {}),
         )
         return write_manifest(manifest)
 
+    def save(self, location: Location, output: Output, code: str) -> StageManifest:
+        """Write a body's tables (through the registry) and files, then the manifest."""
+        rows = dict(output.written)
+        for name, rows_of in output.tables.items():
+            spec = registry.table(name)
+            rows[spec.file_name] = spec.write(location, rows_of)
+        for name, data in output.files.items():
+            location.write_bytes(name, data)
+            rows[name] = None
+        return self.finish(location, rows, output.params, output.info, code)
 
-def forget_cached_result(context: TaskRunContext | None, key: str) -> bool:
-    """Delete Prefect's cached result record for ``key`` (in memory and in result storage).
+    def run(self, body: Callable[..., Output], code: str, **arguments: Any) -> StageManifest:
+        """The earlier run's manifest when intact, else the body's output, written."""
+        if (done := self.completed(**arguments)) is not None:
+            return done
+        location = self.location(**arguments)
+        if TARGET in inspect.signature(body).parameters:
+            arguments = {**arguments, TARGET: location}
+        return self.save(location, body(**arguments), code)
 
-    Returns True when there was one to forget.
-    """
-    store = getattr(context, "result_store", None)
-    if store is None:
-        return False
-    found = store.cache is not None and store.cache.pop(key, None) is not None
-    storage = store.result_storage or get_default_result_storage(_sync=True)
-    for block in (storage, store.metadata_storage):
-        basepath = getattr(block, "basepath", None)
-        if basepath is None:
-            continue
-        fs, path = fsspec.core.url_to_fs(posixpath.join(os.path.expanduser(str(basepath)), key))
-        if fs.exists(path):
-            fs.rm(path)
-            found = True
-    return found
+    def task(
+        self, *, code: str, cached: bool = True, **options: Any
+    ) -> Callable[[Callable[..., Output]], Task[..., StageManifest]]:
+        """Decorator: a stage body -> the stage's Prefect task (named after the stage).
+
+        ``cached``: Prefect's cache policy with a lock per key (False for a stage whose task must
+        run every time, like the report's artifacts); ``options``: Prefect task options, retries.
+        """
+
+        def decorate(body: Callable[..., Output]) -> Task[..., StageManifest]:
+            signature = inspect.signature(body)
+            public = signature.replace(
+                parameters=[p for n, p in signature.parameters.items() if n != TARGET],
+                return_annotation=StageManifest,
+            )
+
+            @functools.wraps(body)
+            def run(*args: Any, **kwargs: Any) -> StageManifest:
+                return self.run(body, code, **public.bind(*args, **kwargs).arguments)
+
+            run.__signature__ = public  # type: ignore[attr-defined]  # Prefect reads parameters
+            del run.__wrapped__  # or inspect follows it back to the body's own signature
+            if cached:
+                options.update(cache_policy=self.cache_policy, persist_result=True)
+            return task(name=self.name, **options)(run)
+
+        return decorate

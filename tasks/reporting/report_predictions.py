@@ -61,7 +61,7 @@ def predictions_blocks(manifest: StageManifest, tables: dict[str, pa.Table]) -> 
         heatmaps.append(figure("confusion", "Confusion matrix of every class", fig))
     blocks += sections.confusion_section(tables["confusion_pairs"], manifest.params, info, heatmaps)
     blocks += sections.classification_section(tables["classification_report"], None)
-    return blocks + sections.tables_section({"analyze-predictions": manifest})
+    return blocks + sections.tables_section({"analyze_predictions": manifest})
 
 
 def write_predictions_report(manifest: StageManifest, out: Location) -> dict[str, str]:
