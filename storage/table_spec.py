@@ -65,7 +65,7 @@ class TableSpec:
         """Write ``table`` (cast to the schema) atomically into ``location``; return its rows."""
         name = self.file(shard)
         if self.needs_dim and dim is None:
-            dim = _list_size(table)
+            dim = embedding_dim(table.schema)
         return write_parquet(location, name, table, self.schema(dim))
 
     def read(self, location: Location, columns: list[str] | None = None) -> pa.Table:
@@ -81,9 +81,9 @@ class TableSpec:
         return read_parquet(location, self.file_name, columns)
 
 
-def _list_size(table: pa.Table) -> int | None:
-    """The dimension of a table's fixed-size-list column (embedding, centroid), if it has one."""
-    for column_type in table.schema.types:
+def embedding_dim(schema: pa.Schema) -> int | None:
+    """The size of a schema's fixed-size-list column (embedding, centroid), if it has one."""
+    for column_type in schema.types:
         if pa.types.is_fixed_size_list(column_type):
             return column_type.list_size
     return None

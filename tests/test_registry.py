@@ -12,9 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.inspect_cmd import inspect_root
+from flows.overlap_flow import class_overlap
+from storage.catalog import list_tables
 from storage.fs import Location
 from storage.registry import TABLES, table
 from storage.schema_docs import BEGIN, COMMAND, END, README, main, tables_markdown, with_tables
+from storage.table_spec import embedding_dim
 from storage.tables import shard_name
 from tasks.analyze_predictions import analyze_predictions
 
@@ -186,3 +189,17 @@ def test_analyze_predictions_writes_exactly_its_declared_tables(tmp_path: Path) 
     assert set(written) == declared
     for name, schema in written.items():
         assert schema.remove_metadata().equals(table(name).schema()), name
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_a_run_writes_only_declared_tables_in_their_schemas(synthetic_config) -> None:
+    config = synthetic_config.model_copy(update={"report_pairs": 0})  # no per-pair UMAPs
+    class_overlap(config)
+    found = list_tables(config.out)
+    assert {t.name for t in found} == set(TABLES)
+    for info in found:
+        spec = TABLES[info.name]
+        assert info.stage == spec.stage, info.name
+        dim = embedding_dim(info.schema)
+        assert info.schema.remove_metadata().equals(spec.schema(dim)), info.name
