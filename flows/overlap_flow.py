@@ -11,16 +11,7 @@ from flows.config import RunConfig
 from tasks.class_similarity import class_similarity_task
 from tasks.classifier import classifier_task
 from tasks.confusion import confusion_task
-from tasks.core.params import (
-    ClassifierParams,
-    ConfusionParams,
-    EmbeddingsParams,
-    ImagesParams,
-    OverlapParams,
-    ReportParams,
-    StageParams,
-    SubsetParams,
-)
+from tasks.core import params
 from tasks.core.preflight import check_run
 from tasks.embeddings import embeddings as embeddings_stage
 from tasks.evaluate import evaluate_task
@@ -51,18 +42,20 @@ def class_overlap_stages(config: RunConfig) -> dict[str, Any]:
 
 def overlap_stages(config: RunConfig) -> dict[str, Any]:
     """Every stage in order, each given its own parameters; embeddings spread over a cluster."""
-    common = config.params_of(StageParams)
-    images = images_task(config.params_of(ImagesParams))
+    common = config.params_of(params.StageParams)
+    images = images_task(config.params_of(params.ImagesParams))
     embeddings = embeddings_stage(
-        images, config.params_of(EmbeddingsParams), on_cluster=runners.on_cluster(config)
+        images, config.params_of(params.EmbeddingsParams), on_cluster=runners.on_cluster(config)
     )
     class_similarity = class_similarity_task(images, embeddings, common)
-    overlap = overlap_task(images, class_similarity, embeddings, config.params_of(OverlapParams))
-    subset = subset_task(images, overlap, config.params_of(SubsetParams))
-    classifier = classifier_task(embeddings, subset, config.params_of(ClassifierParams))
+    overlap = overlap_task(
+        images, class_similarity, embeddings, config.params_of(params.OverlapParams)
+    )
+    subset = subset_task(images, overlap, config.params_of(params.SubsetParams))
+    classifier = classifier_task(embeddings, subset, config.params_of(params.ClassifierParams))
     evaluate = evaluate_task(classifier, embeddings, subset, common)
     confusion = confusion_task(
-        images, evaluate, subset, class_similarity, config.params_of(ConfusionParams)
+        images, evaluate, subset, class_similarity, config.params_of(params.ConfusionParams)
     )
     stages = {
         "images": images,
@@ -75,6 +68,6 @@ def overlap_stages(config: RunConfig) -> dict[str, Any]:
         "confusion": confusion,
     }
     settings = config.model_dump(mode="json")
-    report = report_task(stages, settings, config.params_of(ReportParams))
+    report = report_task(stages, settings, config.params_of(params.ReportParams))
     publish_report_task(report, stages)
     return record_task({**stages, "report": report}, settings, common)

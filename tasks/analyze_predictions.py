@@ -136,13 +136,9 @@ def validate_predictions(
     return y_true, y_pred, list(class_names)
 
 
-def _no_inputs(**_: object) -> dict:
-    return {}
-
-
 # Writes into the folder it is given (``--out``), not under an output layout: no key, no cache.
-STAGE = Stage("analyze_predictions", _no_inputs)
 CODE = code_version(sys.modules[__name__], confusion, evaluate, classification)
+STAGE = Stage("analyze_predictions", CODE)
 
 
 def analysis(
@@ -193,4 +189,4 @@ def analyze_predictions(
     """Write classification_report (+ .md), confusion_matrix and confusion_pairs into ``out``."""
     location = out if isinstance(out, Location) else Location(str(out))
     output = analysis(predictions_path, class_names_path, k=k, rule=rule, alpha=alpha)
-    return STAGE.save(location, output, CODE)
+    return STAGE.save(location, output)

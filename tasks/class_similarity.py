@@ -156,16 +156,11 @@ def similarity_table(cosine: np.ndarray, names: Sequence[str]) -> pa.Table:
     )
 
 
-def _inputs(images: StageManifest, embeddings: StageManifest, params: StageParams) -> dict:
-    # the class names come from the images, whose fingerprint the embeddings' already carries
-    return {"embeddings": embeddings.fingerprint, "code": CODE}
-
-
 CODE = code_version(sys.modules[__name__], schemas)
-STAGE = Stage("class_similarity", _inputs)
+STAGE = Stage("class_similarity", CODE)
 
 
-@STAGE.task(code=CODE)
+@STAGE.task()
 def class_similarity_task(
     images: StageManifest, embeddings: StageManifest, params: StageParams
 ) -> Output:

@@ -191,20 +191,15 @@ def load_split_arrays(
     return split_arrays(*read_embeddings(embeddings, splits.column("sample_id")), splits)
 
 
-def _inputs(embeddings: StageManifest, subset: StageManifest, params: ClassifierParams) -> dict:
-    return {
-        "embeddings": embeddings.fingerprint,
-        "subset": subset.fingerprint,
-        "params": asdict(TrainParams.from_params(params)),
-        "code": CODE,
-    }
+def _key_params(params: ClassifierParams) -> dict[str, Any]:
+    return {"params": asdict(TrainParams.from_params(params))}
 
 
 CODE = code_version(sys.modules[__name__], schemas)
-STAGE = Stage("classifier", _inputs)
+STAGE = Stage("classifier", CODE, _key_params)
 
 
-@STAGE.task(code=CODE)
+@STAGE.task()
 def classifier_task(
     embeddings: StageManifest, subset: StageManifest, params: ClassifierParams
 ) -> Output:

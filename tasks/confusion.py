@@ -158,32 +158,16 @@ def pair_summary(pairs: pa.Table) -> dict[str, int]:
     }
 
 
-def _inputs(
-    images: StageManifest,
-    evaluate: StageManifest,
-    subset: StageManifest,
-    class_similarity: StageManifest | None,
-    params: ConfusionParams,
-) -> dict:
-    return {
-        "evaluation": evaluate.fingerprint,
-        "subset": subset.fingerprint,
-        "similarity": None if class_similarity is None else class_similarity.fingerprint,
-        "params": rule_params(params),
-        "code": CODE,
-    }
-
-
 def rule_params(params: ConfusionParams) -> dict[str, Any]:
     """The rule's parameters, as the manifest records them."""
     return {"rule": params.confusion_rule, "k": params.confusion_k, "alpha": params.confusion_alpha}
 
 
 CODE = code_version(sys.modules[__name__], classification, schemas)
-STAGE = Stage("confusion", _inputs)
+STAGE = Stage("confusion", CODE, rule_params)
 
 
-@STAGE.task(code=CODE)
+@STAGE.task()
 def confusion_task(
     images: StageManifest,
     evaluate: StageManifest,

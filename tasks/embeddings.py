@@ -91,21 +91,19 @@ def _hash_file(path: str, size: int, mtime_ns: int) -> str:
     return hash_local_file(Path(path))
 
 
-def _inputs(images: StageManifest, params: EmbeddingsParams) -> dict[str, Any]:
+def _key_params(params: EmbeddingsParams) -> dict[str, Any]:
     device = models.resolve_device(params.device)
     return {
-        "images": images.fingerprint,
         "model": params.model,
         "weights": weights_fingerprint(Path(params.weights)) if params.weights else None,
         "pretrained": params.pretrained,
         "random_init_seed": None if params.pretrained else params.seed,
         "image_size": params.image_size,
         "precision": models.resolve_precision(params.precision, device),
-        "code": CODE,
     }
 
 
-STAGE = Stage("embeddings", _inputs)
+STAGE = Stage("embeddings", CODE, _key_params)
 
 
 class Progress:
@@ -178,7 +176,7 @@ def extract_shards(
     return rows
 
 
-@STAGE.task(code=CODE)
+@STAGE.task()
 def embeddings_task(images: StageManifest, params: EmbeddingsParams, target: Location) -> Output:
     """Embed every image with the model, one shard at a time; a rerun resumes at missing shards."""
     logger = get_run_logger()

@@ -141,25 +141,11 @@ def evaluation_output(
     return tables, {REPORT_MD: report_markdown(report).encode()}
 
 
-def _inputs(
-    classifier: StageManifest,
-    embeddings: StageManifest,
-    subset: StageManifest,
-    params: StageParams,
-) -> dict:
-    return {
-        "model": classifier.fingerprint,
-        "embeddings": embeddings.fingerprint,
-        "subset": subset.fingerprint,
-        "code": CODE,
-    }
-
-
 CODE = code_version(sys.modules[__name__], classifier_stage, classification, schemas)
-STAGE = Stage("evaluate", _inputs)
+STAGE = Stage("evaluate", CODE)
 
 
-@STAGE.task(code=CODE)
+@STAGE.task()
 def evaluate_task(
     classifier: StageManifest,
     embeddings: StageManifest,

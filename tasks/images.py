@@ -59,12 +59,8 @@ def check_dataset(params: StageParams) -> None:
 CODE = code_version(__file__, sources, cifar_source, imagefolder, synthetic)
 
 
-def _inputs(params: ImagesParams) -> dict[str, Any]:
-    inputs: dict[str, Any] = {
-        "dataset": params.dataset,
-        "shard_size": params.shard_size,
-        "code": CODE,
-    }
+def _key_params(params: ImagesParams) -> dict[str, Any]:
+    inputs: dict[str, Any] = {"dataset": params.dataset, "shard_size": params.shard_size}
     if params.dataset == "synthetic":
         inputs["seed"] = params.seed
     root = folder_of(params.dataset)
@@ -73,7 +69,7 @@ def _inputs(params: ImagesParams) -> dict[str, Any]:
     return inputs
 
 
-STAGE = Stage("images", _inputs)
+STAGE = Stage("images", CODE, _key_params)
 
 
 DETERMINISTIC = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -107,7 +103,6 @@ def count_labels(counts: dict[int, int], labels: list[int]) -> None:
 
 
 @STAGE.task(
-    code=CODE,
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,

@@ -44,27 +44,15 @@ def describe_rule(params: dict[str, Any]) -> str:
     }[params["rule"]](params)
 
 
-def _inputs(
-    images: StageManifest,
-    similarity: StageManifest,
-    embeddings: StageManifest,
-    params: OverlapParams,
-) -> dict:
-    # the class names come from the images, whose fingerprint the embeddings' already carries
-    return {
-        "similarity": similarity.fingerprint,
-        "embeddings": embeddings.fingerprint,
-        "rule": rule_params(params),
-        "pair_samples": params.pair_samples,
-        "code": CODE,
-    }
+def _key_params(params: OverlapParams) -> dict[str, Any]:
+    return {"rule": rule_params(params), "pair_samples": params.pair_samples}
 
 
 CODE = code_version(sys.modules[__name__], overlap_rules, pair_samples, schemas)
-STAGE = Stage("overlap", _inputs)
+STAGE = Stage("overlap", CODE, _key_params)
 
 
-@STAGE.task(code=CODE)
+@STAGE.task()
 def overlap_task(
     images: StageManifest,
     similarity: StageManifest,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from prefect import get_run_logger, task
 
-from storage.fingerprint import code_version, hash_value
+from storage.fingerprint import code_version
 from storage.fs import Location
 from storage.layout import slug
 from storage.manifest import StageManifest
@@ -189,25 +189,15 @@ def write_report(location: Location, title: str, blocks: list[Block]) -> dict[st
     return dict.fromkeys(files)
 
 
-def _inputs(
-    stages: Mapping[str, StageManifest], settings: Mapping[str, Any], params: ReportParams
-) -> dict[str, Any]:
-    return {
-        "stages": {name: m.fingerprint for name, m in sorted(stages.items())},
-        "config": hash_value(dict(settings)),  # the report prints every parameter of the run
-        "code": CODE,
-    }
-
-
 CODE = code_version(
     sys.modules[__name__], figures, figures_pairs, report_data, report_render, sections
 )
-STAGE = Stage("report", _inputs)
+STAGE = Stage("report", CODE)
 
 
 # Not cached by Prefect: its artifacts are published on every run (``publish_report_task``), and
 # the stage's early return reuses a complete report folder.
-@STAGE.task(code=CODE, cached=False)
+@STAGE.task(cached=False)
 def report_task(
     stages: dict[str, StageManifest],
     settings: dict[str, Any],

@@ -116,21 +116,18 @@ def export_pngs(location: Location, subset: pa.Table, split: np.ndarray) -> int:
     return len(ids)
 
 
-def _inputs(images: StageManifest, overlap: StageManifest, params: SubsetParams) -> dict:
+def _key_params(params: SubsetParams) -> dict[str, Any]:
     return {
-        "images": images.fingerprint,
-        "overlap": overlap.fingerprint,
         "split": [params.seed, params.val_fraction, params.test_fraction],
         "export_pngs": params.export_pngs,
-        "code": CODE,
     }
 
 
 CODE = code_version(sys.modules[__name__], schemas)
-STAGE = Stage("subset", _inputs)
+STAGE = Stage("subset", CODE, _key_params)
 
 
-@STAGE.task(code=CODE)
+@STAGE.task()
 def subset_task(
     images: StageManifest, overlap: StageManifest, params: SubsetParams, target: Location
 ) -> Output:

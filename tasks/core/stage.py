@@ -1,7 +1,7 @@
 """The one way to declare a stage: where it writes, its cache key, its tables and manifest.
 
-A stage module ends with ``STAGE = Stage(name, inputs)`` and a body decorated with
-``@STAGE.task(code=CODE)``. The body receives its upstream manifests and its typed parameters
+A stage module ends with ``STAGE = Stage(name, CODE, key_params)`` and a body decorated with
+``@STAGE.task()``. The body receives its upstream manifests and its typed parameters
 (and, when it asks for ``target``, its output folder, for shard-by-shard writes) and returns an
 ``Output``; the declaration owns the rest: the cache policy with a lock per key, the early
 return when a finished, intact output exists, writing the tables through the registry, and the
@@ -25,6 +25,7 @@ from prefect.settings import get_current_settings
 from prefect.transactions import IsolationLevel
 
 from storage import registry
+from storage.fingerprint import hash_value
 from storage.fs import Location
 from storage.layout import OutputLayout
 from storage.manifest import (
@@ -61,23 +62,39 @@ class Output:
     info: Mapping[str, Any] = field(default_factory=dict)
 
 
+def _no_params(params: StageParams) -> dict[str, Any]:
+    return {}
+
+
+def fingerprint(value: Any) -> Any:
+    """What of one stage argument goes into its key: a manifest's content fingerprint (also in a
+    mapping of manifests), the hash of anything else; never a path."""
+    if isinstance(value, StageManifest):
+        return value.fingerprint
+    if isinstance(value, Mapping) and all(isinstance(v, StageManifest) for v in value.values()):
+        return {name: manifest.fingerprint for name, manifest in sorted(value.items())}
+    return hash_value(value)
+
+
 @dataclass(frozen=True)
 class Stage:
-    """One stage: its name, what determines its output, and where that output lives.
+    """One stage: its name, its code version, and what determines its output.
 
-    ``inputs`` maps the stage's arguments (upstream manifests and ``params``, a ``StageParams``)
-    to a JSON-able dict of everything that determines the output: upstream fingerprints, the
-    parameters that matter and a code version, never a bare path. Its hash names the stage's
-    folder and is the Prefect cache key.
+    The key is the hash of the stage's upstream arguments (manifests: their content fingerprint),
+    ``code`` (a version of every module whose edit changes the output), and ``key_params`` of
+    its parameters (only those that change the output, plus file fingerprints where a parameter
+    names a file); it names the stage's folder and is the Prefect cache key.
     """
 
     name: str
-    inputs: Callable[..., dict[str, Any]]
+    code: str = ""
+    key_params: Callable[[Any], dict[str, Any]] = _no_params
 
     def key(self, **arguments: Any) -> str:
         """Hash of the stage's inputs plus the output root it writes under."""
         params: StageParams = arguments["params"]
-        inputs = {"out": params.out, **self.inputs(**arguments)}
+        upstream = {n: fingerprint(v) for n, v in arguments.items() if n != "params"}
+        inputs = {"out": params.out, "code": self.code, **upstream, **self.key_params(params)}
         return OutputLayout.at(params.out).stage_key(self.name, inputs)
 
     def location(self, **arguments: Any) -> Location:
@@ -137,21 +154,21 @@ class Stage:
         tables: Mapping[str, int | None],
         params: Mapping[str, Any],
         info: Mapping[str, Any] | None = None,
-        code: str = "",
+        code: str | None = None,
     ) -> StageManifest:
         """Record the files a stage wrote (name -> row count) and write its manifest last."""
         manifest = StageManifest(
             stage=self.name,
             key=location.path.rstrip("/").rsplit("/", 1)[-1],
             url=location.url,
-            code_version=code,
+            code_version=self.code if code is None else code,
             params=dict(params),
             files={name: record_file(location, name, rows) for name, rows in tables.items()},
             info=dict(info or {}),
         )
         return write_manifest(manifest)
 
-    def save(self, location: Location, output: Output, code: str) -> StageManifest:
+    def save(self, location: Location, output: Output) -> StageManifest:
         """Write a body's tables (through the registry) and files, then the manifest."""
         rows = dict(output.written)
         for name, rows_of in output.tables.items():
@@ -160,19 +177,19 @@ class Stage:
         for name, data in output.files.items():
             location.write_bytes(name, data)
             rows[name] = None
-        return self.finish(location, rows, output.params, output.info, code)
+        return self.finish(location, rows, output.params, output.info, self.code)
 
-    def run(self, body: Callable[..., Output], code: str, **arguments: Any) -> StageManifest:
+    def run(self, body: Callable[..., Output], **arguments: Any) -> StageManifest:
         """The earlier run's manifest when intact, else the body's output, written."""
         if (done := self.completed(**arguments)) is not None:
             return done
         location = self.location(**arguments)
         if TARGET in inspect.signature(body).parameters:
             arguments = {**arguments, TARGET: location}
-        return self.save(location, body(**arguments), code)
+        return self.save(location, body(**arguments))
 
     def task(
-        self, *, code: str, cached: bool = True, **options: Any
+        self, *, cached: bool = True, **options: Any
     ) -> Callable[[Callable[..., Output]], Task[..., StageManifest]]:
         """Decorator: a stage body -> the stage's Prefect task (named after the stage).
 
@@ -189,7 +206,7 @@ class Stage:
 
             @functools.wraps(body)
             def run(*args: Any, **kwargs: Any) -> StageManifest:
-                return self.run(body, code, **public.bind(*args, **kwargs).arguments)
+                return self.run(body, **public.bind(*args, **kwargs).arguments)
 
             run.__signature__ = public  # type: ignore[attr-defined]  # Prefect reads parameters
             del run.__wrapped__  # or inspect follows it back to the body's own signature
