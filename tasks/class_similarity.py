@@ -128,7 +128,7 @@ def neighbour_ranks(cosine: np.ndarray) -> np.ndarray:
 
 
 def centroids_table(centroids: np.ndarray, counts: np.ndarray, names: Sequence[str]) -> pa.Table:
-    """Rows of the ``centroids`` table."""
+    """The ``centroids`` table: one row per class; label, class_name, count, centroid."""
     n, dim = centroids.shape
     flat = pa.array(centroids.astype(np.float32).ravel())
     return pa.table(
@@ -142,7 +142,11 @@ def centroids_table(centroids: np.ndarray, counts: np.ndarray, names: Sequence[s
 
 
 def similarity_table(cosine: np.ndarray, names: Sequence[str]) -> pa.Table:
-    """Rows of ``class_similarity``: every ordered pair a != b, by label_a then rank."""
+    """``class_similarity``: a row per ordered pair a != b, by label_a then rank.
+
+    Columns: label_a, class_a, label_b, class_b, cosine (of the two centroids), rank (of b
+    among a's nearest classes, 1 = nearest).
+    """
     ranks = neighbour_ranks(cosine)
     a, b = np.nonzero(~np.eye(len(cosine), dtype=bool))
     order = np.lexsort((ranks[a, b], a))

@@ -159,7 +159,8 @@ def train_mlp(
 
 
 def history_table(history: list[dict[str, Any]]) -> pa.Table:
-    """The ``training_history`` table: one row per epoch run."""
+    """``training_history``: a row per epoch run; epoch, train_loss, val_loss, train_accuracy,
+    val_accuracy."""
     return pa.Table.from_pylist(history, schema=registry.table("training_history").schema())
 
 

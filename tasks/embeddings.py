@@ -63,7 +63,8 @@ def build_extractor(params: EmbeddingsParams) -> Extractor:
 
 
 def embeddings_table(keys: pa.Table, vectors: Any) -> pa.Table:
-    """Key columns of an images shard plus its embeddings as a fixed-size float32 list."""
+    """An ``embeddings`` shard: a row per image of ``keys`` (sample_id, split, label, class_name)
+    in its order, plus ``embedding``, a fixed-size float32 list."""
     dim = vectors.shape[1]
     flat = pa.array(vectors.reshape(-1), pa.float32())
     column = pa.FixedSizeListArray.from_arrays(flat, type=embedding_type(dim))

@@ -28,7 +28,8 @@ SUMMARY_ROWS = ("accuracy", "macro avg", "weighted avg")
 
 
 def report_from_counts(counts: np.ndarray, class_names: Sequence[str]) -> pa.Table:
-    """scikit-learn's classification_report as a table, with label and class name per row."""
+    """scikit-learn's classification_report as a table: a row per class, then accuracy, macro
+    avg and weighted avg (label null); columns label, class_name, precision, recall, f1, support."""
     scores = class_scores(counts)
     support, total = scores["support"], int(counts.sum())
     accuracy = float(np.trace(counts) / total) if total else 0.0
@@ -72,7 +73,8 @@ def report_markdown(report: pa.Table, digits: int = 4) -> str:
 
 
 def confusion_matrix_table(counts: np.ndarray, class_names: Sequence[str]) -> pa.Table:
-    """Dense long table of all K*K cells, raw count and row-normalised rate."""
+    """``confusion_matrix``: a row per cell of the K x K matrix, true class major; columns
+    true_label, true_name, pred_label, pred_name, count, rate (row-normalised; null: no support)."""
     k = len(class_names)
     support = counts.sum(axis=1, keepdims=True)
     rates = np.where(support > 0, counts / np.maximum(support, 1), np.nan)
@@ -108,7 +110,8 @@ def predictions_table(
     probabilities: np.ndarray,
     class_names: Sequence[str],
 ) -> pa.Table:
-    """One row per test sample: true and predicted class, its probability, the top 5."""
+    """``predictions``: a row per test sample; sample_id, y_true, y_pred, true_name, pred_name,
+    probability (of y_pred), top5_labels, top5_probabilities (best first)."""
     top = np.argsort(-probabilities, axis=1, kind="stable")[:, : min(TOP_K, len(class_names))]
     y_pred = top[:, 0]
     names = np.asarray(class_names, dtype=object)

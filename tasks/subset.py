@@ -32,7 +32,8 @@ class NoOverlapError(ValueError):
 
 
 def subset_rows(shards: Iterable[pa.Table], original_labels: Sequence[int]) -> pa.Table:
-    """Rows of the flagged classes, one shard at a time, with ``new_label`` 0..K-1 added."""
+    """``subset``: the images rows (all columns) of the flagged classes, by sample_id, read one
+    shard at a time, plus ``new_label`` 0..K-1 in the order of ``original_labels``."""
     new_of = np.full(max(original_labels) + 1, -1, dtype=np.int32)
     new_of[np.asarray(original_labels)] = np.arange(len(original_labels), dtype=np.int32)
     wanted = pa.array(np.asarray(original_labels, dtype=np.int32))
@@ -84,7 +85,8 @@ def assign_splits(
 
 
 def splits_table(subset: pa.Table, split: np.ndarray) -> pa.Table:
-    """Rows of ``splits``: one per subset image, label = new_label."""
+    """``splits``: a row per subset image; sample_id, split (train/val/test), label (the
+    new_label), class_name, original_label."""
     return pa.table(
         {
             "sample_id": subset.column("sample_id"),

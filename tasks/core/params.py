@@ -1,8 +1,9 @@
-"""What every stage's parameters share: the dataset, the output root and the run's seed.
+"""Every stage's parameters: ``StageParams`` (dataset, output root, seed) and one model per stage.
 
-Each stage declares its own parameters as a subclass of ``StageParams`` next to its code;
-``flows.config.RunConfig`` inherits from all of them, so a field, its default, bounds and
-description are written once and the CLI, the JSON schema and the deployments see them all.
+Each stage takes its own model (``ClassifierParams`` ...); the run configuration, ``RunConfig``,
+inherits from all of them, so a field, its default, bounds and description are written once and
+the CLI, the JSON schema and the deployments see them all. They live here, not in the stage
+modules, so that the command line reads them without importing torch, FAISS or scikit-learn.
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ def read_images(subset: StageManifest, sample_ids: Sequence[int]) -> dict[int, b
 
 
 def flagged_pairs(pairs: pa.Table) -> pa.Table:
-    """The flagged rows of a confusion_pairs table."""
+    """The rows of a ``confusion_pairs`` table whose ``flagged`` is true, same columns."""
     return pairs.filter(pc.equal(pairs.column("flagged"), True))
 
 
