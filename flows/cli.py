@@ -17,6 +17,7 @@ from pydantic.fields import FieldInfo
 
 from flows.config import RunConfig
 from flows.inspect_cmd import add_inspect_parser, inspect_command
+from flows.verify_cmd import add_verify_parser, verify_command
 from storage.fs import Location
 
 # Errors a user can fix by changing the call: shown as one line, no traceback.
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_field(run, name, field)
     _add_analyze_parser(commands)
     add_inspect_parser(commands)
+    add_verify_parser(commands)
     return parser
 
 
@@ -194,6 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "inspect":
         try:
             return inspect_command(args)
+        except USER_ERRORS as error:
+            return fail(str(error), code=2)
+    if args.command == "verify":
+        try:
+            return verify_command(args)
         except USER_ERRORS as error:
             return fail(str(error), code=2)
     return fail(f"unknown command {args.command}")

@@ -1,0 +1,135 @@
+"""Content checks on a cache hit: same-size damage is found, cheaply for big files."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from flows.verify_cmd import verify_root
+from storage import integrity
+from storage.fs import Location
+from storage.manifest import StageManifest, read_manifest, record_file, write_manifest
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="none")
+    return buffer.getvalue()
+
+
+def big_table(rows: int) -> pa.Table:
+    """Incompressible rows: the file is about 8 * rows bytes."""
+    return pa.table({"x": np.random.default_rng(0).random(rows)})
+
+
+def stage_with(folder: Path, name: str, data: bytes) -> StageManifest:
+    """A stage folder holding one file and a manifest that records it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(data)
+    location = Location(str(folder))
+    manifest = StageManifest(
+        stage="s", key=folder.name, url=location.url, code_version="c",
+        files={name: record_file(location, name)},
+    )  # fmt: skip
+    return write_manifest(manifest)
+
+
+def flip(path: Path, offset: int, keep_mtime: bool = False) -> None:
+    """Invert 100 bytes at ``offset``: same size; optionally put the modification time back."""
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 100] = bytes(b ^ 0xFF for b in data[offset : offset + 100])
+    path.write_bytes(bytes(data))
+    if keep_mtime:
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+@pytest.fixture
+def small_big(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 64 kB threshold, so a test's 400 kB file counts as big (CIFAR shards are ~25 MB)."""
+    monkeypatch.setattr(integrity, "FULL_HASH_MAX", 64 * 1024)
+    monkeypatch.setattr(integrity, "SAMPLE_BLOCK", 4 * 1024)
+
+
+def test_a_same_size_change_in_a_small_table_is_found(tmp_path: Path) -> None:
+    manifest = stage_with(tmp_path / "k", "t.parquet", parquet_bytes(big_table(100)))
+    assert manifest.problems() == []
+    flip(tmp_path / "k" / "t.parquet", 200)
+    assert manifest.problems() == ["t.parquet changed content"]
+
+
+def test_a_table_of_another_schema_padded_to_the_same_size_is_found(tmp_path: Path) -> None:
+    original = parquet_bytes(big_table(100))
+    manifest = stage_with(tmp_path / "k", "t.parquet", original)
+    other = parquet_bytes(pa.table({"y": ["a", "b"]}))
+    swapped = other[:-8] + b"\0" * (len(original) - len(other)) + other[-8:]
+    (tmp_path / "k" / "t.parquet").write_bytes(swapped)
+    assert len(swapped) == len(original)
+    assert manifest.problems() == ["t.parquet changed content"]
+
+
+def test_a_rewritten_big_shard_is_rehashed_and_found(tmp_path: Path, small_big) -> None:
+    manifest = stage_with(tmp_path / "k", "part-00000.parquet", parquet_bytes(big_table(50_000)))
+    record = manifest.files["part-00000.parquet"]
+    assert record.mtime and record.sample  # big: the cheap check has what it needs
+    assert manifest.problems() == []
+    # an offset no sample covers: only the modification time gives it away
+    path = tmp_path / "k" / "part-00000.parquet"
+    offsets = integrity.sample_offsets(path.stat().st_size)
+    gap = offsets[3] + integrity.SAMPLE_BLOCK + 10
+    assert gap + 100 < offsets[4]
+    flip(path, gap)
+    assert manifest.problems() == ["part-00000.parquet changed content"]
+
+
+def test_a_big_shard_damaged_with_its_mtime_put_back_is_found_by_the_sample(
+    tmp_path: Path, small_big
+) -> None:
+    manifest = stage_with(tmp_path / "k", "part-00000.parquet", parquet_bytes(big_table(50_000)))
+    path = tmp_path / "k" / "part-00000.parquet"
+    flip(path, path.stat().st_size - 300, keep_mtime=True)  # inside the footer
+    assert manifest.problems() == ["part-00000.parquet changed content"]
+
+
+def test_an_intact_copy_is_rehashed_once_then_checked_cheaply(
+    tmp_path: Path, small_big, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = stage_with(tmp_path / "k", "part-00000.parquet", parquet_bytes(big_table(50_000)))
+    path = tmp_path / "k" / "part-00000.parquet"
+    os.utime(path, ns=(0, 10**18))  # what a copy without -p does: new time, same bytes
+    full_reads: list[str] = []
+    real = integrity.hash_file
+    monkeypatch.setattr(integrity, "hash_file", lambda loc, n: full_reads.append(n) or real(loc, n))
+
+    assert manifest.problems() == []
+    assert full_reads == ["part-00000.parquet"]
+    again = read_manifest(Location(str(tmp_path / "k")))
+    assert again is not None and again.problems() == []
+    assert full_reads == ["part-00000.parquet"]  # the new time was recorded: no second full read
+
+
+def test_verify_reads_every_byte_and_names_the_damaged_file(tmp_path: Path, small_big) -> None:
+    out = tmp_path / "out"
+    stage_with(out / "synthetic" / "embeddings" / "k1", "part-00000.parquet",
+               parquet_bytes(big_table(50_000)))  # fmt: skip
+    stage_with(out / "synthetic" / "splits" / "k2", "splits.parquet", parquet_bytes(big_table(10)))
+    lines: list[str] = []
+    assert verify_root(str(out), lines.append) == 0
+    assert lines[-1] == "2 files in 2 stage folders: every byte matches its manifest"
+
+    path = out / "synthetic" / "embeddings" / "k1" / "part-00000.parquet"
+    offsets = integrity.sample_offsets(path.stat().st_size)
+    flip(path, offsets[3] + integrity.SAMPLE_BLOCK + 10, keep_mtime=True)  # the cheap check misses
+    assert read_manifest(Location(str(path.parent))).problems() == []
+    lines.clear()
+    assert verify_root(str(out), lines.append) == 1
+    assert lines == [
+        f"damaged: {path.parent}/part-00000.parquet (sha256 differs from its manifest)",
+        "1 of 2 files damaged; the next run recomputes the stages that wrote them",
+    ]
