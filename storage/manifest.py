@@ -64,8 +64,9 @@ class StageManifest(BaseModel):
 
         Checks existence, size and content at a small cost (storage/integrity.py: small files
         hashed in full, big ones by modification time and sampled blocks); ``verify_hashes``
-        reads every byte. A big file re-hashed intact under a new modification time (a copied
-        output root) has its new time recorded, so the next check is cheap again.
+        reads every byte. A file whose content changed is removed. A big file re-hashed intact
+        under a new modification time (a copied output root) has its new time recorded, so the
+        next check is cheap again.
         """
         location = self.location
         found = set(location.listdir())
@@ -82,7 +83,11 @@ class StageManifest(BaseModel):
                 problem, fresh = content_problem(
                     location, name, record.bytes, record.sha256, recorded
                 )
-                issues += [problem] if problem else []
+                if problem:
+                    # removed, so the stage recomputes it as it would a missing file (a shard
+                    # that still reads would otherwise count as done) and nobody reads it
+                    location.fs.rm(location.file(name))
+                    issues.append(f"{problem} (removed)")
                 if fresh is not None:
                     record.mtime, record.sample, restamped = fresh.mtime, fresh.sample, True
         if restamped and not issues:
