@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
 from pathlib import Path
@@ -12,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from flows.cli import main
 from flows.verify_cmd import verify_root
 from storage import integrity
 from storage.fs import Location
@@ -136,3 +138,52 @@ def test_verify_reads_every_byte_and_names_the_damaged_file(tmp_path: Path, smal
         f"damaged: {path.parent}/part-00000.parquet (sha256 differs from its manifest)",
         "1 of 2 files damaged; the next run recomputes the stages that wrote them",
     ]
+
+
+def overlap_root(out: Path) -> Path:
+    """An output root whose latest run wrote one overlap_pairs table (with its manifest)."""
+    pairs = pa.table(
+        {"class_a": ["cat"], "class_b": ["dog"], "cosine": [0.9], "z": [3.1],
+         "same_superclass": [True]}
+    )  # fmt: skip
+    folder = out / "synthetic" / "overlap" / "k1"
+    stage_with(folder, "overlap_pairs.parquet", parquet_bytes(pairs))
+    record = {"name": "r", "params": {}, "stages": {"overlap": {"url": str(folder)}}}
+    (out / "latest.json").write_text(json.dumps(record))
+    return folder / "overlap_pairs.parquet"
+
+
+def test_inspect_names_a_table_damaged_in_place_in_one_line(tmp_path: Path, capsys) -> None:
+    table = overlap_root(tmp_path / "out")
+    flip(table, 4)  # breaks the first data page, keeps the footer: still lists its rows
+    assert main(["inspect", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    damaged = [line for line in captured.out.splitlines() if "DAMAGED" in line]
+    assert damaged == [
+        "  DAMAGED synthetic/overlap/k1/overlap_pairs.parquet: content differs from its manifest;"
+        " see `overlap verify`"
+    ]
+    assert captured.err.startswith(f"overlap: error: {table}: Couldn't deserialize thrift")
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+
+
+def test_inspect_of_a_swapped_table_ends_in_one_line_naming_it(tmp_path: Path, capsys) -> None:
+    table = overlap_root(tmp_path / "out")
+    table.write_bytes(parquet_bytes(pa.table({"other": [1, 2]})))
+    assert main(["inspect", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert "DAMAGED synthetic/overlap/k1/overlap_pairs.parquet: " in captured.out
+    assert captured.err == (
+        f"overlap: error: {table}: no column class_a, class_b, cosine, z, same_superclass; "
+        "not the table its stage wrote\n"
+    )
+
+
+def test_inspect_of_a_file_that_is_no_parquet_names_it(tmp_path: Path, capsys) -> None:
+    table = overlap_root(tmp_path / "out")
+    table.write_bytes(b"\0" * table.stat().st_size)
+    assert main(["inspect", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert "DAMAGED synthetic/overlap/k1/overlap_pairs.parquet: " in captured.out
+    assert captured.err.startswith(f"overlap: error: {table}: ")
+    assert captured.err.count("\n") == 1
