@@ -12,12 +12,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
+from prefect.logging import disable_run_logger
 
 from flows.cli import main
 from flows.verify_cmd import verify_root
 from storage import integrity
 from storage.fs import Location
+from storage.layout import class_folders, class_folders_tsv
 from storage.manifest import StageManifest, read_manifest, record_file, write_manifest
+from tasks.predictions import PredictionsError, read_class_names, validate_predictions
+from tasks.sources import DatasetError, DatasetInfo
+from tasks.sources.imagefolder import ImageFolderSource
+from tasks.subset import write_subset_task
+from tests.builders import ovl_config, ovl_images_stage, ovl_overlap_stage
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -187,3 +195,74 @@ def test_inspect_of_a_file_that_is_no_parquet_names_it(tmp_path: Path, capsys) -
     assert "DAMAGED synthetic/overlap/k1/overlap_pairs.parquet: " in captured.out
     assert captured.err.startswith(f"overlap: error: {table}: ")
     assert captured.err.count("\n") == 1
+
+
+def test_class_folders_are_unique_safe_and_reversible() -> None:
+    names = ["日本語", "中文", "chat noir", "chat-noir", "Cat", "cat", "dog", "..", "a/b"]
+    folders = class_folders(names)
+    assert len(set(folders.values())) == len(names)
+    assert len({f.casefold() for f in folders.values()}) == len(names)
+    assert folders["dog"] == "dog" and folders["chat-noir"] == "chat-noir"
+    assert folders["chat noir"].startswith("chat-noir-") and folders["日本語"].startswith("x-")
+    assert all("/" not in f and f not in (".", "..") for f in folders.values())
+    rows = class_folders_tsv(folders).decode().splitlines()
+    assert rows[0] == "folder\tclass_name"
+    back = {f: json.loads(n) for f, n in (row.split("\t") for row in rows[1:])}
+    assert back == {f: n for n, f in folders.items()}
+
+
+def test_export_pngs_never_merges_classes_whose_names_slug_alike(tmp_path: Path) -> None:
+    names = ["日本語", "中文", "chat noir", "chat-noir"]
+    labels = np.tile(np.arange(4), 10)
+    images = ovl_images_stage(tmp_path, labels, ["train"] * len(labels), names)
+    overlap = ovl_overlap_stage(tmp_path, [0, 1, 2, 3], names)
+    config = ovl_config(tmp_path, export_pngs=True, val_fraction=0.25, test_fraction=0.25)
+    with disable_run_logger():
+        manifest = write_subset_task.fn(images, overlap, config)
+    pngs = Path(manifest.location.path) / "pngs"
+    rows = (pngs / "class_folders.tsv").read_text().splitlines()[1:]
+    folder_of = {json.loads(n): f for f, n in (row.split("\t") for row in rows)}
+    assert set(folder_of) == set(names) and len(set(folder_of.values())) == 4
+    splits = pq.read_table(Path(manifest.path("splits.parquet"))).to_pylist()
+    subset = pq.read_table(Path(manifest.path("subset.parquet")), columns=["sample_id"])
+    assert len(splits) == subset.num_rows == 40
+    for row in splits:  # every image sits in its own class's folder, and only there
+        assert (
+            pngs / row["split"] / folder_of[row["class_name"]] / f"{row['sample_id']}.png"
+        ).exists()
+    assert sum(1 for _ in pngs.glob("*/*/*.png")) == 40
+
+
+def test_duplicate_class_names_are_refused_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"^dataset d has duplicate class names: 'cat'; rename"):
+        DatasetInfo(name="d", class_names=["cat", "dog", "cat"], has_test_split=False)
+    names = tmp_path / "names.txt"
+    names.write_text("cat\ndog\ncat\n")
+    with pytest.raises(PredictionsError, match=f"^class-names file {names} has duplicate .*'cat'"):
+        read_class_names(names)
+    tsv = tmp_path / "names.tsv"
+    tsv.write_text("label\tclass_name\n0\tcat\n1\tcat\n")
+    with pytest.raises(PredictionsError, match="duplicate class names: 'cat'"):
+        read_class_names(tsv)
+    predictions = pa.table(
+        {
+            "y_true": [0, 1],
+            "y_pred": [1, 0],
+            "true_name": ["cat", "cat"],
+            "pred_name": ["cat", "cat"],
+        }
+    )
+    with pytest.raises(PredictionsError, match="true_name/pred_name columns has duplicate"):
+        validate_predictions(predictions)
+
+
+def test_image_folders_whose_names_normalise_alike_are_refused(tmp_path: Path) -> None:
+    composed, decomposed = "caf\u00e9", "cafe\u0301"  # the same text, two spellings
+    for name in (composed, decomposed):
+        folder = tmp_path / "data" / name
+        folder.mkdir(parents=True)
+        Image.new("RGB", (4, 4)).save(folder / "0.png")
+    if len(list((tmp_path / "data").iterdir())) < 2:
+        pytest.skip("this file system normalises names itself")
+    with pytest.raises(DatasetError, match="duplicate class names: 'café'"):
+        ImageFolderSource(tmp_path / "data")
