@@ -63,8 +63,17 @@ def html(text: object) -> str:
     return _html.escape(visible(text), quote=True)
 
 
-def mathtext(text: object) -> str:
-    """Shows as ``text`` in a matplotlib title, label or tick label (no math mode)."""
+def mathtext(text: object, *, lines: bool = False, limit: int | None = None) -> str:
+    """Shows as ``text`` in a matplotlib title, label or tick label (no math mode).
+
+    ``lines`` keeps newlines as line breaks (a title made of lines); ``limit`` shortens to that
+    many characters with an ellipsis (a very long class name would stretch a figure without end).
+    """
+    if lines:
+        return "\n".join(mathtext(line, limit=limit) for line in str(text).split("\n"))
+    shown = visible(text)
+    if limit is not None and len(shown) > limit:
+        shown = shown[: limit - 1] + "\u2026"
     # matplotlib counts ``$`` minus ``\$``: an even, non-zero rest starts math mode; otherwise it
     # shows the text as is, with ``\$`` as ``$``. So escaping every ``$`` is enough.
-    return visible(text).replace("$", r"\$")
+    return shown.replace("$", r"\$")

@@ -12,6 +12,7 @@ from prefect import get_run_logger, task
 from torch import nn
 
 from flows.config import RunConfig
+from storage import escape
 from storage.fingerprint import code_version
 from storage.fs import Location
 from storage.manifest import StageManifest
@@ -90,7 +91,8 @@ def report_markdown(report: pa.Table, digits: int = 4) -> str:
     for row in report.to_pylist():
         label = "" if row["label"] is None else row["label"]
         metrics = " | ".join(f"{row[m]:.{digits}f}" for m in ("precision", "recall", "f1"))
-        lines.append(f"| {label} | {row['class_name']} | {metrics} | {row['support']} |")
+        name = escape.markdown(row["class_name"])  # a name is data: never markup or a new cell
+        lines.append(f"| {label} | {name} | {metrics} | {row['support']} |")
     return "\n".join(lines) + "\n"
 
 
