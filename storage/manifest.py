@@ -95,8 +95,13 @@ class StageManifest(BaseModel):
         return issues
 
     def verify_hashes(self) -> list[str]:
-        """Files whose sha256 no longer matches (slow: reads every byte)."""
-        return [n for n, r in self.files.items() if hash_file(self.location, n) != r.sha256]
+        """Files missing or whose sha256 no longer matches (slow: reads every byte)."""
+        location = self.location
+        return [
+            n
+            for n, r in self.files.items()
+            if not location.exists(n) or hash_file(location, n) != r.sha256
+        ]
 
 
 def record_file(location: Location, name: str, rows: int | None = None) -> FileRecord:

@@ -63,7 +63,7 @@ def flip(path: Path, offset: int, keep_mtime: bool = False) -> None:
 
 @pytest.fixture
 def small_big(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A 64 kB threshold, so a test's 400 kB file counts as big (CIFAR shards are ~25 MB)."""
+    """A 64 kB threshold, so a test's 400 kB file counts as big (CIFAR shards are ~13-25 MB)."""
     monkeypatch.setattr(integrity, "FULL_HASH_MAX", 64 * 1024)
     monkeypatch.setattr(integrity, "SAMPLE_BLOCK", 4 * 1024)
 
