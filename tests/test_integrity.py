@@ -146,6 +146,8 @@ def test_verify_reads_every_byte_and_names_the_damaged_file(tmp_path: Path, smal
         f"damaged: {path.parent}/part-00000.parquet (sha256 differs from its manifest)",
         "1 of 2 files damaged; the next run recomputes the stages that wrote them",
     ]
+    assert main(["verify", str(out)]) == 1
+    assert main(["verify", str(tmp_path / "nothing")]) == 2
 
 
 def overlap_root(out: Path) -> Path:
