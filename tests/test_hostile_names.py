@@ -93,7 +93,7 @@ def markdown_tables(text: str) -> list[list[list[str]]]:
     """Every table of a markdown text as rows of cell texts; asserts no HTML came from a name."""
     tokens = MarkdownIt("commonmark").enable("table").parse(text)
     tables: list[list[list[str]]] = []
-    row: list[str] = []
+    row: list[str] | None = None  # the row being read; None outside table rows
     for token in tokens:
         assert token.type not in ("html_block", "html_inline"), token
         for child in token.children or []:
@@ -102,10 +102,11 @@ def markdown_tables(text: str) -> list[list[list[str]]]:
             tables.append([])
         elif token.type == "tr_open":
             row = []
-        elif token.type == "inline" and tables and row is not None:
+        elif token.type == "inline" and row is not None:
             row.append("".join(c.content for c in token.children or []))
-        elif token.type == "tr_close":
+        elif token.type == "tr_close" and row is not None:
             tables[-1].append(row)
+            row = None
     return tables
 
 
@@ -115,7 +116,7 @@ def assert_tables_whole(text: str) -> list[str]:
     tables = markdown_tables(text)
     assert tables
     for table in tables:
-        assert {len(row) for row in table} == {len(table[0])}, table
+        assert [row for row in table if len(row) != len(table[0])] == [], table[0]
         cells += [c for row in table for c in row]
     return cells
 
