@@ -47,15 +47,23 @@ def terminal(text: object) -> str:
 
 def markdown(text: object) -> str:
     """Shows as ``text`` inside a Markdown table cell or paragraph, never as markup."""
+    shown = visible(text)
     out = []
-    for char in visible(text):
+    for i, char in enumerate(shown):
         if char in _MARKDOWN_ENTITIES:
             out.append(_MARKDOWN_ENTITIES[char])
+        elif char == "_" and _intraword(shown, i):
+            out.append(char)  # CommonMark: "_" between letters or digits never makes emphasis
         elif char in _MARKDOWN_SPECIAL:
             out.append("\\" + char)
         else:
             out.append(char)
     return "".join(out)
+
+
+def _intraword(text: str, i: int) -> bool:
+    """True when ``text[i]`` sits between two letters or digits (as in ``maple_tree``)."""
+    return 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()
 
 
 def html(text: object) -> str:
