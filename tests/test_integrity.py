@@ -12,12 +12,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from markdown_it import MarkdownIt
+from matplotlib.text import Text
 from PIL import Image
 from prefect.logging import disable_run_logger
 
 from flows.cli import main
 from flows.verify_cmd import verify_root
-from storage import integrity
+from storage import escape, integrity
 from storage.fs import Location
 from storage.layout import class_folders, class_folders_tsv
 from storage.manifest import StageManifest, read_manifest, record_file, write_manifest
@@ -268,3 +270,22 @@ def test_image_folders_whose_names_normalise_alike_are_refused(tmp_path: Path) -
         pytest.skip("this file system normalises names itself")
     with pytest.raises(DatasetError, match="duplicate class names: 'café'"):
         ImageFolderSource(tmp_path / "data")
+
+
+def test_each_output_kind_shows_a_hostile_name_as_text() -> None:
+    name = "<b>x</b> | `y` *z* [a](b) \x1b[31m\r\0 \u202e $\\alpha$"
+    shown = "<b>x</b> | `y` *z* [a](b) \\x1b[31m\\r\\0 \\u202e $\\alpha$"
+    assert escape.terminal(name) == shown
+    assert escape.html(name).startswith("&lt;b&gt;x&lt;/b&gt; | `y`")
+    html = MarkdownIt("commonmark").render(escape.markdown(name))
+    assert html == f"<p>{escape.html(name)}</p>\n"  # markdown renders back to the plain text
+    table = (
+        MarkdownIt("commonmark")
+        .enable("table")
+        .render(f"| a |\n| --- |\n| {escape.markdown(name)} |\n")
+    )
+    assert table.count("<td>") == 1
+    assert Text(0, 0, escape.mathtext(name))._preprocess_math(escape.mathtext(name)) == (
+        shown,
+        False,
+    )
