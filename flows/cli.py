@@ -17,6 +17,8 @@ from pydantic.fields import FieldInfo
 
 from flows.config import RunConfig
 from flows.inspect_cmd import add_inspect_parser, inspect_command
+from flows.verify_cmd import add_verify_parser, verify_command
+from storage.escape import terminal
 from storage.fs import Location
 
 # Errors a user can fix by changing the call: shown as one line, no traceback.
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_field(run, name, field)
     _add_analyze_parser(commands)
     add_inspect_parser(commands)
+    add_verify_parser(commands)
     return parser
 
 
@@ -121,7 +124,7 @@ def _validation_message(error: ValidationError) -> str:
 
 def fail(message: str, code: int = 1) -> int:
     """Print a one-line error and return the exit code."""
-    print(f"overlap: error: {message}", file=sys.stderr)
+    print(terminal(f"overlap: error: {message}"), file=sys.stderr)  # messages quote user data
     return code
 
 
@@ -148,9 +151,9 @@ def run_command(args: argparse.Namespace) -> int:
     except USER_ERRORS as error:
         return fail(str(error))
     report = record["stages"].get("report", {}).get("tables", {}).get("report.html")
-    print(f"outputs: {config.out}  (run record: runs/{record['name']}.json)")
+    print(terminal(f"outputs: {config.out}  (run record: runs/{record['name']}.json)"))
     if report:
-        print(f"report: {report}")
+        print(terminal(f"report: {report}"))
     return 0
 
 
@@ -178,7 +181,7 @@ def analyze_command(args: argparse.Namespace) -> int:
     print(
         f"flagged confusion pairs: {info['flagged']} -> {manifest.path('confusion_pairs.parquet')}"
     )
-    print(f"report: {report.get('report.html', manifest.location.url)}")
+    print(terminal(f"report: {report.get('report.html', manifest.location.url)}"))
     return 0
 
 
@@ -194,6 +197,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "inspect":
         try:
             return inspect_command(args)
+        except USER_ERRORS as error:
+            return fail(str(error), code=2)
+    if args.command == "verify":
+        try:
+            return verify_command(args)
         except USER_ERRORS as error:
             return fail(str(error), code=2)
     return fail(f"unknown command {args.command}")

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 import pyarrow as pa
 
 from storage import catalog
+from storage.escape import terminal
 from storage.fs import Location
 from storage.layout import OutputLayout
 from storage.registry import TABLES
@@ -67,6 +68,8 @@ def print_tables(tables: list[catalog.TableInfo], show_schema: bool, out: TextIO
         mark = "*" if t.latest else " "
         size = human_size(t.bytes)
         print(f"{mark} {t.folder:<42} {t.name + shards:<28} {t.rows:>12,} rows {size:>9}", file=out)
+        if t.damaged:
+            print(terminal(f"  DAMAGED {t.folder}/{t.damaged}; see `overlap verify`"), file=out)
         if show_schema:
             # a table's meaning and columns once; later folders of the same table list the types
             spec = TABLES.get(t.name) if t.name not in described else None
@@ -90,7 +93,7 @@ def format_table(table: pa.Table) -> str:
     """A small Arrow table as aligned text (floats to 4 digits)."""
     rows = [table.column_names]
     for row in table.to_pylist():
-        rows.append([f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()])
+        rows.append([f"{v:.4f}" if isinstance(v, float) else terminal(v) for v in row.values()])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
     return "\n".join("  " + line.rstrip() for line in lines)
@@ -121,7 +124,7 @@ def inspect_root(
         raise FileNotFoundError(
             f"{url!r} holds no tables and no latest.json; is it an output root?"
         )
-    print(f"Output root: {root.url}", file=out)
+    print(terminal(f"Output root: {root.url}"), file=out)
     print_tables(tables, show_schema, out)
     if record is None:
         print("\nNo latest.json: no run has finished under this root.", file=out)
@@ -135,7 +138,7 @@ def inspect_root(
     )
     reports = catalog.report_paths(root, record)
     print("\nReports", file=out)
-    print("\n".join(f"  {p}" for p in reports) if reports else "  (none)", file=out)
+    print("\n".join(f"  {terminal(p)}" for p in reports) if reports else "  (none)", file=out)
     print(f"\nRun records: {OutputLayout(root).runs.url}/  (latest.json = the newest)", file=out)
     return 0
 

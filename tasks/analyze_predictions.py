@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from storage.fingerprint import code_version
 from storage.fs import Location
+from storage.layout import duplicate_names
 from storage.manifest import StageManifest
 from tasks import confusion, evaluate
 from tasks.algorithms import classification
@@ -64,7 +65,7 @@ def read_class_names(path: str | Path) -> tuple[list[str], list[str | None] | No
         raise PredictionsError(f"class-names file {path} is empty")
     header = lines[0].split("\t")
     if "class_name" not in header:
-        return [line.strip() for line in lines], None
+        return _unique([line.strip() for line in lines], f"class-names file {path}"), None
     rows = [dict(zip(header, line.split("\t"), strict=False)) for line in lines[1:]]
     if "label" in header:
         labels = sorted(int(row["label"]) for row in rows)
@@ -73,7 +74,17 @@ def read_class_names(path: str | Path) -> tuple[list[str], list[str | None] | No
         rows.sort(key=lambda row: int(row["label"]))
     names = [row["class_name"] for row in rows]
     coarse = [row.get("coarse_name") or None for row in rows] if "coarse_name" in header else None
-    return names, coarse
+    return _unique(names, f"class-names file {path}"), coarse
+
+
+def _unique(names: list[str], where: str) -> list[str]:
+    """``names`` when no two are equal (after Unicode normalisation); else a one-line error."""
+    if duplicates := duplicate_names(names):
+        raise PredictionsError(
+            f"{where} has duplicate class names: {', '.join(map(repr, duplicates))}; "
+            "give each class its own name"
+        )
+    return names
 
 
 def _name_map(table: pa.Table) -> dict[int, str]:
@@ -113,6 +124,7 @@ def validate_predictions(
         values = [table.column(c).to_pylist() for c in REQUIRED]
         seen = set(values[0]) | set(values[1])
         names = list(class_names) if class_names is not None else sorted(seen)
+        _unique(names, "the predictions' class names")
         index = {name: i for i, name in enumerate(names)}
         unknown = sorted(seen - set(index))
         if unknown:
@@ -126,6 +138,7 @@ def validate_predictions(
         mapping = _name_map(table)
         top = int(max(y_true.max(), y_pred.max()))
         class_names = [mapping.get(i, str(i)) for i in range(max(top, 0) + 1)]
+        _unique(class_names, "the predictions' true_name/pred_name columns")
     for column, values in (("y_true", y_true), ("y_pred", y_pred)):
         bad = np.unique(values[(values < 0) | (values >= len(class_names))])
         if bad.size:

@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 
 from storage.fingerprint import code_version
 from storage.fs import Location
-from storage.layout import slug
+from storage.layout import class_folders
 from storage.manifest import StageManifest
 from tasks.core.params import ReportParams
 from tasks.core.stage import Output, Stage
@@ -71,7 +71,8 @@ def pair_figures(
     """UMAP and image grid (``rows``: caption and sample ids) of one flagged pair."""
     names = data.class_names
     a, b = (names[c] for c in pair)
-    stem = f"pair-{rank:02d}-{slug(a, 30)}-{slug(b, 30)}"
+    folders = class_folders([a, b], 30)  # names never build a path but through this mapping
+    stem = f"pair-{rank:02d}-{folders[a]}-{folders[b]}"
     points = report_data.pair_points(data.points, pair)
     which = "test split" if set(points.split) == {"test"} else "all splits"
     title = f"{a} vs {b}, {which}"

@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 from storage import registry
 from storage.fingerprint import code_version
 from storage.fs import Location
-from storage.layout import slug
+from storage.layout import CLASS_FOLDERS_FILE, class_folders, class_folders_tsv
 from storage.manifest import StageManifest
 from storage.schemas import overlap as schemas
 from storage.tables import stage_shards
@@ -108,12 +108,18 @@ def as_png(data: bytes) -> bytes:
 
 
 def export_pngs(location: Location, subset: pa.Table, split: np.ndarray) -> int:
-    """Write ``pngs/<split>/<class_name>/<sample_id>.png``; return the file count."""
+    """Write ``pngs/<split>/<class folder>/<sample_id>.png``; return the file count.
+
+    Class folders come from ``class_folders`` (unique and reversible); ``pngs/class_folders.tsv``
+    maps each folder back to its class name.
+    """
     images = subset.column("image").combine_chunks().field("bytes").to_pylist()
     ids = subset.column("sample_id").to_pylist()
     names = subset.column("class_name").to_pylist()
+    folders = class_folders(sorted(set(names)), 120)
+    location.child("pngs").write_bytes(CLASS_FOLDERS_FILE, class_folders_tsv(folders))
     for sample_id, name, part, data in zip(ids, names, split, images, strict=True):
-        folder = location.child("pngs", part, slug(name, 120))
+        folder = location.child("pngs", part, folders[name])
         folder.write_bytes(f"{sample_id}.png", as_png(data))
     return len(ids)
 

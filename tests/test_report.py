@@ -222,7 +222,7 @@ def test_render_markdown_and_html() -> None:
     ]
     markdown, html = to_markdown("T", blocks), to_html("T", blocks)
     assert "| x\\|y | 0.1235 |" in markdown and "1.00e-07" in markdown
-    assert "![A <figure>](figure-x.png)" in markdown and "**WARNING:**" in markdown
+    assert "![A &lt;figure&gt;](figure-x.png)" in markdown and "**WARNING:**" in markdown
     assert "data:image/png;base64," in html and "A &lt;figure&gt;" in html
     assert "<td>x|y</td>" in html and external_references(html) == []
 

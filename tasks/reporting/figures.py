@@ -18,8 +18,11 @@ from scipy import stats
 from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
 
+from storage.escape import mathtext
+
 DPI = 100
 ANNOTATE_MAX = 12  # write the value into each cell up to this many classes
+NAME_LIMIT = 60  # characters of a class name shown in a figure (the tables have it whole)
 
 
 def png_bytes(figure: Figure) -> bytes:
@@ -64,6 +67,7 @@ def side_points(figure: Figure) -> float:
 def _class_ticks(ax, names: Sequence[str], fontsize: float) -> None:
     """Class names on both axes, x rotated, every class labelled."""
     ticks = np.arange(len(names))
+    names = [mathtext(name, limit=NAME_LIMIT) for name in names]  # names are data, not markup
     ax.set_xticks(ticks, names, rotation=90, fontsize=fontsize)
     ax.set_yticks(ticks, names, fontsize=fontsize)
     ax.tick_params(length=2, pad=1)
@@ -105,7 +109,7 @@ def confusion_heatmap(
     _class_ticks(ax, names, fontsize)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(f"{title} (row-normalised, {len(names)} classes, clustered order)")
+    ax.set_title(mathtext(f"{title} (row-normalised, {len(names)} classes, clustered order)"))
     if len(names) <= ANNOTATE_MAX:
         _annotate(ax, rates, ".2f", 0.5, skip_zero=True)
     figure.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="share of the true class (sqrt)")
@@ -155,7 +159,9 @@ def similarity_heatmap(
     if len(names) <= ANNOTATE_MAX:
         _annotate(ax, shown, ".2f", (low + high) / 2 if high > low else np.inf, skip_zero=False)
     note = "red boxes: flagged overlap pairs; strips: overlap groups" if groups is not None else ""
-    ax.set_title(f"{title}, {len(names)} classes, clustered order\n{note}", pad=14)
+    ax.set_title(
+        mathtext(f"{title}, {len(names)} classes, clustered order\n{note}", lines=True), pad=14
+    )
     figure.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="cosine (diagonal blank)")
     return figure
 
@@ -199,7 +205,7 @@ def agreement_scatter(
     top = np.argsort(-np.nan_to_num(y, nan=-1))[: min(label_top, len(y))]
     for t in top:
         if np.isfinite(y[t]) and y[t] > 0:
-            text = f"{class_names[i[t]]} / {class_names[j[t]]}"
+            text = " / ".join(mathtext(class_names[k[t]], limit=NAME_LIMIT) for k in (i, j))
             ax.annotate(text, (x[t], y[t]), fontsize=7, xytext=(4, 2), textcoords="offset points")
     shown = f"{rho:.3f}" if np.isfinite(rho) else "undefined"
     ax.text(

@@ -14,6 +14,7 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 
+from storage import escape
 from storage.fs import Location
 from tasks.reporting.report_data import flagged_pairs
 from tasks.reporting.report_sections import OVERLAP_COLUMNS, PAIR_COLUMNS
@@ -27,13 +28,15 @@ TABLE_ROWS = 200
 
 
 def plain(value: Any) -> Any:
-    """A JSON-safe Python value: numpy scalars to int/float, NaN to None, lists recursively."""
+    """A JSON-safe Python value: numpy scalars to int/float, NaN to None, text visible."""
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, list | tuple | np.ndarray):
         return [plain(v) for v in value]
+    if isinstance(value, str):  # a class name: no control character reaches the UI raw
+        return escape.visible(value)
     return value
 
 

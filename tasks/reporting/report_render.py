@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
-import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+
+from storage import escape
 
 MAX_TABLE_ROWS = 60  # longer tables are cut in the report; the Parquet file has them all
 
@@ -85,33 +86,42 @@ def arrow_table(table: pa.Table, columns: Sequence[str], limit: int = MAX_TABLE_
     return Table(list(columns), [[row[c] for c in columns] for row in shown], note)
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _md_text(text: str) -> str:
+    """Escaped text with `code` spans kept (authors write those; names never open one)."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # an odd backtick: no spans, all text
+        return escape.markdown(text)
+    return "".join(
+        f"`{escape.visible(p)}`" if i % 2 else escape.markdown(p) for i, p in enumerate(parts)
+    )
 
 
 def to_markdown(title: str, blocks: Sequence[Block]) -> str:
     """The report as markdown; figures referenced by file name (they lie next to report.md)."""
-    out = [f"# {title}", ""]
+    out = [f"# {escape.markdown(title)}", ""]
     for block in blocks:
         if isinstance(block, Heading):
-            out += [f"{'#' * block.level} {block.text}", ""]
+            out += [f"{'#' * block.level} {escape.markdown(block.text)}", ""]
         elif isinstance(block, Text):
-            out += [f"> **WARNING:** {block.text}" if block.warning else block.text, ""]
+            text = _md_text(block.text)
+            out += [f"> **WARNING:** {text}" if block.warning else text, ""]
         elif isinstance(block, Table):
-            out.append("| " + " | ".join(map(_md_escape, block.columns)) + " |")
+            out.append("| " + " | ".join(map(escape.markdown, block.columns)) + " |")
             out.append("|" + " --- |" * len(block.columns))
             out += [
-                "| " + " | ".join(_md_escape(cell(v)) for v in row) + " |" for row in block.rows
+                "| " + " | ".join(escape.markdown(cell(v)) for v in row) + " |"
+                for row in block.rows
             ]
-            out += ["", f"_{block.note}_", ""] if block.note else [""]
+            out += ["", f"_{escape.markdown(block.note)}_", ""] if block.note else [""]
         else:
-            out += [f"![{block.caption}]({block.name})", "", f"_{block.caption}_", ""]
+            caption = escape.markdown(block.caption)
+            out += [f"![{caption}]({block.name})", "", f"_{caption}_", ""]
     return "\n".join(out)
 
 
 def _html_text(text: str) -> str:
     """Escaped text with `code` spans."""
-    parts = html.escape(text).split("`")
+    parts = escape.html(text).split("`")
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
@@ -120,31 +130,31 @@ def to_html(title: str, blocks: Sequence[Block]) -> str:
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
+        f"<title>{escape.html(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{escape.html(title)}</h1>",
     ]
     for block in blocks:
         if isinstance(block, Heading):
-            out.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+            out.append(f"<h{block.level}>{escape.html(block.text)}</h{block.level}>")
         elif isinstance(block, Text):
             css = ' class="warning"' if block.warning else ""
             prefix = "WARNING: " if block.warning else ""
             out.append(f"<p{css}>{prefix}{_html_text(block.text)}</p>")
         elif isinstance(block, Table):
-            head = "".join(f"<th>{html.escape(c)}</th>" for c in block.columns)
+            head = "".join(f"<th>{escape.html(c)}</th>" for c in block.columns)
             body = "".join(
-                "<tr>" + "".join(f"<td>{html.escape(cell(v))}</td>" for v in row) + "</tr>"
+                "<tr>" + "".join(f"<td>{escape.html(cell(v))}</td>" for v in row) + "</tr>"
                 for row in block.rows
             )
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
             if block.note:
-                out.append(f"<p><em>{html.escape(block.note)}</em></p>")
+                out.append(f"<p><em>{escape.html(block.note)}</em></p>")
         else:
             data = base64.b64encode(block.png).decode("ascii")
-            alt = html.escape(block.caption)
+            alt = escape.html(block.caption)
             out.append(
                 f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">'
-                f"<figcaption>{alt} (<code>{html.escape(block.name)}</code>)</figcaption></figure>"
+                f"<figcaption>{alt} (<code>{escape.html(block.name)}</code>)</figcaption></figure>"
             )
     out.append("</body></html>")
     return "\n".join(out)
