@@ -71,7 +71,7 @@ def test_a_deleted_shard_is_noticed_and_only_extraction_reruns(first_run) -> Non
     before = pq.read_table(shard)
     shard.unlink()
     _, states = run(config)
-    assert_only(states, "extract embeddings")  # the same embeddings again: the rest stay cached
+    assert_only(states, "embeddings")  # the same embeddings again: the rest stay cached
     assert pq.read_table(shard).equals(before)
 
 

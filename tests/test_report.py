@@ -191,9 +191,7 @@ def report_stages(root: Path) -> dict[str, StageManifest]:
         {"rule": "sigma", "k": 1.0},
         {"flagged": confusion.pair_summary(pairs)["flagged"], "threshold": 0.1},
     )
-    classifier = Stage("classifier").finish(
-        Location(str(root / "classifier")), {}, {}, {}
-    )
+    classifier = Stage("classifier").finish(Location(str(root / "classifier")), {}, {}, {})
     return {
         "images": images,
         "embeddings": embeddings,
