@@ -18,6 +18,7 @@ from tasks import figures, figures_pairs, report_artifacts, report_data, report_
 from tasks import report_sections as sections
 from tasks.report_data import RunTables
 from tasks.report_render import Block, Figure, Heading, Text
+from tasks.reporting import explorer, explorer_data, explorer_js
 from tasks.stage import Stage
 
 MAX_SIMILARITY_CLASSES = 100  # above this the similarity heatmap shows the overlapping ones only
@@ -180,6 +181,20 @@ def write_report(location: Location, title: str, blocks: list[Block]) -> dict[st
     return files | {REPORT_MD: None, REPORT_HTML: None}
 
 
+def write_explorer(
+    location: Location, stages: Mapping[str, StageManifest], tables: RunTables, config: RunConfig
+) -> None:
+    """Write explorer.html, the interactive page of the run (see tasks/reporting/explorer.py)."""
+    data = explorer_data.gather_run(
+        stages,
+        tables,
+        title=f"Class overlap explorer: {config.dataset}",
+        report_pairs=config.report_pairs,
+        seed=config.seed,
+    )
+    location.write_bytes(explorer.EXPLORER_HTML, explorer.explorer_html(data).encode())
+
+
 def report_params(config: RunConfig) -> dict[str, Any]:
     """The parameters that change the figures."""
     return {
@@ -198,7 +213,15 @@ def _inputs(stages: Mapping[str, StageManifest], config: RunConfig) -> dict[str,
 
 
 CODE = code_version(
-    sys.modules[__name__], figures, figures_pairs, report_data, report_render, sections
+    sys.modules[__name__],
+    figures,
+    figures_pairs,
+    report_data,
+    report_render,
+    sections,
+    explorer,
+    explorer_data,
+    explorer_js,
 )
 STAGE = Stage("report", _inputs)
 
@@ -211,7 +234,8 @@ def build_report_task(stages: dict[str, StageManifest], config: RunConfig) -> St
     manifest = STAGE.completed(**params)
     if manifest is None:
         location = STAGE.location(**params)
-        blocks, summary = run_blocks(stages, report_data.read_run_tables(stages), config)
+        tables = report_data.read_run_tables(stages)
+        blocks, summary = run_blocks(stages, tables, config)
         files = write_report(location, f"Class overlap report: {config.dataset}", blocks)
         link = report_artifacts.report_link(location, REPORT_HTML)
         summary.append(Text(f"Full report with every figure: {link}"))
@@ -219,6 +243,7 @@ def build_report_task(stages: dict[str, StageManifest], config: RunConfig) -> St
             SUMMARY_MD, report_render.to_markdown("Class overlap", summary).encode()
         )
         files[SUMMARY_MD] = None
+        files[explorer.EXPLORER_HTML] = write_explorer(location, stages, tables, config)
         manifest = STAGE.finish(location, files, report_params(config), {"report": link}, CODE)
     report_artifacts.publish_artifacts(
         manifest.location.read_bytes(SUMMARY_MD).decode(),
