@@ -47,6 +47,12 @@ class Browser:
             json.loads(e["message"])["message"] for e in self.driver.get_log("performance")
         ]
 
+    def reset(self) -> None:
+        """Forget the requests and console messages so far (the browser's own start-up page)."""
+        self.driver.get_log("performance")
+        self.driver.get_log("browser")
+        self._log.clear()
+
     def requested_urls(self) -> list[str]:
         """Every URL any page asked for since the start (documents, scripts, images, fetches)."""
         self._drain()
@@ -114,7 +120,10 @@ def chromium(shots: Path) -> Iterator[Browser]:
             pytest.skip(f"headless Chromium could not start: {str(error).splitlines()[0]}")
         try:
             driver.set_page_load_timeout(120)
-            yield Browser(driver, shots)
+            started = Browser(driver, shots)
+            driver.get("about:blank")
+            started.reset()
+            yield started
         finally:
             driver.quit()
     finally:

@@ -92,16 +92,17 @@ def heatmap(
         active_scroll="wheel_zoom",
     )
     high = float(shown.max()) if shown.size and shown.max() > 0 else 1.0
-    fig.rect(
+    cells = fig.rect(
         "col",
         "row",
         1,
         1,
         source=source,
         line_color=None,
+        nonselection_fill_alpha=1.0,  # a click opens the gallery; the matrix stays readable
         fill_color=linear_cmap("value", Viridis256, float(min(shown.min(), 0.0)), high),
     )
-    fig.add_tools(HoverTool(tooltips=tooltips))
+    fig.add_tools(HoverTool(renderers=[cells], tooltips=tooltips))
     ticks = {i: names[i] for i in range(n)}
     for axis in (fig.xaxis[0], fig.yaxis[0]):
         axis.ticker = FixedTicker(ticks=list(range(n)))
