@@ -1,7 +1,7 @@
 """Headless Chromium for tests (Debian's chromium + chromium-driver, driven by Selenium).
 
-Use the ``browser`` fixture (import it into a test module) or ``chromium(folder)`` directly; both
-skip the test, saying why, only when the browser cannot be started.
+Use the ``browser`` fixture (``from tests.browser import browser_fixture`` in a test module)
+or ``chromium(folder)``; both skip the test, saying why, only when the browser cannot start.
 """
 
 from __future__ import annotations
@@ -130,8 +130,8 @@ def chromium(shots: Path) -> Iterator[Browser]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
+@pytest.fixture(name="browser")
+def browser_fixture(tmp_path: Path) -> Iterator[Browser]:
     """A headless Chromium for one test; screenshots under the test's tmp_path."""
     with chromium(tmp_path) as started:
         yield started

@@ -12,8 +12,10 @@ import pytest
 from flows.config import RunConfig
 from flows.overlap_flow import class_overlap
 from tasks.reporting.explorer import EXPLORER_HTML
-from tests.browser import Browser
-from tests.browser import browser as _browser_fixture  # noqa: F401 (registers the fixture)
+from tests.browser import (
+    Browser,
+    browser_fixture,  # noqa: F401 (the ``browser`` fixture)
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 LOCAL = ("file:", "data:", "blob:", "about:")
