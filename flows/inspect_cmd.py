@@ -126,6 +126,8 @@ def inspect_root(
     reports = catalog.report_paths(root, record)
     print("\nReports", file=out)
     print("\n".join(f"  {p}" for p in reports) if reports else "  (none)", file=out)
+    explorer = [p for p in reports if p.endswith("/explorer.html")]
+    print(f"\nExplorer (open in a browser): {explorer[0] if explorer else '(none)'}", file=out)
     print(f"\nRun records: {OutputLayout(root).runs.url}/  (latest.json = the newest)", file=out)
     return 0
 

@@ -19,6 +19,7 @@ from storage.fs import Location
 from storage.manifest import StageManifest
 from tasks import confusion, evaluate
 from tasks.confusion import Rule
+from tasks.reporting import explorer, explorer_data, explorer_js
 from tasks.stage import Stage
 
 REQUIRED = ("y_true", "y_pred")
@@ -162,6 +163,11 @@ def analyze_predictions(
         counts, names, k=k, alpha=alpha, rule=rule, coarse_names=coarse
     )
     files |= confusion.write_confusion_pairs(location, pairs)
+    page = explorer_data.gather_predictions(
+        f"Predictions explorer: {predictions_path}", counts, names, pairs
+    )
+    location.write_bytes(explorer.EXPLORER_HTML, explorer.explorer_html(page).encode())
+    files[explorer.EXPLORER_HTML] = None
     params = {"k": k, "rule": rule, "alpha": alpha}
     info = {
         "source": str(predictions_path),
@@ -173,5 +179,7 @@ def analyze_predictions(
         "base_rate": confusion.base_rate(counts),
         **confusion.pair_summary(pairs),
     }
-    code = code_version(sys.modules[__name__], confusion, evaluate)
+    code = code_version(
+        sys.modules[__name__], confusion, evaluate, explorer, explorer_data, explorer_js
+    )
     return STAGE.finish(location, files, params=params, info=info, code=code)

@@ -244,12 +244,16 @@ def build_report_task(stages: dict[str, StageManifest], config: RunConfig) -> St
         )
         files[SUMMARY_MD] = None
         files[explorer.EXPLORER_HTML] = write_explorer(location, stages, tables, config)
-        manifest = STAGE.finish(location, files, report_params(config), {"report": link}, CODE)
+        explorer_link = report_artifacts.report_link(location, explorer.EXPLORER_HTML)
+        info = {"report": link, "explorer": explorer_link}
+        manifest = STAGE.finish(location, files, report_params(config), info, CODE)
     report_artifacts.publish_artifacts(
         manifest.location.read_bytes(SUMMARY_MD).decode(),
         report_data.read_table(stages["overlap"], "overlap_pairs"),
         report_data.read_table(stages["confusion"], "confusion_pairs"),
         manifest.info["report"],
     )
+    report_artifacts.publish_explorer_link(manifest.info["explorer"])
     logger.info("report: %s", manifest.info["report"])
+    logger.info("explorer: %s", manifest.info["explorer"])
     return manifest

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import time
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
+from test_predictions import REAL
 
 from flows.config import RunConfig
 from flows.overlap_flow import class_overlap
+from tasks.predictions import analyze_predictions
 from tasks.reporting.explorer import EXPLORER_HTML
+from tasks.reporting.explorer_data import THUMB_PX, thumbnail_uri
 from tests.browser import (
     Browser,
     browser_fixture,  # noqa: F401 (the ``browser`` fixture)
@@ -41,6 +49,19 @@ const walk = (root) => {
 walk(document);
 return seen;
 """
+# The text of every tooltip shown.
+TOOLTIP_TEXT = """
+const texts = [];
+const walk = (root) => {
+  for (const el of root.querySelectorAll('*')) {
+    if (el.className && String(el.className).includes('tooltip')) texts.push(el.textContent);
+    if (el.shadowRoot) walk(el.shadowRoot);
+  }
+};
+walk(document);
+return texts.join(' ');
+"""
+# The gallery's sections: (group, sample ids of its images).
 SHOWN = """
 return [...document.querySelectorAll('#gallery section')].map((s) =>
   [s.dataset.group, [...s.querySelectorAll('img')].map((i) => Number(i.dataset.sid))]);
@@ -137,3 +158,38 @@ def test_clicking_an_overlap_pair_shows_both_classes_closest_first(run, browser)
     assert shown == expected
     assert all(shown.values())
     assert browser.console_errors() == []
+
+
+def test_the_predictions_page_names_all_100_classes_on_hover(tmp_path, browser) -> None:
+    predictions = tmp_path / "predictions.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "y_true": np.load(REAL / "test_labels.npy").astype(np.int64),
+                "y_pred": np.load(REAL / "cv_predicted_labels.npy").astype(np.int64),
+            }
+        ),
+        predictions,
+    )
+    manifest = analyze_predictions(predictions, REAL / "classes.tsv", tmp_path / "analysis")
+    page = manifest.location.file(EXPLORER_HTML)
+    browser.open(Path(page))
+    _wait_rendered(browser)
+    names = manifest.info["class_names"]
+    true, pred = names.index("maple_tree"), names.index("oak_tree")
+    browser.mouse("moved", *browser.driver.execute_script(LOCATE, "confusion-heatmap", pred, true))
+    time.sleep(1)
+    browser.screenshot("predictions-hover")
+    text = browser.driver.execute_script(TOOLTIP_TEXT)
+    assert "maple_tree" in text and "oak_tree" in text
+    assert browser.console_errors() == []
+    assert [u for u in browser.requested_urls() if not u.startswith(LOCAL)] == []
+
+
+def test_thumbnails_keep_32_px_pngs_and_shrink_large_images() -> None:
+    small, large = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (32, 32), "red").save(small, format="PNG")
+    Image.new("RGB", (500, 250), "blue").save(large, format="PNG")
+    assert thumbnail_uri(small.getvalue()).endswith(base64.b64encode(small.getvalue()).decode())
+    shrunk = Image.open(io.BytesIO(base64.b64decode(thumbnail_uri(large.getvalue()).split(",")[1])))
+    assert shrunk.size == (THUMB_PX, THUMB_PX // 2)

@@ -64,7 +64,14 @@ def _tap(source: ColumnDataSource, call: str) -> None:
 
 
 def heatmap(
-    names: list[str], values: np.ndarray, *, title: str, name: str, tooltips: list, extra: dict
+    names: list[str],
+    values: np.ndarray,
+    *,
+    title: str,
+    name: str,
+    tooltips: list,
+    extra: dict,
+    high: float | None = None,
 ) -> tuple[Any, ColumnDataSource]:
     """A zoomable K x K heatmap (row i at the top), names on the axes, numbers on hover."""
     n = len(names)
@@ -91,7 +98,8 @@ def heatmap(
         tools=TOOLS,
         active_scroll="wheel_zoom",
     )
-    high = float(shown.max()) if shown.size and shown.max() > 0 else 1.0
+    if high is None or not high > 0:
+        high = float(shown.max()) if shown.size and shown.max() > 0 else 1.0
     cells = fig.rect(
         "col",
         "row",
@@ -131,6 +139,9 @@ def confusion_view(data: ExplorerData) -> Any:
             ("rate", "@value{0.000}"),
         ],
         extra={"count": data.counts.ravel().astype(int)},
+        high=float(
+            np.max(rate - np.diag(np.diag(rate)), initial=0.0)
+        ),  # mistakes, not the diagonal
     )
     _tap(source, "window.overlapCell(d.row[i], d.col[i])")
     return fig
