@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 from PIL import Image
 
 from storage.manifest import StageManifest
+from storage.tables import table_name
 from tasks import figures_pairs, report_data
 from tasks.report_data import Points, RunTables
 
@@ -174,11 +175,13 @@ def gather_run(
     if max_images < 1:
         raise ExplorerError(f"max_images must be at least 1 (got {max_images})")
     points = data.points
-    samples = pair_sample_rows(
-        report_data.read_table(stages["overlap"], "pair_samples"), PAIR_IMAGES
-    )
+    samples = None  # an overlap stage written before pair_samples existed has none
+    if table_name("pair_samples") in stages["overlap"].files:
+        table = report_data.read_table(stages["overlap"], "pair_samples")
+        samples = pair_sample_rows(table, PAIR_IMAGES)
     cells = confusion_cells(points, CELL_IMAGES)
-    required = samples.column("sample_id").to_pylist() + [i for ids in cells.values() for i in ids]
+    required = [] if samples is None else samples.column("sample_id").to_pylist()
+    required += [i for ids in cells.values() for i in ids]
     chosen, rows = choose_images(required, points, max_images, seed)
     pairs, _ = report_data.pairs_to_draw(
         data.confusion_pairs, data.overlap_pairs, data.original_labels, report_pairs
