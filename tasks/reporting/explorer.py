@@ -184,9 +184,11 @@ def scatter_source(scatter: Scatter, colours: list[str]) -> ColumnDataSource:
     return ColumnDataSource(data)
 
 
+# Inline style: Bokeh draws tooltips in a shadow root, which the page's stylesheet does not reach.
 THUMB_TOOLTIP = """
 <div class="overlap-tip">
-  <img class="overlap-thumb" src="@sample_id{custom}" alt="sample @sample_id">
+  <img class="overlap-thumb" src="@sample_id{custom}" alt="sample @sample_id"
+       style="width:64px;height:64px;image-rendering:pixelated;object-fit:contain">
   <div><b>@class_name</b> · @split</div>
   <div>predicted: @prediction (@verdict)</div>
 </div>
