@@ -139,6 +139,9 @@ def inspect_root(
     reports = catalog.report_paths(root, record)
     print("\nReports", file=out)
     print("\n".join(f"  {terminal(p)}" for p in reports) if reports else "  (none)", file=out)
+    explorer = [p for p in reports if p.endswith("/explorer.html")]
+    shown = terminal(explorer[0]) if explorer else "(none)"
+    print(f"\nExplorer (open in a browser): {shown}", file=out)
     print(f"\nRun records: {OutputLayout(root).runs.url}/  (latest.json = the newest)", file=out)
     return 0
 

@@ -22,6 +22,7 @@ from tasks.algorithms import classification
 from tasks.confusion import Rule
 from tasks.core.params import ConfusionParams
 from tasks.core.stage import Output, Stage
+from tasks.reporting import explorer, explorer_data, explorer_js
 
 REQUIRED = ("y_true", "y_pred")
 # The confusion stage's defaults, so the flow and analyze-predictions agree unless told otherwise.
@@ -150,7 +151,9 @@ def validate_predictions(
 
 
 # Writes into the folder it is given (``--out``), not under an output layout: no key, no cache.
-CODE = code_version(sys.modules[__name__], confusion, evaluate, classification)
+CODE = code_version(
+    sys.modules[__name__], confusion, evaluate, classification, explorer, explorer_data, explorer_js
+)
 STAGE = Stage("analyze_predictions", CODE)
 
 
@@ -182,9 +185,12 @@ def analysis(
         "base_rate": confusion.base_rate(counts),
         **confusion.pair_summary(pairs),
     }
+    page = explorer_data.gather_predictions(
+        f"Predictions explorer: {predictions_path}", counts, names, pairs
+    )
     return Output(
         tables={**tables, "confusion_pairs": pairs},
-        files=files,
+        files={**files, explorer.EXPLORER_HTML: explorer.explorer_html(page).encode()},
         params={"k": k, "rule": rule, "alpha": alpha},
         info=info,
     )

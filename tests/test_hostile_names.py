@@ -127,7 +127,7 @@ def test_markdown_files_show_every_name_as_text_in_whole_tables(finished) -> Non
     report = assert_tables_whole(stage_file(record, "report", "report.md").read_text())
     summary = assert_tables_whole(stage_file(record, "report", "summary.md").read_text())
     classes = assert_tables_whole(
-        stage_file(record, "evaluation", "classification_report.md").read_text()
+        stage_file(record, "evaluate", "classification_report.md").read_text()
     )
     assert shown <= set(report) and shown <= set(classes)
     assert shown & set(summary)

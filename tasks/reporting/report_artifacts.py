@@ -24,6 +24,7 @@ SUMMARY_KEY = "class-overlap-summary"
 OVERLAP_KEY = "overlap-pairs"
 CONFUSION_KEY = "confusion-pairs"
 REPORT_KEY = "overlap-report"
+EXPLORER_KEY = "overlap-explorer"
 TABLE_ROWS = 200
 
 
@@ -79,3 +80,13 @@ def publish_artifacts(
             description="self-contained HTML report with every figure",
         ),
     }
+
+
+def publish_explorer_link(url: str) -> Any:
+    """A link artifact to explorer.html (inside a flow or task run); its id."""
+    return create_link_artifact(
+        url,
+        link_text="explorer.html",
+        key=EXPLORER_KEY,
+        description="interactive page: heatmaps, UMAPs and pair tables linked to their images",
+    )
