@@ -57,7 +57,7 @@ def test_same_seed_same_model_and_history() -> None:
     other, _ = train_mlp(
         *data["train"], *data["val"], 5, TrainParams(**{**FAST.__dict__, "seed": 4})
     )
-    assert not torch.equal(first[0].weight, other[0].weight)
+    assert not torch.equal(first[1].weight, other[1].weight)
 
 
 def test_seeding_leaves_global_rng_alone() -> None:
@@ -95,6 +95,33 @@ def test_early_stopping_keeps_best_epoch() -> None:
     assert val_loss == pytest.approx(best["val_loss"], rel=1e-4)
 
 
+def _near_collinear(num_classes: int, per_class: int, dim: int = 64) -> tuple[np.ndarray, ...]:
+    """Embeddings like the synthetic run's: one shared direction, classes 1% off it, in pairs
+    that share a centre (so the val loss has a minimum, as with real confusable classes)."""
+    rng = np.random.default_rng(0)
+    common, centres = rng.normal(size=dim), 0.01 * rng.normal(size=(num_classes, dim))
+    centres[1::2] = centres[::2]
+    labels = np.repeat(np.arange(num_classes), per_class)
+    x = common + centres[labels] + 0.004 * rng.normal(size=(len(labels), dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), labels
+
+
+def test_default_training_stops_early_on_near_collinear_embeddings() -> None:
+    # The synthetic run's case: all cosines ~0.999, a few hundred train rows, the defaults.
+    x, labels = _near_collinear(6, 100)
+    data = _arrays(x, labels)
+    params = TrainParams(hidden_size=64)  # default epochs, patience, batch and learning rate
+    assert len(data["train"][1]) < 2 * params.batch_size  # once: 2 updates per epoch
+    model, history = train_mlp(*data["train"], *data["val"], 6, params)
+    stop = classifier.stopping(history, params)
+    assert stop["stopped_early"] and stop["epochs_run"] < params.epochs
+    assert stop["epochs_run"] == stop["best_epoch"] + params.patience
+    x_test, y_test = data["test"]
+    same_pair = predict_proba(model, x_test).argmax(1) // 2 == y_test // 2
+    assert same_pair.mean() >= 0.95  # the pairs are learnt; within a pair it is a coin toss
+    assert "stopped early at epoch" in classifier.stopping_text(stop, params.patience)
+
+
 def test_needs_train_and_val() -> None:
     x, y = clf_clusters(2, 5)
     with pytest.raises(ValueError, match="train and val"):
@@ -115,6 +142,9 @@ def test_task_writes_model_and_history(tmp_path) -> None:
     history = pl.read_parquet(manifest.path("training_history.parquet"))
     assert history.columns == ["epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy"]
     assert history.height == manifest.info["epochs_run"]
+    best = history.sort("val_loss").row(0, named=True)["epoch"]
+    assert manifest.info["best_epoch"] == best
+    assert manifest.info["stopped_early"] == (history.height < config.epochs)
     _, saved = load_model(manifest.location.read_bytes("model.pt"))
     assert saved["num_classes"] == 5 and saved["input_dim"] == x.shape[1]
     assert read_parquet(manifest.location, "training_history.parquet").num_rows == history.height
