@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from flows.config import RunConfig
-from flows.inspect_cmd import add_inspect_parser, inspect_command
+from flows.inspect_cmd import add_inspect_parser, inspect_command, print_top_confusion_pairs
 from storage.fs import Location
 
 # Errors a user can fix by changing the call: shown as one line, no traceback.
@@ -178,6 +178,7 @@ def analyze_command(args: argparse.Namespace) -> int:
     print(
         f"flagged confusion pairs: {info['flagged']} -> {manifest.path('confusion_pairs.parquet')}"
     )
+    print_top_confusion_pairs(manifest.location)
     print(f"report: {report.get('report.html', manifest.location.url)}")
     return 0
 
