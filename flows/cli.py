@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from flows.config import RunConfig
-from flows.inspect_cmd import add_inspect_parser, inspect_command
+from flows.inspect_cmd import add_inspect_parser, inspect_command, print_top_confusion_pairs
 from flows.verify_cmd import add_verify_parser, verify_command
 from storage.escape import terminal
 from storage.fs import Location
@@ -181,6 +181,7 @@ def analyze_command(args: argparse.Namespace) -> int:
     print(
         f"flagged confusion pairs: {info['flagged']} -> {manifest.path('confusion_pairs.parquet')}"
     )
+    print_top_confusion_pairs(manifest.location)
     print(terminal(f"report: {report.get('report.html', manifest.location.url)}"))
     return 0
 

@@ -108,7 +108,8 @@ def umap_figure(
             c="black",
             lw=0.8,
             alpha=0.8,
-            label=f"misclassified ({int(np.sum(wrong))})",
+            # Predictions exist for the test split only, whatever splits the points come from.
+            label=f"misclassified, test images only ({int(np.sum(wrong))})",
         )
     if not many or (wrong is not None and np.any(wrong)):
         handles, names = ax.get_legend_handles_labels()

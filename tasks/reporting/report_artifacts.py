@@ -29,11 +29,14 @@ TABLE_ROWS = 200
 
 
 def plain(value: Any) -> Any:
-    """A JSON-safe Python value: numpy scalars to int/float, NaN to None, text visible."""
+    """A JSON-safe Python value: numpy scalars to int/float (4 significant digits), NaN to None,
+    lists recursively, text visible."""
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, float):
+        return float(f"{value:.4g}")  # 0.4878048780487805 reads as 0.4878 in the UI's table
     if isinstance(value, list | tuple | np.ndarray):
         return [plain(v) for v in value]
     if isinstance(value, str):  # a class name: no control character reaches the UI raw

@@ -13,6 +13,7 @@ import pyarrow as pa
 from storage import escape
 
 MAX_TABLE_ROWS = 60  # longer tables are cut in the report; the Parquet file has them all
+PAGE_WIDTH_PX = 1150  # the page's content width (CSS max-width 1200px less padding)
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
@@ -22,6 +23,7 @@ th{background:#f0f0f0}td:first-child,td:nth-child(2){text-align:left}
 img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}
 .warning{background:#fdd;border:2px solid #c00;padding:0.8em;font-weight:bold}
 code{background:#f4f4f4;padding:1px 4px}
+.wide{overflow-x:auto;max-width:100%}.wide img{max-width:none}
 """
 
 
@@ -96,6 +98,30 @@ def _md_text(text: str) -> str:
     )
 
 
+def png_width(png: bytes) -> int:
+    """Width in pixels of PNG bytes (from the IHDR chunk, which always comes first)."""
+    return int.from_bytes(png[16:20], "big")
+
+
+def _html_figure(block: Figure) -> str:
+    """A figure as an inline image; one wider than the page keeps its full size in a scroll box.
+
+    Shrunk to page width, a 100-class confusion matrix has unreadable 2-pixel labels.
+    """
+    data = base64.b64encode(block.png).decode("ascii")
+    alt, name = escape.html(block.caption), escape.html(block.name)
+    image = f'<img src="data:image/png;base64,{data}" alt="{alt}">'
+    if png_width(block.png) > PAGE_WIDTH_PX:
+        image = f'<div class="wide">{image}</div>'
+        # Still self-contained: the file next to the report is named, not linked.
+        caption = (
+            f"{alt} (full size: scroll sideways; also <code>{name}</code> next to this report)"
+        )
+    else:
+        caption = f"{alt} (<code>{name}</code>)"
+    return f"<figure>{image}<figcaption>{caption}</figcaption></figure>"
+
+
 def to_markdown(title: str, blocks: Sequence[Block]) -> str:
     """The report as markdown; figures referenced by file name (they lie next to report.md)."""
     out = [f"# {escape.markdown(title)}", ""]
@@ -150,11 +176,6 @@ def to_html(title: str, blocks: Sequence[Block]) -> str:
             if block.note:
                 out.append(f"<p><em>{escape.html(block.note)}</em></p>")
         else:
-            data = base64.b64encode(block.png).decode("ascii")
-            alt = escape.html(block.caption)
-            out.append(
-                f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">'
-                f"<figcaption>{alt} (<code>{escape.html(block.name)}</code>)</figcaption></figure>"
-            )
+            out.append(_html_figure(block))
     out.append("</body></html>")
     return "\n".join(out)

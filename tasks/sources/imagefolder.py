@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -10,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image, UnidentifiedImageError
 
 from tasks.sources import DatasetError, DatasetInfo, images_table
+from tasks.sources.decode import UnsupportedImageError, normalised_bytes
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +70,11 @@ def scan_imagefolder(root: Path) -> tuple[list[str], list[ImageFile], bool]:
 
 
 def read_image_file(path: Path) -> bytes | None:
-    """The file's bytes when PIL can decode them, else None (read once, checked in memory)."""
+    """The file's bytes (an odd image: PNG of its 8-bit RGB picture, see ``decode``), or None."""
     try:
-        data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-        return data
-    except (UnidentifiedImageError, OSError, ValueError):
+        return normalised_bytes(path.read_bytes())
+    except (UnsupportedImageError, OSError) as error:
+        log.warning("cannot decode %s: %s", path, error)
         return None
 
 
