@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from test_analyze_predictions import REAL
 
 from flows.config import RunConfig
 from flows.overlap_flow import class_overlap
@@ -23,7 +24,6 @@ from tests.browser import (
     Browser,
     browser_fixture,  # noqa: F401 (the ``browser`` fixture)
 )
-from tests.test_analyze_predictions import REAL
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 LOCAL = ("file:", "data:", "blob:", "about:")

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tasks.embed import decode
 
+from tasks.models.embed import decode
 from tasks.sources.decode import BACKGROUND
 from tasks.sources.imagefolder import ImageFolderSource
 

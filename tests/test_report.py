@@ -226,7 +226,7 @@ def test_render_markdown_and_html() -> None:
 
 
 def test_a_100_class_confusion_matrix_is_shown_full_size() -> None:
-    from tasks import figures
+    from tasks.reporting import figures
 
     counts = np.diag(np.full(100, 20)) + np.eye(100, k=1, dtype=int)
     png = figures.png_bytes(figures.confusion_heatmap(counts, [f"class_{i}" for i in range(100)]))
@@ -242,7 +242,7 @@ def test_a_100_class_confusion_matrix_is_shown_full_size() -> None:
 
 
 def test_summary_rows_stay_short_and_floats_short() -> None:
-    from tasks.report_sections import key_values
+    from tasks.reporting.report_sections import key_values
 
     prep = {
         "image_size": 224,
@@ -261,7 +261,7 @@ def test_summary_rows_stay_short_and_floats_short() -> None:
 def test_the_report_says_when_training_stopped() -> None:
     from types import SimpleNamespace
 
-    from tasks.report_sections import training_text
+    from tasks.reporting.report_sections import training_text
 
     stopped = SimpleNamespace(info={"stopped_early": True, "epochs_run": 54, "best_epoch": 44})
     assert training_text(stopped) == "stopped early at epoch 54, best epoch 44"
