@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -141,6 +142,15 @@ class RunConfig(BaseModel):
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://", "ftp://", "file://")):
             raise ValueError(f"{value!r} is not a URL; give an http(s):// or ftp:// mirror")
+        if value is not None and not value.startswith("file://") and not urlparse(value).hostname:
+            raise ValueError(f"{value!r} names no host; give a mirror such as http://host/path")
+        return value
+
+    @field_validator("out")
+    @classmethod
+    def _some_out(cls, value: str) -> str:
+        if not value.strip():  # "" would write into whatever folder the command runs in
+            raise ValueError("the output location is empty; give a folder or bucket URL")
         return value
 
     @field_validator("data_dir")

@@ -21,3 +21,6 @@ def check_run(config: Any) -> None:
         )
     models.resolve_device(config.device)
     check_dataset(config)
+    if config.weights is None and config.pretrained:
+        # one probe, before a dataset download that would be wasted without the weights
+        models.check_pretrained_available(config.model)

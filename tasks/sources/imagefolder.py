@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,14 +43,34 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _check_links(folder: Path) -> None:
+    """Raise OSError for a symlink that leads nowhere or to itself (the listing would stat it)."""
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            os.stat(path)  # ELOOP for a loop, ENOENT for a dangling link; carries the filename
+
+
 def scan_imagefolder(root: Path) -> tuple[list[str], list[ImageFile], bool]:
     """Class names, image files in a stable order, and whether a test split exists.
 
     Checks what can be checked cheaply before any image is decoded.
     """
     root = Path(root)
+    if root.is_file():
+        raise DatasetError(f"image folder {root} is a file; pass imagefolder:PATH of a folder")
     if not root.is_dir():
         raise DatasetError(f"image folder {root} does not exist; pass imagefolder:PATH of a folder")
+    try:
+        return _scan(root)
+    except OSError as error:  # a symlink loop, an unreadable sub-folder: name it, no traceback
+        where = error.filename or root
+        raise DatasetError(
+            f"image folder {root}: cannot read {where} ({error.strerror or error}); "
+            "remove or fix that entry"
+        ) from None
+
+
+def _scan(root: Path) -> tuple[list[str], list[ImageFile], bool]:
     roots = _split_roots(root)
     class_names = sorted({d.name for _, folder in roots for d in _class_dirs(folder)})
     if len(class_names) < 2:
@@ -58,6 +79,9 @@ def scan_imagefolder(root: Path) -> tuple[list[str], list[ImageFile], bool]:
             "least 2 (layout: PATH/<class>/<image> or PATH/train/<class>/<image>)"
         )
     label_of = {name: i for i, name in enumerate(class_names)}
+    for _, folder in roots:
+        for class_dir in _class_dirs(folder):
+            _check_links(class_dir)
     files = [
         ImageFile(path, split, label_of[class_dir.name])
         for split, folder in roots
