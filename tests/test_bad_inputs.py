@@ -9,6 +9,8 @@ a class left without any readable image is refused.
 
 from __future__ import annotations
 
+import re
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -329,3 +331,49 @@ def test_a_full_disk_ends_in_one_line(small_disk: Path, capsys) -> None:
     assert last.startswith(f"overlap: error: no space left on device writing {out}")
     assert "MiB free on that disk" in last and "choose another --out" in last
     assert not list(out.rglob("*.parquet")) and not list(out.rglob("_manifest.json"))
+
+
+def _closed_port() -> int:
+    """A loopback port with nothing listening (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_unreachable_weights_fail_fast_after_one_probe(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # nothing cached
+    argv = ["run", "--dataset", "synthetic", "--pretrained", "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(
+        "overlap: error: could not download pretrained weights for vit_tiny_patch16_224 "
+        f"({endpoint} unreachable: [Errno 111] Connection refused); no network?"
+    )
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_no_network_ends_in_one_line_after_the_retries(tmp_path: Path, capfd) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}/cifar-100-python.tar.gz"
+    argv = ["run", "--no-pretrained", "--download-url", url, "--out", str(tmp_path / "out")]
+    argv += ["--data-dir", str(tmp_path / "data")]
+    assert main(argv) == 1
+    out, err = capfd.readouterr()
+    lines = err.rstrip("\n").splitlines()
+    assert lines[-1] == (
+        f"overlap: error: could not download cifar100 from {url} ([Errno 111] Connection "
+        "refused); check the network, use --download-url MIRROR, or put cifar-100-python/ in "
+        "--data-dir"
+    )
+    # Nothing else but Prefect's log lines ("12:00:00.000 | LEVEL | ...").
+    assert "Traceback" not in err and "Traceback" not in out
+    others = [line for line in lines[:-1] if not re.match(r"\d\d:\d\d:\d\d\.\d+ \| ", line)]
+    assert others == [], others
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == []
