@@ -43,11 +43,18 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _check_links(folder: Path) -> None:
-    """Raise OSError for a symlink that leads nowhere or to itself (the listing would stat it)."""
-    for path in folder.rglob("*"):
+def _class_files(class_dir: Path) -> list[Path]:
+    """Image files under a class folder, sorted; OSError for a link that loops or leads nowhere.
+
+    Such a link would otherwise fail later, in the load stage's listing, with a traceback.
+    """
+    files = []
+    for path in sorted(class_dir.rglob("*")):
         if path.is_symlink():
             os.stat(path)  # ELOOP for a loop, ENOENT for a dangling link; carries the filename
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            files.append(path)
+    return files
 
 
 def scan_imagefolder(root: Path) -> tuple[list[str], list[ImageFile], bool]:
@@ -71,6 +78,7 @@ def scan_imagefolder(root: Path) -> tuple[list[str], list[ImageFile], bool]:
 
 
 def _scan(root: Path) -> tuple[list[str], list[ImageFile], bool]:
+    """scan_imagefolder's work on a folder known to exist."""
     roots = _split_roots(root)
     class_names = sorted({d.name for _, folder in roots for d in _class_dirs(folder)})
     if len(class_names) < 2:
@@ -79,15 +87,11 @@ def _scan(root: Path) -> tuple[list[str], list[ImageFile], bool]:
             "least 2 (layout: PATH/<class>/<image> or PATH/train/<class>/<image>)"
         )
     label_of = {name: i for i, name in enumerate(class_names)}
-    for _, folder in roots:
-        for class_dir in _class_dirs(folder):
-            _check_links(class_dir)
     files = [
         ImageFile(path, split, label_of[class_dir.name])
         for split, folder in roots
         for class_dir in _class_dirs(folder)
-        for path in sorted(class_dir.rglob("*"))
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+        for path in _class_files(class_dir)
     ]
     if not files:
         raise DatasetError(f"image folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
