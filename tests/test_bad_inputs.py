@@ -279,6 +279,7 @@ def test_a_class_without_readable_images_fails_the_run_in_one_line(tmp_path: Pat
     assert not any(p.is_file() for p in (tmp_path / "out").rglob("*"))  # no output written
 
 
+@pytest.mark.slow
 def test_a_bad_parquet_file_is_refused_with_exit_2_every_time(tmp_path: Path) -> None:
     """Arrow's reader threads once outlived the error: 'terminate called', exit 134, 4 in 14."""
     bad = tmp_path / "p.parquet"
