@@ -47,12 +47,15 @@ def _stratified(index: np.ndarray, labels: np.ndarray, fraction: float, seed: in
     """Split ``index`` into (rest, held) with ``fraction`` held out per class, or say why not."""
     try:
         return train_test_split(index, test_size=fraction, stratify=labels, random_state=seed)
-    except ValueError as error:
+    except ValueError:
         counts = np.bincount(labels)
+        # scikit-learn's wording ("The least populated class in y has only 1 member") is not
+        # for the user: say which fix works instead.
         raise ValueError(
             f"cannot hold out {fraction:g} of {len(index)} images as {what}, stratified over "
-            f"{np.count_nonzero(counts)} classes (smallest has {counts[counts > 0].min()}): "
-            f"{error}; change --{what}-fraction or use a larger dataset"
+            f"{np.count_nonzero(counts)} classes (smallest has {counts[counts > 0].min()}, "
+            f"each needs at least 2 and enough for the share); add images to the small classes, "
+            f"use an overlap rule that leaves them out, or change --{what}-fraction"
         ) from None
 
 
