@@ -130,3 +130,19 @@ def test_setting_flags_print_integers_for_counts() -> None:
 def test_unknown_chosen_rule_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown overlap rule 'knn'"):
         calibration_table(COSINE, neighbour_ranks(COSINE), chosen={"rule": "knn"})
+
+
+def test_calibration_figure_marks_the_run_setting_in_its_rule_panel() -> None:
+    from tasks.reporting.figures_calibration import calibration_figure
+
+    cosine = _random_cosine(4, num_classes=20)
+    table = calibration_table(
+        cosine, neighbour_ranks(cosine), chosen={"rule": "classes", "classes": 8}
+    )
+    figure = calibration_figure(table, 20)
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles == ["sigma", "threshold", "topk", "classes"]
+    marked = [[line for line in ax.lines if line.get_marker() == "D"] for ax in figure.axes]
+    assert [len(m) for m in marked] == [0, 0, 0, 1]
+    (chosen,) = [r for r in table.to_pylist() if r["chosen"]]
+    assert marked[3][0].get_xydata().tolist() == [[8.0, chosen["n_classes"]]]
