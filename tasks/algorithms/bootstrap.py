@@ -19,6 +19,7 @@ import pyarrow as pa
 from scipy import stats
 from threadpoolctl import threadpool_limits
 
+from storage.schemas.trust import OVERLAP_STABILITY
 from tasks.algorithms.calibration import apply_rule
 from tasks.overlap_rules import pair_columns
 from tasks.similarity import check_finite, neighbour_ranks, unit_rows
@@ -203,5 +204,6 @@ def stability_table(
             "ci_low": pa.array(low, pa.float64()),
             "ci_high": pa.array(high, pa.float64()),
             "flag_rate": pa.array(stability.flagged.mean(axis=0), pa.float64()),
-        }
+        },
+        schema=OVERLAP_STABILITY,
     )

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from storage.schemas.trust import OVERLAP_CALIBRATION
 from tasks.overlap_rules import RULES as BASE_RULES
 from tasks.overlap_rules import Flagged, flag_pairs, off_diagonal_stats
 
@@ -30,18 +31,6 @@ K_GRID = np.round(np.arange(0.0, 6.0001, 0.25), 2)
 THRESHOLD_STEP = 0.025
 MAX_TOP_K = 20
 MAX_CLASS_ROWS = 200
-
-CALIBRATION = pa.schema(
-    [
-        pa.field("rule", pa.string(), nullable=False),
-        pa.field("parameter", pa.string(), nullable=False),
-        pa.field("value", pa.float64(), nullable=False),
-        pa.field("cutoff", pa.float64()),
-        pa.field("n_pairs", pa.int64(), nullable=False),
-        pa.field("n_classes", pa.int64(), nullable=False),
-        pa.field("chosen", pa.bool_(), nullable=False),
-    ]
-)
 
 
 def nearest_cosine(cosine: np.ndarray) -> np.ndarray:
@@ -175,7 +164,7 @@ def calibration_table(
                 "chosen": is_chosen & (chosen.get("rule") == rule),
             }
         )
-    return pa.concat_tables(pa.table(piece, schema=CALIBRATION) for piece in pieces)
+    return pa.concat_tables(pa.table(piece, schema=OVERLAP_CALIBRATION) for piece in pieces)
 
 
 def setting_flags(rule: str, value: float) -> str:

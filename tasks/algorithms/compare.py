@@ -14,6 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from storage.schemas.trust import COMPARE_AGREEMENT, COMPARE_CONSENSUS, COMPARE_PAIRS
 from tasks.figures import spearman
 
 PAIR = ["class_a", "class_b"]
@@ -100,7 +101,8 @@ def compare_pairs(runs: Sequence[RunPairs]) -> pa.Table:
     frame = pl.concat([_run_rows(run) for run in runs])
     order = {name: index for index, name in enumerate(names)}
     frame = frame.with_columns(pl.col("run").replace_strict(order).alias("_order"))
-    return frame.sort([*PAIR, "_order"]).drop("_order").to_arrow()
+    table = frame.sort([*PAIR, "_order"]).drop("_order").to_arrow()
+    return table.cast(COMPARE_PAIRS)
 
 
 def _matrix(long: pl.DataFrame, value: str) -> pl.DataFrame:
@@ -135,21 +137,7 @@ def agreement_table(pairs: pa.Table) -> pa.Table:
                 "spearman": rho,
             }
         )
-    return pa.Table.from_pylist(rows, schema=AGREEMENT)
-
-
-AGREEMENT = pa.schema(
-    [
-        pa.field("run_a", pa.string(), nullable=False),
-        pa.field("run_b", pa.string(), nullable=False),
-        pa.field("pairs", pa.int64(), nullable=False),
-        pa.field("flagged_a", pa.int64(), nullable=False),
-        pa.field("flagged_b", pa.int64(), nullable=False),
-        pa.field("flagged_both", pa.int64(), nullable=False),
-        pa.field("jaccard", pa.float64(), nullable=False),
-        pa.field("spearman", pa.float64(), nullable=False),
-    ]
-)
+    return pa.Table.from_pylist(rows, schema=COMPARE_AGREEMENT)
 
 
 def consensus_table(pairs: pa.Table) -> pa.Table:
@@ -173,7 +161,7 @@ def consensus_table(pairs: pa.Table) -> pa.Table:
         .sort(["runs_flagged", "mean_cosine", *PAIR], descending=[True, True, False, False])
     )
     columns = [*PAIR, "runs_flagged", "consensus", "mean_cosine", "min_cosine", "worst_pair_rank"]
-    return summary.select(columns).to_arrow()
+    return summary.select(columns).to_arrow().cast(COMPARE_CONSENSUS)
 
 
 def by_run(pairs: pa.Table, keep: pa.Table | None = None) -> pa.Table:
