@@ -12,10 +12,13 @@ from tasks.algorithms.bootstrap import (
     bootstrap_class_sums,
     pair_stability,
     poisson_weights,
+    run_stability,
     stability_table,
     tracked_pairs,
+    with_stability,
 )
 from tasks.algorithms.calibration import apply_rule
+from tasks.overlap_rules import overlap_pairs_table
 from tasks.similarity import cosine_matrix, neighbour_ranks, stream_centroids
 
 NUM_CLASSES, PER_CLASS, DIM = 12, 60, 32
@@ -184,3 +187,24 @@ def test_a_class_without_images_cannot_be_bootstrapped() -> None:
     sums = bootstrap_class_sums([(ids, labels, x)], NUM_CLASSES + 1, resamples=4, seed=0)
     with pytest.raises(ValueError, match="class 12 has no image in any resample"):
         pair_stability(sums, np.array([[0, 5]]), {"rule": "sigma", "k": 3})
+
+
+def test_run_stability_rows_join_the_overlap_pairs_in_order() -> None:
+    ids, labels, x = _clusters(2)
+    cosine = _full_cosine(labels, x)
+    ranks = neighbour_ranks(cosine)
+    rule = {"rule": "classes", "classes": 6}
+    flagged = apply_rule(cosine, ranks, **rule)
+    names = [f"c{i}" for i in range(NUM_CLASSES)]
+    stability = run_stability(
+        [(ids, labels, x)], cosine, flagged.pairs, names, rule=rule, resamples=50, seed=0
+    )
+    assert stability.num_rows == 3 + 10
+    assert stability.column("flagged").to_pylist() == [True] * 3 + [False] * 10
+    pairs = overlap_pairs_table(flagged, cosine, ranks, names)
+    joined = with_stability(pairs, stability)
+    assert joined.column("flag_rate").to_pylist() == stability.column("flag_rate").to_pylist()[:3]
+    plain = with_stability(pairs, None)
+    assert plain.column("ci_low").null_count == 3
+    with pytest.raises(ValueError, match="do not start with the flagged pairs"):
+        with_stability(pairs, stability.slice(1))

@@ -207,3 +207,35 @@ def stability_table(
         },
         schema=OVERLAP_STABILITY,
     )
+
+
+def run_stability(
+    shards: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    cosine: np.ndarray,
+    flagged: np.ndarray,
+    names: Sequence[str],
+    *,
+    rule: Mapping[str, Any],
+    resamples: int,
+    seed: int,
+) -> pa.Table:
+    """Rows of ``overlap_stability`` for a run: its flagged pairs, then the ten just below the cut.
+
+    ``shards``: (sample_ids, labels, embeddings) per shard; ``cosine``: the run's K x K matrix.
+    """
+    sums = bootstrap_class_sums(shards, len(names), resamples=resamples, seed=seed)
+    pairs = tracked_pairs(cosine, flagged)
+    return stability_table(pair_stability(sums, pairs, rule), cosine, names, len(flagged))
+
+
+def with_stability(pairs: pa.Table, stability: pa.Table | None) -> pa.Table:
+    """``overlap_pairs`` rows with ci_low, ci_high and flag_rate (null without a bootstrap)."""
+    if stability is not None:
+        flagged = stability.slice(0, pairs.num_rows)  # the flagged pairs come first, in order
+        for column in ("label_a", "label_b"):
+            if flagged.column(column).to_pylist() != pairs.column(column).to_pylist():
+                raise ValueError("stability rows do not start with the flagged pairs, in order")
+    for column in ("ci_low", "ci_high", "flag_rate"):
+        values = pa.nulls(pairs.num_rows, pa.float64()) if stability is None else flagged[column]
+        pairs = pairs.append_column(column, values)
+    return pairs
