@@ -12,7 +12,7 @@ from tasks.algorithms.calibration import (
     setting_flags,
     suggest_setting,
 )
-from tasks.similarity import neighbour_ranks
+from tasks.class_similarity import neighbour_ranks
 
 # Five classes: 0-1 very close, 2-3 close, 1-2 a little; the rest far apart.
 COSINE = np.array(

@@ -14,9 +14,9 @@ from tasks.algorithms.compare import (
     consensus_pairs,
     consensus_table,
 )
+from tasks.algorithms.overlap_rules import flag_pairs, overlap_pairs_table
+from tasks.class_similarity import neighbour_ranks, similarity_table
 from tasks.confusion import confusion_pairs
-from tasks.overlap_rules import flag_pairs, overlap_pairs_table
-from tasks.similarity import neighbour_ranks, similarity_table
 
 NAMES = ["girl", "woman", "oak", "maple", "bus"]
 COSINE = np.array(

@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 
 from storage.schemas.trust import OVERLAP_CALIBRATION
-from tasks.overlap_rules import RULES as BASE_RULES
-from tasks.overlap_rules import Flagged, flag_pairs, off_diagonal_stats
+from tasks.algorithms.overlap_rules import RULES as BASE_RULES
+from tasks.algorithms.overlap_rules import Flagged, flag_pairs, off_diagonal_stats
 
 RULES = (*BASE_RULES, "classes")
 # Each rule's one parameter, under its keyword in ``apply_rule`` and its command-line flag.
