@@ -21,8 +21,8 @@ from threadpoolctl import threadpool_limits
 
 from storage.schemas.trust import OVERLAP_STABILITY
 from tasks.algorithms.calibration import apply_rule
-from tasks.overlap_rules import pair_columns
-from tasks.similarity import check_finite, neighbour_ranks, unit_rows
+from tasks.algorithms.overlap_rules import pair_columns
+from tasks.class_similarity import check_finite, neighbour_ranks, unit_rows
 
 CHUNK_ROWS = 8192
 BELOW_CUT = 10
@@ -229,7 +229,7 @@ def run_stability(
 
 
 def with_stability(pairs: pa.Table, stability: pa.Table | None) -> pa.Table:
-    """``overlap_pairs`` rows with ci_low, ci_high and flag_rate (null without a bootstrap)."""
+    """``overlap_pairs`` rows with ci_low, ci_high and flag_rate set (null without a bootstrap)."""
     if stability is not None:
         flagged = stability.slice(0, pairs.num_rows)  # the flagged pairs come first, in order
         for column in ("label_a", "label_b"):
@@ -237,5 +237,8 @@ def with_stability(pairs: pa.Table, stability: pa.Table | None) -> pa.Table:
                 raise ValueError("stability rows do not start with the flagged pairs, in order")
     for column in ("ci_low", "ci_high", "flag_rate"):
         values = pa.nulls(pairs.num_rows, pa.float64()) if stability is None else flagged[column]
-        pairs = pairs.append_column(column, values)
+        if column in pairs.column_names:  # overlap_pairs_table leaves them null
+            pairs = pairs.set_column(pairs.column_names.index(column), column, values)
+        else:
+            pairs = pairs.append_column(column, values)
     return pairs
