@@ -9,13 +9,22 @@ from typing import Any
 import numpy as np
 from prefect import get_run_logger, task
 
+from storage import registry
 from storage.fingerprint import code_version
 from storage.fs import Location
 from storage.layout import slug
 from storage.manifest import StageManifest
 from tasks.core.params import ReportParams
 from tasks.core.stage import Output, Stage
-from tasks.reporting import figures, figures_pairs, report_artifacts, report_data, report_render
+from tasks.reporting import (
+    figures,
+    figures_calibration,
+    figures_pairs,
+    report_artifacts,
+    report_data,
+    report_render,
+    report_trust,
+)
 from tasks.reporting import report_sections as sections
 from tasks.reporting.report_data import RunTables
 from tasks.reporting.report_render import Block, Figure, Heading, Text
@@ -114,6 +123,8 @@ def run_blocks(
     blocks = overview + sections.overlap_section(
         stages["overlap"].info, data.overlap_pairs, similarity_figure(data)
     )
+    blocks += report_trust.calibration_blocks(stages["overlap"], len(data.all_names))
+    blocks += report_trust.stability_blocks(stages["overlap"])
     blocks += sections.classification_section(
         data.classification_report, figure("confusion", "Confusion matrix (test split)", heatmap)
     )
@@ -190,7 +201,14 @@ def write_report(location: Location, title: str, blocks: list[Block]) -> dict[st
 
 
 CODE = code_version(
-    sys.modules[__name__], figures, figures_pairs, report_data, report_render, sections
+    sys.modules[__name__],
+    figures,
+    figures_calibration,
+    figures_pairs,
+    report_data,
+    report_render,
+    report_trust,
+    sections,
 )
 STAGE = Stage("report", CODE)
 
@@ -205,7 +223,10 @@ def report_task(
     target: Location,
 ) -> Output:
     """Figures, report.md, report.html and summary.md of a run; ``settings``: its parameters."""
-    blocks, summary = run_blocks(stages, report_data.read_run_tables(stages), params, settings)
+    if "subset" in stages:
+        blocks, summary = run_blocks(stages, report_data.read_run_tables(stages), params, settings)
+    else:  # the overlap rule flagged nothing: the model-free part
+        blocks, summary = report_trust.model_free_blocks(stages, settings)
     files = report_files(f"Class overlap report: {params.dataset}", blocks)
     link = report_artifacts.report_link(target, REPORT_HTML)
     summary.append(Text(f"Full report with every figure: {link}"))
@@ -220,7 +241,9 @@ def publish_report_task(report: StageManifest, stages: dict[str, StageManifest])
     report_artifacts.publish_artifacts(
         report.location.read_bytes(SUMMARY_MD).decode(),
         report_data.read_table(stages["overlap"], "overlap_pairs"),
-        report_data.read_table(stages["confusion"], "confusion_pairs"),
+        report_data.read_table(stages["confusion"], "confusion_pairs")
+        if "confusion" in stages
+        else registry.table("confusion_pairs").schema().empty_table(),
         report.info["report"],
     )
     get_run_logger().info("report: %s", report.info["report"])
