@@ -162,3 +162,19 @@ def test_compare_two_models_finds_the_planted_pairs_as_consensus(
     assert pq.read_table(out / "compare_pairs.parquet").num_rows == 66 * 2
     assert (out / "compare.md").exists()
     assert "Consensus: 3 pair(s) flagged by every run" in capsys.readouterr().out
+
+
+def test_compare_reads_runs_and_writes_through_fsspec_urls(tiny) -> None:
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    local = Path(tiny.root.url)
+    for name in ("a", "b"):  # the same run copied to two in-memory roots
+        memory.put(str(local), f"/trust/{name}", recursive=True)
+    first, second = (f"memory://trust/{n}/runs/{tiny.record['name']}.json" for n in ("a", "b"))
+    code = main(["compare", first, second, "--out", "memory://trust/compare"])
+    assert code == 0
+    with memory.open("/trust/compare/compare_consensus.parquet") as handle:
+        consensus = pq.read_table(handle).to_pylist()
+    assert {(r["class_a"], r["class_b"]) for r in consensus if r["consensus"]} == _planted(tiny)
+    assert memory.exists("/trust/compare/compare.md")
