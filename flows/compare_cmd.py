@@ -80,6 +80,7 @@ def run_names(sources: Sequence[str], names: str | None) -> list[str | None]:
 def compare_report(pairs: pa.Table, agreement: pa.Table, consensus: pa.Table) -> list[Block]:
     """The short report: agreement per two runs, consensus, the top pairs side by side."""
     agreed = consensus.filter(consensus.column("consensus")).num_rows
+    wide = by_run(pairs, consensus)
     return [
         Heading("Agreement of the runs"),
         Text(
@@ -91,9 +92,7 @@ def compare_report(pairs: pa.Table, agreement: pa.Table, consensus: pa.Table) ->
         Text(f"{agreed} pair(s) flagged by every run; below, every pair some run flags."),
         report_render.arrow_table(consensus, consensus.column_names, SHOWN_PAIRS),
         Heading("Flagged pairs, run by run"),
-        report_render.arrow_table(
-            by_run(pairs, consensus), by_run(pairs, consensus).column_names, SHOWN_PAIRS
-        ),
+        report_render.arrow_table(wide, wide.column_names, SHOWN_PAIRS),
     ]
 
 

@@ -49,6 +49,7 @@ def two_standard_errors(rate: float, n: int | None) -> float | None:
 
 
 def _close(run: float | None, reference: float, spread: float | None) -> bool | None:
+    """The run is within ``spread`` of the reference; None when either is unknown."""
     if run is None or spread is None:
         return None
     return abs(run - reference) <= spread
@@ -150,6 +151,7 @@ PAIRS_BESIDE = pa.schema(
 
 
 def _cell(value: object) -> str:
+    """One printed cell: - for missing, yes/no, counts as integers, rates to 4 decimals."""
     if value is None:
         return "-"
     if isinstance(value, bool):

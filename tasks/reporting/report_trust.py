@@ -30,6 +30,7 @@ MAX_HEATMAP_CLASSES = 100
 
 
 def _figure(name: str, caption: str, fig: Any) -> Figure:
+    """A report figure block from a matplotlib figure (as the report stage makes them)."""
     return Figure(f"figure-{name}.png", caption, figures.png_bytes(fig))
 
 
