@@ -17,8 +17,10 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
+from flows.compare_cmd import add_compare_parser, compare_command
 from flows.config import RunConfig
 from flows.inspect_cmd import add_inspect_parser, inspect_command, print_top_confusion_pairs
+from flows.reference_cmd import add_reference_parser, reference_command
 from flows.verify_cmd import add_verify_parser, verify_command
 from storage.escape import terminal
 from storage.fs import Location
@@ -28,6 +30,8 @@ USER_ERRORS = (ValueError, PermissionError, FileNotFoundError)
 # Prefect waits 20 s for its temporary server by default; a loaded 2-core machine needs more.
 EPHEMERAL_STARTUP_VARIABLE = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 EPHEMERAL_STARTUP_SECONDS = "180"
+# A run that finished with the model-free report only: its overlap rule flagged nothing.
+NOTHING_FLAGGED = 3
 
 
 class _QuietOwnErrors(logging.Filter):
@@ -93,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analyze_parser(commands)
     add_inspect_parser(commands)
     add_verify_parser(commands)
+    add_compare_parser(commands)
+    add_reference_parser(commands)
     return parser
 
 
@@ -211,7 +217,19 @@ def run_command(args: argparse.Namespace) -> int:
     print(terminal(f"outputs: {config.out}  (run record: runs/{record['name']}.json)"))
     if report:
         print(terminal(f"report: {report}"))
+    if "subset" not in record["stages"]:
+        print(terminal(_nothing_flagged(record)))
+        return NOTHING_FLAGGED
     return 0
+
+
+def _nothing_flagged(record: dict[str, Any]) -> str:
+    """The line naming a setting that would flag something, from the run's overlap manifest."""
+    from storage.manifest import read_manifest
+    from tasks.reporting.report_trust import nothing_flagged_line
+
+    overlap = read_manifest(Location(record["stages"]["overlap"]["url"]))
+    return nothing_flagged_line(overlap.info if overlap else {})
 
 
 def analyze_command(args: argparse.Namespace) -> int:
@@ -256,6 +274,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command(args)
     if args.command == "analyze-predictions":
         return analyze_command(args)
+    if args.command in ("compare", "reference"):
+        try:
+            command = compare_command if args.command == "compare" else reference_command
+            return command(args)
+        except USER_ERRORS as error:
+            return fail(str(error), code=2)
     if args.command == "inspect":
         try:
             return inspect_command(args)

@@ -51,6 +51,10 @@ def overlap_stages(config: RunConfig) -> dict[str, Any]:
     overlap = overlap_task(
         images, class_similarity, embeddings, config.params_of(params.OverlapParams)
     )
+    if not overlap.info.get("n_pairs"):  # nothing flagged: the model-free report, then stop
+        model_free = {"images": images, "embeddings": embeddings}
+        model_free |= {"class_similarity": class_similarity, "overlap": overlap}
+        return report_and_record(model_free, config)
     subset = subset_task(images, overlap, config.params_of(params.SubsetParams))
     classifier = classifier_task(embeddings, subset, config.params_of(params.ClassifierParams))
     evaluate = evaluate_task(classifier, embeddings, subset, common)
@@ -67,7 +71,13 @@ def overlap_stages(config: RunConfig) -> dict[str, Any]:
         "evaluate": evaluate,
         "confusion": confusion,
     }
+    return report_and_record(stages, config)
+
+
+def report_and_record(stages: dict[str, Any], config: RunConfig) -> dict[str, Any]:
+    """The report of the stages that ran, its Prefect artifacts, then the run record."""
     settings = config.model_dump(mode="json")
     report = report_task(stages, settings, config.params_of(params.ReportParams))
     publish_report_task(report, stages)
+    common = config.params_of(params.StageParams)
     return record_task({**stages, "report": report}, settings, common)

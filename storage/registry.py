@@ -8,7 +8,7 @@ per column; its Arrow schema comes from ``storage.schemas``. Stages write and re
 
 from __future__ import annotations
 
-from storage.schemas import classifier, images, overlap
+from storage.schemas import classifier, images, overlap, trust
 from storage.table_spec import TableSpec
 
 __all__ = ["TABLES", "TableSpec", "table"]
@@ -99,8 +99,44 @@ _SPECS = [
             "rank_b": "rank of a among b's nearest classes",
             "same_superclass": "both classes share a coarse label; null when the dataset has no "
             "superclasses",
+            "ci_low": "2.5% point of the pair's cosine over the bootstrap resamples; null with "
+            "`--bootstrap-resamples 0`",
+            "ci_high": "97.5% point of the same",
+            "flag_rate": "share of bootstrap resamples in which the run's rule flags the pair",
         },
         arrow=overlap.OVERLAP_PAIRS,
+    ),
+    TableSpec(
+        "overlap_calibration",
+        "overlap",
+        "What every rule would flag at each value of its parameter, this run's setting marked; "
+        "one row per rule and value, values ascending.",
+        {
+            "rule": "sigma, threshold, topk or classes",
+            "parameter": "the rule's parameter: k, threshold, top_k or classes",
+            "value": "its value (the run's own is always a row)",
+            "cutoff": "the cosine bound it gives (sigma, threshold, classes); null for topk",
+            "n_pairs": "unordered pairs it flags",
+            "n_classes": "classes in at least one of them",
+            "chosen": "this run's rule and value",
+        },
+        arrow=trust.OVERLAP_CALIBRATION,
+    ),
+    TableSpec(
+        "overlap_stability",
+        "overlap",
+        "Poisson bootstrap of the class centroids (`--bootstrap-resamples`, seeded by `--seed`): "
+        "the flagged pairs in `overlap_pairs` order, then the ten most similar pairs the rule "
+        "left out. Not written with `--bootstrap-resamples 0`.",
+        {
+            **_PAIR,
+            "cosine": "cosine of the two class centroids (all images)",
+            "flagged": "flagged by the run's rule",
+            "ci_low": "2.5% point of the pair's cosine over the resamples",
+            "ci_high": "97.5% point of the same",
+            "flag_rate": "share of resamples in which the run's rule flags the pair",
+        },
+        arrow=trust.OVERLAP_STABILITY,
     ),
     TableSpec(
         "overlap_classes",
@@ -259,6 +295,55 @@ _SPECS = [
         },
         arrow=classifier.CONFUSION_PAIRS,
         also_written_by=("analyze_predictions",),
+    ),
+    TableSpec(
+        "compare_pairs",
+        "compare",
+        "`overlap compare`: one row per class pair (by name) and run, pairs in name order, runs "
+        "as given.",
+        {
+            "class_a": "name of class a (class_a < class_b)",
+            "class_b": "name of class b",
+            "run": "the run's name (its output root's last path part, or `--names`)",
+            "cosine": "cosine of the two class centroids in this run",
+            "pair_rank": "1 = the run's most similar pair; ties share the best rank",
+            "rank": "neighbour rank: min over both directions (as `overlap_pairs.rank`)",
+            "flagged": "flagged by the run's overlap rule",
+            "mis_rate": "the larger MisRate of the two directions; null where the classifier "
+            "did not see both classes",
+        },
+        arrow=trust.COMPARE_PAIRS,
+    ),
+    TableSpec(
+        "compare_agreement",
+        "compare",
+        "`overlap compare`: one row per two runs, in the order given.",
+        {
+            "run_a": "first run",
+            "run_b": "second run",
+            "pairs": "class pairs both runs have",
+            "flagged_a": "pairs the first run flags (among those)",
+            "flagged_b": "pairs the second run flags",
+            "flagged_both": "pairs both flag",
+            "jaccard": "flagged_both / pairs either flags; 1.0 when neither flags any",
+            "spearman": "rank correlation of the two runs' cosines; NaN when undefined",
+        },
+        arrow=trust.COMPARE_AGREEMENT,
+    ),
+    TableSpec(
+        "compare_consensus",
+        "compare",
+        "`overlap compare`: every pair some run flags, most runs first, then by mean cosine.",
+        {
+            "class_a": "name of class a",
+            "class_b": "name of class b",
+            "runs_flagged": "runs that flag the pair",
+            "consensus": "every run flags it",
+            "mean_cosine": "mean of the runs' cosines",
+            "min_cosine": "lowest of the runs' cosines",
+            "worst_pair_rank": "highest `pair_rank` over the runs",
+        },
+        arrow=trust.COMPARE_CONSENSUS,
     ),
 ]
 

@@ -11,10 +11,12 @@ from storage import registry
 from storage.fingerprint import code_version
 from storage.manifest import StageManifest
 from storage.schemas import overlap as schemas
+from storage.schemas import trust as trust_schemas
 from storage.tables import embedding_matrix, stage_shards
-from tasks.algorithms import overlap_rules, pair_samples
+from tasks.algorithms import bootstrap, calibration, overlap_rules, pair_samples
+from tasks.algorithms.bootstrap import run_stability, with_stability
+from tasks.algorithms.calibration import apply_rule, calibration_table, suggest_setting
 from tasks.algorithms.overlap_rules import (
-    flag_pairs,
     overlap_classes_table,
     overlap_pairs_table,
     planted_check,
@@ -31,6 +33,7 @@ def rule_params(params: OverlapParams) -> dict[str, Any]:
         "sigma": {"k": params.overlap_k},
         "threshold": {"threshold": params.overlap_threshold},
         "topk": {"top_k": params.overlap_top_k},
+        "classes": {"classes": params.overlap_classes},
     }[params.overlap_rule]
     return {"rule": params.overlap_rule, **extra}
 
@@ -41,14 +44,33 @@ def describe_rule(params: dict[str, Any]) -> str:
         "sigma": lambda p: f"cosine >= mu + {p.get('k')}*sigma",
         "threshold": lambda p: f"cosine >= {p.get('threshold')}",
         "topk": lambda p: f"mutual top-{p.get('top_k')} nearest classes",
+        "classes": lambda p: f"most similar pairs until {p.get('classes')} classes are covered",
     }[params["rule"]](params)
 
 
+def _bootstrap_params(params: OverlapParams) -> dict[str, Any]:
+    """Resamples, and the seed only when there are any (it changes nothing otherwise)."""
+    resamples = params.bootstrap_resamples
+    return {"bootstrap_resamples": resamples, "bootstrap_seed": params.seed if resamples else None}
+
+
 def _key_params(params: OverlapParams) -> dict[str, Any]:
-    return {"rule": rule_params(params), "pair_samples": params.pair_samples}
+    return {
+        "rule": rule_params(params),
+        "pair_samples": params.pair_samples,
+        **_bootstrap_params(params),
+    }
 
 
-CODE = code_version(sys.modules[__name__], overlap_rules, pair_samples, schemas)
+CODE = code_version(
+    sys.modules[__name__],
+    overlap_rules,
+    pair_samples,
+    calibration,
+    bootstrap,
+    schemas,
+    trust_schemas,
+)
 STAGE = Stage("overlap", CODE, _key_params)
 
 
@@ -66,18 +88,39 @@ def overlap_task(
         registry.table("class_similarity").read(similarity.location), len(names)
     )
     rule = rule_params(params)
-    flagged = flag_pairs(cosine, ranks, **rule)
+    flagged = apply_rule(cosine, ranks, **rule)
+    calibration_rows = calibration_table(cosine, ranks, chosen=rule)
+    stability = None
+    if params.bootstrap_resamples:
+        columns = ["sample_id", "label", "embedding"]
+        arrays = (
+            (s.column("sample_id").to_numpy(), s.column("label").to_numpy(), embedding_matrix(s))
+            for s in stage_shards(embeddings, columns)
+        )
+        stability = run_stability(
+            arrays,
+            cosine,
+            flagged.pairs,
+            names,
+            rule=rule,
+            resamples=params.bootstrap_resamples,
+            seed=params.seed,
+        )
     centroids = embedding_matrix(registry.table("centroids").read(similarity.location), "centroid")
     shards = stage_shards(embeddings, ["sample_id", "split", "label", "class_name", "embedding"])
     tables = {
-        "overlap_pairs": overlap_pairs_table(
-            flagged, cosine, ranks, names, dataset.get("coarse_labels")
+        "overlap_pairs": with_stability(
+            overlap_pairs_table(flagged, cosine, ranks, names, dataset.get("coarse_labels")),
+            stability,
         ),
+        "overlap_calibration": calibration_rows,
         "overlap_classes": overlap_classes_table(flagged.pairs, cosine, names),
         "pair_samples": top_pair_samples(
             shards, centroids, flagged.pairs, names, params.pair_samples
         ),
     }
+    if stability is not None:
+        tables["overlap_stability"] = stability
     labels = sorted({int(x) for x in flagged.pairs.ravel()})
     summary = {
         **rule,
@@ -88,11 +131,15 @@ def overlap_task(
         "n_classes": len(labels),
         "flagged_labels": labels,
         "flagged_class_names": [names[i] for i in labels],
+        **_bootstrap_params(params),
+        # a rule that flags nothing: the one setting to try, for the log, the report and the CLI
+        "suggestion": None if len(labels) else suggest_setting(calibration_rows, rule["rule"]),
     }
     if dataset.get("planted_pairs"):
         summary["planted"] = planted_check(flagged.pairs, names, dataset["planted_pairs"])
     _log_summary(get_run_logger(), summary, len(names))
-    return Output(tables=tables, params={**rule, "pair_samples": params.pair_samples}, info=summary)
+    recorded = {**rule, "pair_samples": params.pair_samples, **_bootstrap_params(params)}
+    return Output(tables=tables, params=recorded, info=summary)
 
 
 def _log_summary(logger: Any, summary: dict[str, Any], num_classes: int) -> None:
@@ -103,10 +150,11 @@ def _log_summary(logger: Any, summary: dict[str, Any], num_classes: int) -> None
         logger.warning(
             "overlap: the rule (%s; %s) flagged no pair of the %d classes: the subset, classifier "
             "and confusion stages have nothing to work on. Loosen the rule (lower --overlap-k, "
-            "lower --overlap-threshold, or --overlap-rule topk)",
+            "lower --overlap-threshold, or --overlap-rule topk or classes): %s",
             rule,
             stats,
             num_classes,
+            summary.get("suggestion"),
         )
         return
     logger.info(

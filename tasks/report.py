@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from prefect import get_run_logger, task
 
+from storage import registry
 from storage.fingerprint import code_version
 from storage.fs import Location
 from storage.layout import class_folders
@@ -20,10 +21,12 @@ from tasks.reporting import (
     explorer_data,
     explorer_js,
     figures,
+    figures_calibration,
     figures_pairs,
     report_artifacts,
     report_data,
     report_render,
+    report_trust,
 )
 from tasks.reporting import report_sections as sections
 from tasks.reporting.report_data import RunTables
@@ -124,6 +127,8 @@ def run_blocks(
     blocks = overview + sections.overlap_section(
         stages["overlap"].info, data.overlap_pairs, similarity_figure(data)
     )
+    blocks += report_trust.calibration_blocks(stages["overlap"], len(data.all_names))
+    blocks += report_trust.stability_blocks(stages["overlap"])
     blocks += sections.classification_section(
         data.classification_report, figure("confusion", "Confusion matrix (test split)", heatmap)
     )
@@ -216,9 +221,11 @@ def explorer_page(
 CODE = code_version(
     sys.modules[__name__],
     figures,
+    figures_calibration,
     figures_pairs,
     report_data,
     report_render,
+    report_trust,
     sections,
     explorer,
     explorer_data,
@@ -237,16 +244,22 @@ def report_task(
     target: Location,
 ) -> Output:
     """Figures, report.md, report.html and summary.md of a run; ``settings``: its parameters."""
-    tables = report_data.read_run_tables(stages)  # once, for the report and the explorer
-    blocks, summary = run_blocks(stages, tables, params, settings)
+    tables = None
+    if "subset" in stages:
+        tables = report_data.read_run_tables(stages)  # once, for the report and the explorer
+        blocks, summary = run_blocks(stages, tables, params, settings)
+    else:  # the overlap rule flagged nothing: the model-free part
+        blocks, summary = report_trust.model_free_blocks(stages, settings)
     files = report_files(f"Class overlap report: {params.dataset}", blocks)
     link = report_artifacts.report_link(target, REPORT_HTML)
     summary.append(Text(f"Full report with every figure: {link}"))
     files[SUMMARY_MD] = report_render.to_markdown("Class overlap", summary).encode()
-    files[explorer.EXPLORER_HTML] = explorer_page(stages, tables, params)
-    explorer_link = report_artifacts.report_link(target, explorer.EXPLORER_HTML)
+    info = {"report": link}
+    if tables is not None:  # the explorer's views need the classifier's tables
+        files[explorer.EXPLORER_HTML] = explorer_page(stages, tables, params)
+        info["explorer"] = report_artifacts.report_link(target, explorer.EXPLORER_HTML)
     recorded = params.model_dump(include={"grid_images", "report_pairs", "seed"})
-    return Output(files=files, params=recorded, info={"report": link, "explorer": explorer_link})
+    return Output(files=files, params=recorded, info=info)
 
 
 @task(name="publish report")
@@ -255,9 +268,12 @@ def publish_report_task(report: StageManifest, stages: dict[str, StageManifest])
     report_artifacts.publish_artifacts(
         report.location.read_bytes(SUMMARY_MD).decode(),
         report_data.read_table(stages["overlap"], "overlap_pairs"),
-        report_data.read_table(stages["confusion"], "confusion_pairs"),
+        report_data.read_table(stages["confusion"], "confusion_pairs")
+        if "confusion" in stages
+        else registry.table("confusion_pairs").schema().empty_table(),
         report.info["report"],
     )
     get_run_logger().info("report: %s", report.info["report"])
-    report_artifacts.publish_explorer_link(report.info["explorer"])
-    get_run_logger().info("explorer: %s", report.info["explorer"])
+    if "explorer" in report.info:
+        report_artifacts.publish_explorer_link(report.info["explorer"])
+        get_run_logger().info("explorer: %s", report.info["explorer"])

@@ -48,6 +48,9 @@ OVERLAP_PAIRS = pa.schema(
         pa.field("rank_a", pa.int32(), nullable=False),
         pa.field("rank_b", pa.int32(), nullable=False),
         pa.field("same_superclass", pa.bool_()),
+        pa.field("ci_low", pa.float64()),
+        pa.field("ci_high", pa.float64()),
+        pa.field("flag_rate", pa.float64()),
     ]
 )
 

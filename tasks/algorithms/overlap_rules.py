@@ -133,6 +133,8 @@ def overlap_pairs_table(
             "rank_a": pa.array(ranks[a, b].astype(np.int32)),
             "rank_b": pa.array(ranks[b, a].astype(np.int32)),
             "same_superclass": _superclass(coarse_labels, a, b),
+            # the bootstrap's columns, filled in by bootstrap.with_stability when it runs
+            **{c: pa.nulls(len(a), pa.float64()) for c in ("ci_low", "ci_high", "flag_rate")},
         }
     )
 

@@ -153,15 +153,26 @@ class EmbeddingsParams(StageParams):
 class OverlapParams(StageParams):
     """Parameters of the overlap stage: the rule that flags class pairs, images per pair."""
 
-    overlap_rule: Literal["sigma", "threshold", "topk"] = Field(
+    overlap_rule: Literal["sigma", "threshold", "topk", "classes"] = Field(
         "sigma",
         description="how centroid pairs are flagged: sigma (cosine >= mu + k*sigma over all "
         "pairs), threshold (cosine >= --overlap-threshold), topk (mutual: each class among "
-        "the other's --overlap-top-k nearest classes)",
+        "the other's --overlap-top-k nearest classes), classes (the most similar pairs, in "
+        "order, until --overlap-classes classes are covered)",
     )
     overlap_k: float = Field(3.0, ge=0, le=10, description="k of the sigma rule")
     overlap_threshold: float = Field(0.6, ge=-1, le=1, description="cosine of the threshold rule")
     overlap_top_k: int = Field(1, ge=1, le=50, description="neighbours per class of the topk rule")
+    overlap_classes: int = Field(
+        54, ge=2, description="classes the classes rule covers (54: the reference on CIFAR-100)"
+    )
+    bootstrap_resamples: int = Field(
+        200,
+        ge=0,
+        le=10000,
+        description="Poisson bootstrap resamples of the class centroids: each flagged pair's "
+        "cosine interval and flag_rate (0: none)",
+    )
     pair_samples: int = Field(
         50, ge=1, description="images per class and flagged pair in the pair_samples table"
     )

@@ -11,7 +11,17 @@ from storage.manifest import StageManifest
 from tasks.reporting.report_data import flagged_pairs
 from tasks.reporting.report_render import Block, Figure, Heading, Table, Text, arrow_table
 
-OVERLAP_COLUMNS = ["class_a", "class_b", "cosine", "z", "rank", "same_superclass"]
+OVERLAP_COLUMNS = [
+    "class_a",
+    "class_b",
+    "cosine",
+    "z",
+    "rank",
+    "same_superclass",
+    "ci_low",
+    "ci_high",
+    "flag_rate",
+]
 SEED_COLUMNS = [
     "True",
     "Pred",
@@ -112,6 +122,8 @@ def overlap_rule_text(info: Mapping[str, Any]) -> str:
         "sigma": f"cosine >= mu + {info.get('k')}*sigma",
         "threshold": f"cosine >= {info.get('threshold')}",
         "topk": f"mutual top-{info.get('top_k')} nearest classes",
+        "classes": f"the most similar pairs, in order, until {info.get('classes')} classes are "
+        f"covered (cosine >= {info.get('cutoff') or float('nan'):.4f})",
     }.get(rule, str(rule))
     stats = (
         f"mu = {info.get('mu', float('nan')):.4f}, sigma = {info.get('sigma', float('nan')):.4f}"
