@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -17,11 +18,14 @@ from storage.fs import Location
 from storage.manifest import StageManifest
 from storage.schemas.images import IMAGES
 from storage.tables import read_parquet, read_shards, shard_name, write_parquet
-from tasks.algorithms.delta import assemble, content_hashes, unseen
+from tasks.algorithms.delta import FileStat, assemble, content_hashes, folder_delta, unseen
 from tasks.core.params import EmbeddingsParams, ImagesParams
 from tasks.embeddings import build_extractor, embeddings_task, extract_shards
 from tasks.images import images_task
 from tasks.models.reuse import Reuse
+from tasks.record import record_task
+from tasks.sources import folder_delta as folder_source
+from tasks.sources.imagefolder import read_image_file
 from tasks.sources.synthetic import make_synthetic
 
 CLASSES = ("apple", "bear", "cloud")
@@ -105,6 +109,7 @@ def test_rerun_embeds_only_new_images_and_equals_a_from_scratch_run(tmp_path: Pa
 
     _grow_shrink_relabel(folder)
     images, second = _extract(folder, out)
+    images_params = _config(folder, out).params_of(ImagesParams)
     assert images.info["rows"] == 20
     assert (second.info["embedded"], second.info["reused"]) == (4, 16)
 
@@ -113,6 +118,12 @@ def test_rerun_embeds_only_new_images_and_equals_a_from_scratch_run(tmp_path: Pa
     assert _table(second).equals(_table(scratch))  # same rows, labels, ids and values
     moved = _table(second).filter(pa.compute.equal(_table(second).column("class_name"), "cloud"))
     assert moved.num_rows == 6  # 6 - 1 removed + 1 relabelled in
+
+    with disable_run_logger():
+        record = record_task.fn({"images": images, "embeddings": second}, {}, images_params)
+    expected = {"new": 7, "changed": 0, "removed": 5, "unchanged": 13, "embedded": 4, "reused": 16}
+    assert record["changes"] == expected  # 4 added, 3 moved in; 2 removed, 3 moved away
+    assert json.loads((out / "latest.json").read_text())["changes"] == expected
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -172,3 +183,48 @@ def test_a_run_killed_in_the_delta_resumes_with_nothing_lost_or_embedded_twice(
         h for name in files.files for h in read_parquet(store.location, name).column(0).to_pylist()
     ]
     assert len(hashes) == len(set(hashes)) == 120  # each image embedded and stored once
+
+
+def test_folder_delta_sorts_files_by_what_happened_to_them() -> None:
+    current = [FileStat("a", 1, 1), FileStat("b", 2, 5), FileStat("d", 4, 4)]
+    delta = folder_delta(current, {"a": (1, 1), "b": (2, 2), "c": (3, 3)})
+    assert (delta.new, delta.changed, delta.removed, delta.unchanged) == (
+        ["d"],
+        ["b"],
+        ["c"],
+        ["a"],
+    )
+
+
+def _load(folder: Path, out: Path, **overrides: object) -> StageManifest:
+    config = _config(folder, out).model_copy(update=overrides)
+    with disable_run_logger():
+        return images_task.fn(config.params_of(ImagesParams))
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_reload_reads_only_new_and_changed_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _folder(tmp_path / "folder")
+    out = tmp_path / "out"
+    assert _load(folder, out).info["files"]["new"] == 18
+    _write_png(folder / "bear" / "new.png", seed=999)
+    _write_png(folder / "apple" / "002.png", seed=998)  # same path, new content
+    (folder / "cloud" / "003.png").unlink()
+
+    read: list[Path] = []
+
+    def counting(path: Path) -> bytes | None:
+        read.append(path)
+        return read_image_file(path)
+
+    monkeypatch.setattr(folder_source, "read_image_file", counting)
+    again = _load(folder, out)
+    assert again.info["files"] == {"new": 1, "changed": 1, "removed": 1, "unchanged": 16}
+    assert sorted(p.name for p in read) == ["002.png", "new.png"]
+
+    read.clear()
+    rescanned = _load(folder, out, rescan=True)
+    assert len(read) == 18 and rescanned.info["files"]["new"] == 18
+    assert _table(again).equals(_table(rescanned))  # same rows and bytes as a full re-read

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Container, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,3 +42,62 @@ def assemble(hashes: Sequence[str], vectors: Mapping[str, np.ndarray], dim: int)
     for row, digest in enumerate(hashes):
         out[row] = vectors[digest]
     return out
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """A file as a listing sees it: relative path, size and modification time."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class FolderDelta:
+    """How a folder changed since its last load: paths new, changed, removed, and unchanged."""
+
+    new: list[str]
+    changed: list[str]
+    removed: list[str]
+    unchanged: list[str]
+
+    def counts(self) -> dict[str, int]:
+        """Number of files in each group, for the manifest, the log and the run record."""
+        return {
+            "new": len(self.new),
+            "changed": len(self.changed),
+            "removed": len(self.removed),
+            "unchanged": len(self.unchanged),
+        }
+
+
+def folder_delta(
+    current: Sequence[FileStat], previous: Mapping[str, tuple[int, int]]
+) -> FolderDelta:
+    """Compare a listing with the last load's (path -> (size, mtime_ns)); same stat = unchanged."""
+    new, changed, unchanged = [], [], []
+    for item in current:
+        before = previous.get(item.path)
+        if before is None:
+            new.append(item.path)
+        elif before == (item.size, item.mtime_ns):
+            unchanged.append(item.path)
+        else:
+            changed.append(item.path)
+    seen = {item.path for item in current}
+    removed = [path for path in previous if path not in seen]
+    return FolderDelta(new, changed, removed, unchanged)
+
+
+def rerun_summary(images_info: Mapping, embeddings_info: Mapping) -> dict[str, int]:
+    """What this images version changed since the last load and what extraction reused.
+
+    Keys: ``new``, ``changed``, ``removed``, ``unchanged`` (files, image folders only) and
+    ``embedded``, ``reused`` (images); a key is absent when its stage did not record it.
+    """
+    summary = dict(images_info.get("files") or {})
+    for name in ("embedded", "reused"):
+        if name in embeddings_info:
+            summary[name] = embeddings_info[name]
+    return summary
