@@ -25,6 +25,7 @@ from prefect.utilities.annotations import unmapped
 from tqdm.auto import tqdm
 
 from storage import registry
+from storage.embedding_store import EmbeddingStore, store_location
 from storage.fingerprint import code_version, hash_local_file, hash_value
 from storage.fs import Location
 from storage.manifest import StageManifest, valid_manifest
@@ -35,6 +36,7 @@ from tasks.core.stage import Output, Stage
 from tasks.images import transient
 from tasks.models import embed, fast_vit, models
 from tasks.models.embed import Extractor
+from tasks.models.reuse import Reuse, embed_with_store
 
 log = logging.getLogger(__name__)
 # every module whose edit can change the embeddings' values
@@ -107,6 +109,12 @@ def _key_params(params: EmbeddingsParams) -> dict[str, Any]:
 STAGE = Stage("embeddings", CODE, _key_params)
 
 
+def embedding_store(params: EmbeddingsParams) -> EmbeddingStore:
+    """The store of every embedding this model (weights, preprocessing, code) made under --out."""
+    fingerprint = hash_value({"code": CODE, **_key_params(params)})
+    return EmbeddingStore.open(store_location(params.out, fingerprint))
+
+
 class Progress:
     """A terminal progress bar (images/s) mirrored to a Prefect progress artifact."""
 
@@ -144,15 +152,21 @@ def embed_shard(
     images: Location,
     target: Location,
     name: str,
+    store: EmbeddingStore | None = None,
     on_batch: Callable[[int], None] | None = None,
-) -> None:
-    """Embed one images shard and write its embeddings shard (atomically) under ``name``."""
+) -> Reuse:
+    """Embed one images shard (images the store has not seen) and write its embeddings shard
+    (atomically) under ``name``."""
     table = read_parquet(images, name, [*KEY_COLUMNS, "image"])
     image_bytes = table.column("image").combine_chunks().field("bytes").to_pylist()
-    vectors = extractor.embed_encoded(image_bytes, on_batch=on_batch)
+    if store is None:
+        vectors, reuse = extractor.embed_encoded(image_bytes, on_batch), Reuse(len(image_bytes))
+    else:
+        vectors, reuse = embed_with_store(extractor, store, image_bytes, on_batch=on_batch)
     shard = embeddings_table(table.select(KEY_COLUMNS), vectors)
     spec = registry.table("embeddings")
     spec.write(target, shard, dim=vectors.shape[1], shard=shard_index(name))
+    return reuse
 
 
 def extract_shards(
@@ -161,8 +175,14 @@ def extract_shards(
     target: Location,
     progress: Any,
     logger: logging.Logger | logging.LoggerAdapter = log,
+    *,
+    store: EmbeddingStore | None = None,
+    tally: Reuse | None = None,
 ) -> dict:
-    """Embed every images shard that has no finished embeddings shard; return rows per shard."""
+    """Embed every images shard that has no finished embeddings shard; return rows per shard.
+
+    With a ``store``, only images it has not seen are embedded; ``tally`` adds up how many.
+    """
     rows = {}
     todo = []
     for name in shard_names(images):
@@ -173,7 +193,9 @@ def extract_shards(
         logger.info("resuming: %d of %d shards already done", len(rows) - len(todo), len(rows))
     progress.start_at(sum(rows.values()) - sum(rows[name] for name in todo))
     for name in todo:
-        embed_shard(extractor, images, target, name, on_batch=progress)
+        done = embed_shard(extractor, images, target, name, store, on_batch=progress)
+        if tally is not None:
+            tally.add(done)
     return rows
 
 
@@ -189,7 +211,11 @@ def embeddings_task(images: StageManifest, params: EmbeddingsParams, target: Loc
     extractor = build_extractor(params)
     progress = Progress(total=images.info["rows"])
     try:
-        rows = extract_shards(extractor, images.location, target, progress, logger)
+        reuse = Reuse()
+        store = embedding_store(params)
+        rows = extract_shards(
+            extractor, images.location, target, progress, logger, store=store, tally=reuse
+        )
     finally:
         progress.close()
     info = {
@@ -203,13 +229,16 @@ def embeddings_task(images: StageManifest, params: EmbeddingsParams, target: Loc
         "l2_normalized": True,
         "rows": sum(rows.values()),
         "dataset_fingerprint": images.fingerprint,
+        "embedded": reuse.embedded,
+        "reused": reuse.reused,
     }
     logger.info(
-        "embedded %d images with %s (%s, %s)",
-        info["rows"],
+        "embedded %d images with %s (%s, %s); %d reused from earlier runs",
+        reuse.embedded,
         params.model,
         extractor.precision,
         extractor.device,
+        reuse.reused,
     )
     recorded = {
         "model": params.model,
@@ -255,8 +284,14 @@ def embed_shard_task(
     if shard_done(target, shard, rows):
         return {"shard": shard, "rows": rows, "skipped": True}
     extractor = worker_extractor(params)
-    embed_shard(extractor, images.location, target, shard)
-    get_run_logger().info("%s: %d images on %s", shard, rows, extractor.device)
+    reuse = embed_shard(extractor, images.location, target, shard, embedding_store(params))
+    get_run_logger().info(
+        "%s: %d images embedded on %s, %d reused",
+        shard,
+        reuse.embedded,
+        extractor.device,
+        reuse.reused,
+    )
     return {"shard": shard, "rows": rows, "skipped": False}
 
 

@@ -11,13 +11,15 @@ from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 
 from storage import registry
+from storage.file_index import last_load
 from storage.fingerprint import code_version, hash_value
 from storage.fs import Location
 from tasks import sources
 from tasks.core.params import ImagesParams, StageParams
 from tasks.core.stage import Output, Stage
-from tasks.sources import DatasetError, Source, imagefolder, synthetic
+from tasks.sources import DatasetError, Source, folder_delta, imagefolder, synthetic
 from tasks.sources import cifar as cifar_source
+from tasks.sources.folder_delta import ReusingImageFolderSource
 
 
 def folder_of(dataset: str) -> Path | None:
@@ -45,7 +47,9 @@ def open_source(params: ImagesParams) -> Source:
         return synthetic.make_synthetic(params.seed)
     if params.dataset in cifar_source.VARIANTS:
         return cifar_source.load_cifar(Path(params.data_dir), params.dataset, params.download_url)
-    return imagefolder.ImageFolderSource(folder_of(params.dataset))
+    # unchanged files come from the last load's table; --rescan reads every file again
+    previous = None if params.rescan else last_load(params.out, params.dataset)
+    return ReusingImageFolderSource(folder_of(params.dataset), previous=previous)
 
 
 def check_dataset(params: StageParams) -> None:
@@ -56,7 +60,7 @@ def check_dataset(params: StageParams) -> None:
 
 
 # the readers decide the images' bytes too: an edit to any of them must reload
-CODE = code_version(__file__, sources, cifar_source, imagefolder, synthetic)
+CODE = code_version(__file__, sources, cifar_source, imagefolder, synthetic, folder_delta)
 
 
 def _key_params(params: ImagesParams) -> dict[str, Any]:
@@ -66,6 +70,8 @@ def _key_params(params: ImagesParams) -> dict[str, Any]:
     root = folder_of(params.dataset)
     if root is not None:
         inputs["files"] = listing_fingerprint(root)
+        if params.rescan:  # its own folder: a cached load must not stand in for a re-read
+            inputs["rescan"] = True
     return inputs
 
 
@@ -129,4 +135,8 @@ def images_task(params: ImagesParams, target: Location) -> Output:
     skipped = getattr(source, "skipped", [])
     info = {**source.info.as_dict(), "rows": sum(counts.values()), "skipped_files": skipped}
     logger.info("%s: %d images in %d classes", params.dataset, info["rows"], len(counts))
+    if isinstance(source, ReusingImageFolderSource) and source.delta is not None:
+        shards.update(source.write_index(target))
+        info["files"] = source.delta.counts()
+        logger.info("%s: files %s since the last load", params.dataset, source.delta.counts())
     return Output(written=shards, params={"dataset": params.dataset}, info=info)

@@ -10,6 +10,7 @@ from prefect.logging import get_run_logger
 from storage.layout import OutputLayout
 from storage.manifest import StageManifest
 from storage.runs import run_record, write_run_record
+from tasks.algorithms.delta import rerun_summary
 from tasks.core.params import StageParams
 
 
@@ -21,7 +22,12 @@ def record_task(
 
     ``settings``: every parameter of the run, as recorded.
     """
-    record = run_record(settings, stages)
+    logger = get_run_logger()
+    images, embeddings = stages.get("images"), stages.get("embeddings")
+    changes = rerun_summary(images.info, embeddings.info) if images and embeddings else {}
+    if changes:  # the images version's changes, also on a cache hit: they made these outputs
+        logger.info("images: %s", ", ".join(f"{n} {k}" for k, n in changes.items()))
+    record = run_record(settings, stages, {"changes": changes} if changes else None)
     url = write_run_record(OutputLayout.at(params.out), record)
-    get_run_logger().info("run record: %s", url)
+    logger.info("run record: %s", url)
     return record

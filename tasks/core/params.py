@@ -85,6 +85,11 @@ class ImagesParams(StageParams):
         description="images (and embeddings) per Parquet shard: the unit of resume and of "
         "cluster work",
     )
+    rescan: bool = Field(
+        False,
+        description="image folders: read every file again instead of taking files with an "
+        "unchanged path, size and modification time from the last load",
+    )
 
     @field_validator("download_url")
     @classmethod

@@ -1,0 +1,96 @@
+"""An image folder loaded again: files unchanged since the last load (same path, size and
+modification time) take their bytes and hashes from the last images table instead of the disk."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from storage.file_index import FILE_INDEX, INDEX_NAME, read_index, write_index
+from storage.fs import Location
+from storage.manifest import StageManifest
+from storage.tables import read_parquet, shard_name
+from tasks.algorithms.delta import FileStat, FolderDelta, content_hash, folder_delta
+from tasks.sources.imagefolder import ImageFile, ImageFolderSource, log, read_image_file
+
+
+def stat_files(root: os.PathLike[str] | str, files: list[ImageFile]) -> list[FileStat]:
+    """Relative path, size and modification time (ns) of each file, in order."""
+    stats = []
+    for item in files:
+        stat = item.path.stat()
+        stats.append(FileStat(os.path.relpath(item.path, root), stat.st_size, stat.st_mtime_ns))
+    return stats
+
+
+@dataclass
+class _Earlier:
+    """The last load's file index (path -> row of it) and its images shards, one read at a time."""
+
+    manifest: StageManifest
+    rows: dict[str, dict] = field(init=False)
+    _shard: tuple[str, list[bytes]] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.rows = {row["path"]: row for row in read_index(self.manifest).to_pylist()}
+
+    def stats(self) -> dict[str, tuple[int, int]]:
+        return {path: (row["size"], row["mtime_ns"]) for path, row in self.rows.items()}
+
+    def image(self, path: str) -> bytes:
+        """The stored bytes of ``path`` in the last images table."""
+        row = self.rows[path]
+        if self._shard is None or self._shard[0] != row["shard"]:  # scan order: shard by shard
+            table = read_parquet(self.manifest.location, row["shard"], ["image"])
+            self._shard = (
+                row["shard"],
+                table.column("image").combine_chunks().field("bytes").to_pylist(),
+            )
+        return self._shard[1][row["row"]]
+
+
+@dataclass
+class ReusingImageFolderSource(ImageFolderSource):
+    """``ImageFolderSource`` that reads only files new or changed since ``previous`` (a finished
+    images manifest with a file index); with None it reads every file (a first load, --rescan).
+    After ``chunks`` is consumed, ``delta`` says what changed and ``index`` is the new file index.
+    """
+
+    previous: StageManifest | None = None
+    delta: FolderDelta | None = field(default=None, init=False)
+    index: list[dict] = field(default_factory=list, init=False)
+
+    def chunks(self, rows: int) -> Iterator[pa.Table]:
+        """Like ``ImageFolderSource.chunks``; unchanged files come from the last images table."""
+        earlier = _Earlier(self.previous) if self.previous is not None else None
+        stats = stat_files(self.root, self.files)  # before reading: a later edit is seen next time
+        self.delta = folder_delta(stats, earlier.stats() if earlier else {})
+        unchanged = set(self.delta.unchanged)
+        batch: list[tuple[int, ImageFile, bytes]] = []
+        for sample_id, (item, stat) in enumerate(zip(self.files, stats, strict=True)):
+            if earlier is not None and stat.path in unchanged:
+                data, digest = earlier.image(stat.path), earlier.rows[stat.path]["content_hash"]
+            else:
+                data = read_image_file(item.path)
+                if data is None:
+                    self.skipped.append(str(item.path))
+                    log.warning("skipping unreadable image %s", item.path)
+                    continue
+                digest = content_hash(data)
+            shard = shard_name(len(self.index) // rows)
+            self.index.append(
+                {**vars(stat), "content_hash": digest, "shard": shard, "row": len(batch)}
+            )
+            batch.append((sample_id, item, data))
+            if len(batch) == rows:
+                yield self._table(batch)
+                batch = []
+        if batch:
+            yield self._table(batch)
+
+    def write_index(self, target: Location) -> dict[str, int]:
+        """Write the file index next to the shards; return it as ``Output.written`` wants it."""
+        return {INDEX_NAME: write_index(target, pa.Table.from_pylist(self.index, FILE_INDEX))}
