@@ -235,7 +235,14 @@ CODE = code_version(
     source_file("tasks.reporting.explorer_data"),
     source_file("tasks.reporting.explorer_js"),
 )
-STAGE = Stage("report", CODE)
+
+
+def _key_params(params: ReportParams) -> dict[str, Any]:
+    """The report's own parameters (the run's others reach it through ``settings``)."""
+    return params.model_dump(include={"grid_images", "report_pairs", "seed"})
+
+
+STAGE = Stage("report", CODE, _key_params)
 
 
 # Cached like every stage (its inputs' fingerprints, settings, parameters, code): a warm run draws
@@ -258,8 +265,9 @@ def report_task(
     files[SUMMARY_MD] = report_render.to_markdown("Class overlap", summary).encode()
     files[explorer.EXPLORER_HTML] = explorer_page(stages, tables, params)
     explorer_link = report_artifacts.report_link(target, explorer.EXPLORER_HTML)
-    recorded = params.model_dump(include={"grid_images", "report_pairs", "seed"})
-    return Output(files=files, params=recorded, info={"report": link, "explorer": explorer_link})
+    return Output(
+        files=files, params=_key_params(params), info={"report": link, "explorer": explorer_link}
+    )
 
 
 @task(name="publish report")
