@@ -11,9 +11,10 @@ import time
 from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 OUT = Path(__file__).parent / "out"
@@ -23,6 +24,8 @@ PACKAGES = ("torch", "torchvision", "timm", "numpy", "pillow", "faiss-gpu", "fai
 
 def sync(device: torch.device | str | None = None) -> None:
     """Wait for queued GPU work so that a timer sees it (no-op on the CPU)."""
+    import torch
+
     if torch.cuda.is_available() and torch.device(device or "cuda").type == "cuda":
         torch.cuda.synchronize()
 
@@ -42,6 +45,8 @@ def median(values: list[float]) -> float:
 
 
 def _cpu_info() -> dict[str, Any]:
+    import torch
+
     cpuinfo = Path("/proc/cpuinfo")
     fields: dict[str, str] = {}
     for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
@@ -59,6 +64,8 @@ def _cpu_info() -> dict[str, Any]:
 
 
 def _gpu_info() -> dict[str, Any] | None:
+    import torch
+
     if not torch.cuda.is_available():
         return None
     props = torch.cuda.get_device_properties(0)
@@ -81,6 +88,10 @@ def _version(package: str) -> str | None:
 
 def environment() -> dict[str, Any]:
     """What the figures were measured on: CPU flags, GPU, versions, threads, load."""
+    # torch here, not at import: a benchmark's own process stays small, and a child it forks
+    # inherits its peak RSS (Linux keeps ru_maxrss across exec)
+    import torch
+
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": platform.node(),

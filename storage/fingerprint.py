@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -53,3 +54,12 @@ def code_version(*modules: Any) -> str:
         path = module if isinstance(module, str | Path) else module.__file__
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]
+
+
+def source_file(module: str) -> str:
+    """The source file of a module, found without running it: a code version of a module whose
+    imports are heavy (torch, timm) does not load them."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ValueError(f"no source file for module {module}")
+    return spec.origin

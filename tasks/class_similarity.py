@@ -5,10 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Sequence
 
-import faiss
 import numpy as np
 import pyarrow as pa
-import scipy.sparse as sp
 from prefect import get_run_logger
 
 from storage.fingerprint import code_version
@@ -52,6 +50,8 @@ def class_sums(
         raise ValueError(
             f"labels must lie in 0..{num_classes - 1}, found {labels.min()}..{labels.max()}"
         )
+    import scipy.sparse as sp  # here, not at import: a cached run never needs it
+
     # A sparse one-hot (classes x rows) times the rows sums each class in one BLAS call.
     onehot = sp.csr_matrix(
         (np.ones(labels.size), (labels, np.arange(labels.size))), shape=(num_classes, labels.size)
@@ -101,6 +101,8 @@ def stream_centroids(
 
 def cosine_matrix(centroids: np.ndarray) -> np.ndarray:
     """All-pairs cosine (float32, symmetric) of unit centroids via FAISS inner product."""
+    import faiss
+
     vectors = np.ascontiguousarray(centroids, dtype=np.float32)
     n = len(vectors)
     index = faiss.IndexFlatIP(vectors.shape[1])
@@ -169,6 +171,8 @@ def class_similarity_task(
     images: StageManifest, embeddings: StageManifest, params: StageParams
 ) -> Output:
     """Class centroids and the cosine similarity of every pair of classes."""
+    import faiss
+
     names = list(images.info["class_names"])
     shards = stage_shards(embeddings, ["sample_id", "label", "embedding"])
     centroids, counts = stream_centroids(shards, names, embeddings.info.get("dim"))

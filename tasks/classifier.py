@@ -5,14 +5,12 @@ from __future__ import annotations
 import io
 import sys
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 from prefect import get_run_logger
-from torch import nn
 
 from storage import registry
 from storage.fingerprint import code_version
@@ -21,6 +19,10 @@ from storage.schemas import classifier as schemas
 from storage.tables import read_embeddings
 from tasks.core.params import ClassifierParams
 from tasks.core.stage import Output, Stage
+
+if TYPE_CHECKING:  # torch is imported where a model is built: a cached run never needs it
+    import torch
+    from torch import nn
 
 MODEL_FILE = "model.pt"
 
@@ -59,6 +61,8 @@ class TrainParams:
 
 def build_mlp(input_dim: int, num_classes: int, hidden_size: int, dropout: float) -> nn.Module:
     """One hidden layer: enough on DINO features, where a linear probe is already strong."""
+    from torch import nn
+
     return nn.Sequential(
         nn.Linear(input_dim, hidden_size),
         nn.ReLU(),
@@ -93,6 +97,9 @@ def _epoch(
     optimizer: torch.optim.Optimizer | None,
 ) -> tuple[float, float]:
     """One pass (training when an optimizer is given): mean loss and accuracy."""
+    import torch
+    from torch import nn
+
     model.train(optimizer is not None)
     loss_sum, correct = 0.0, 0
     with torch.set_grad_enabled(optimizer is not None):
@@ -117,6 +124,8 @@ def train_mlp(
     params: TrainParams,
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Train on CPU, stop after `patience` epochs without a better val loss; keep the best."""
+    import torch
+
     if len(y_train) == 0 or len(y_val) == 0:
         raise ValueError(
             "training needs samples in both the train and val splits; "
@@ -192,6 +201,8 @@ def history_table(history: list[dict[str, Any]]) -> pa.Table:
 
 def model_bytes(model: nn.Module, config: dict[str, Any]) -> bytes:
     """Weights plus everything needed to rebuild the model, as torch.save bytes."""
+    import torch
+
     buffer = io.BytesIO()
     torch.save({"state_dict": model.state_dict(), "config": config}, buffer)
     return buffer.getvalue()
@@ -199,6 +210,8 @@ def model_bytes(model: nn.Module, config: dict[str, Any]) -> bytes:
 
 def load_model(data: bytes) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model saved by ``model_bytes`` (weights_only: no pickled code runs)."""
+    import torch
+
     saved = torch.load(io.BytesIO(data), weights_only=True)
     config = saved["config"]
     model = build_mlp(

@@ -9,7 +9,6 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 from prefect import get_run_logger
-from scipy import stats
 
 from storage import registry
 from storage.fingerprint import code_version
@@ -28,6 +27,8 @@ def wilson_interval(
     count: np.ndarray, n: np.ndarray, confidence: float = 0.95
 ) -> tuple[np.ndarray, np.ndarray]:
     """Wilson score interval of count/n; (0, 1) where n is 0."""
+    from scipy import stats  # here, not at import: a cached run never needs it
+
     count, n = np.asarray(count, float), np.asarray(n, float)
     z = stats.norm.ppf(0.5 + confidence / 2)
     safe_n = np.maximum(n, 1)
@@ -64,6 +65,8 @@ def base_rate(counts: np.ndarray) -> float:
 def binomial_p_values(counts: np.ndarray, rate: float) -> np.ndarray:
     """One-sided P(X >= count), X ~ Binomial(row support, rate), for every cell."""
     support = np.broadcast_to(counts.sum(axis=1, keepdims=True), counts.shape)
+    from scipy import stats
+
     return np.where(counts > 0, stats.binom.sf(counts - 1, support, rate), 1.0)
 
 
@@ -71,6 +74,8 @@ def q_values(p_values: np.ndarray) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (q-values)."""
     if p_values.size == 0:
         return p_values
+    from scipy import stats
+
     return stats.false_discovery_control(p_values, method="bh")
 
 

@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from prefect import task
@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from storage import registry
 from storage.embedding_store import EmbeddingStore, store_location
-from storage.fingerprint import code_version, hash_local_file, hash_value
+from storage.fingerprint import code_version, hash_local_file, hash_value, source_file
 from storage.fs import Location
 from storage.manifest import StageManifest, valid_manifest
 from storage.schemas.images import embedding_type
@@ -34,18 +34,26 @@ from storage.tables import listed_shards, parquet_rows, read_parquet, shard_inde
 from tasks.core.params import EmbeddingsParams
 from tasks.core.stage import Output, Stage
 from tasks.images import transient
-from tasks.models import embed, fast_vit, models
-from tasks.models.embed import Extractor
+from tasks.models import hardware
 from tasks.models.reuse import Reuse, embed_with_store
+
+if TYPE_CHECKING:  # torch and timm load where a model is built: a cached run never needs them
+    from tasks.models.embed import Extractor
 
 log = logging.getLogger(__name__)
 # every module whose edit can change the embeddings' values
-CODE = code_version(__file__, embed, models, fast_vit)
+CODE = code_version(
+    __file__,
+    *map(source_file, ("tasks.models.embed", "tasks.models.models", "tasks.models.fast_vit")),
+)
 KEY_COLUMNS = ["sample_id", "split", "label", "class_name"]
 
 
 def build_extractor(params: EmbeddingsParams) -> Extractor:
     """Model, preprocessing, device and precision exactly as a run of ``params`` uses them."""
+    from tasks.models import models
+    from tasks.models.embed import Extractor
+
     device = models.resolve_device(params.device)
     precision = models.resolve_precision(params.precision, device)
     model = models.build_model(
@@ -95,14 +103,14 @@ def _hash_file(path: str, size: int, mtime_ns: int) -> str:
 
 
 def _key_params(params: EmbeddingsParams) -> dict[str, Any]:
-    device = models.resolve_device(params.device)
+    device = hardware.device_name(params.device)
     return {
         "model": params.model,
         "weights": weights_fingerprint(Path(params.weights)) if params.weights else None,
         "pretrained": params.pretrained,
         "random_init_seed": None if params.pretrained else params.seed,
         "image_size": params.image_size,
-        "precision": models.resolve_precision(params.precision, device),
+        "precision": hardware.precision_name(params.precision, device),
     }
 
 
@@ -202,6 +210,8 @@ def extract_shards(
 @STAGE.task()
 def embeddings_task(images: StageManifest, params: EmbeddingsParams, target: Location) -> Output:
     """Embed every image with the model, one shard at a time; a rerun resumes at missing shards."""
+    from tasks.models import models
+
     logger = get_run_logger()
     if params.random_weights:
         logger.warning("RANDOM WEIGHTS (--no-pretrained): embeddings and results are meaningless")

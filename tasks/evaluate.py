@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import torch
 from prefect import get_run_logger
-from torch import nn
 
 from storage import escape, registry
 from storage.fingerprint import code_version
@@ -21,6 +20,9 @@ from tasks.algorithms.classification import class_scores, confusion_counts
 from tasks.classifier import MODEL_FILE, load_model, load_split_arrays
 from tasks.core.params import StageParams
 from tasks.core.stage import Output, Stage
+
+if TYPE_CHECKING:  # torch is imported where the model runs: a cached run never needs it
+    from torch import nn
 
 TOP_K = 5
 REPORT_MD = "classification_report.md"
@@ -96,6 +98,8 @@ def confusion_matrix_table(counts: np.ndarray, class_names: Sequence[str]) -> pa
 
 def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """Softmax probabilities, N x K float32."""
+    import torch
+
     model.eval()
     with torch.inference_mode():
         parts = [

@@ -4,33 +4,25 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prefect import get_run_logger, task
 
 from storage import registry
-from storage.fingerprint import code_version
+from storage.fingerprint import code_version, source_file
 from storage.fs import Location
 from storage.layout import class_folders
 from storage.manifest import StageManifest
 from tasks.core.params import ReportParams
 from tasks.core.stage import Output, Stage
-from tasks.reporting import (
-    explorer,
-    explorer_data,
-    explorer_js,
-    figures,
-    figures_calibration,
-    figures_pairs,
-    report_artifacts,
-    report_data,
-    report_render,
-    report_trust,
-)
+from tasks.reporting import report_artifacts, report_data, report_render
 from tasks.reporting import report_sections as sections
 from tasks.reporting.report_data import RunTables
 from tasks.reporting.report_render import Block, Figure, Heading, Text
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure as MplFigure
 
 MAX_SIMILARITY_CLASSES = 100  # above this the similarity heatmap shows the overlapping ones only
 PAIR_UMAP_POINTS = 1500
@@ -39,13 +31,17 @@ SUMMARY_ROWS = 10
 REPORT_MD, REPORT_HTML, SUMMARY_MD = "report.md", "report.html", "summary.md"
 
 
-def figure(name: str, caption: str, fig: Any) -> Figure:
+def figure(name: str, caption: str, fig: MplFigure) -> Figure:
     """A report figure from a matplotlib figure."""
+    from tasks.reporting import figures
+
     return Figure(f"figure-{name}.png", caption, figures.png_bytes(fig))
 
 
 def similarity_figure(data: RunTables) -> Figure:
     """Centroid-cosine heatmap of every class (or only the overlapping ones when there are many)."""
+    from tasks.reporting import figures
+
     n = len(data.all_names)
     shown = list(range(n)) if n <= MAX_SIMILARITY_CLASSES else list(data.original_labels)
     index = {c: i for i, c in enumerate(shown)}
@@ -63,8 +59,12 @@ def similarity_figure(data: RunTables) -> Figure:
     return figure("similarity", f"Centroid cosine of {which}", fig)
 
 
-def umap_view(points: report_data.Points, names: list[str], title: str, cap: int, seed: int):
+def umap_view(
+    points: report_data.Points, names: list[str], title: str, cap: int, seed: int
+) -> MplFigure:
     """A seeded UMAP of the given points (at most ``cap``, stratified) as a matplotlib figure."""
+    from tasks.reporting import figures_pairs
+
     points = points.take(figures_pairs.stratified_sample(points.label, cap, seed))
     coords = figures_pairs.umap_2d(points.x, seed=seed)
     return figures_pairs.umap_figure(
@@ -81,6 +81,8 @@ def pair_figures(
     config: ReportParams,
 ) -> list[Block]:
     """UMAP and image grid (``rows``: caption and sample ids) of one flagged pair."""
+    from tasks.reporting import figures_pairs
+
     names = data.class_names
     a, b = (names[c] for c in pair)
     folders = class_folders([a, b], 30)  # names never build a path but through this mapping
@@ -108,6 +110,8 @@ def run_blocks(
     settings: Mapping[str, Any],
 ) -> tuple[list[Block], list[Block]]:
     """(report blocks, summary blocks) of a run; every figure drawn here."""
+    from tasks.reporting import figures
+
     evaluation, confusion = stages["evaluate"], stages["confusion"]
     overview = sections.run_overview(stages, evaluation.info.get("accuracy"))
     _, _, cos, rate = figures.pair_agreement(data.counts, data.cosine)
@@ -127,6 +131,8 @@ def run_blocks(
     blocks = overview + sections.overlap_section(
         stages["overlap"].info, data.overlap_pairs, similarity_figure(data)
     )
+    from tasks.reporting import report_trust
+
     blocks += report_trust.calibration_blocks(stages["overlap"], len(data.all_names))
     blocks += report_trust.stability_blocks(stages["overlap"])
     blocks += sections.classification_section(
@@ -208,6 +214,8 @@ def explorer_page(
     stages: Mapping[str, StageManifest], tables: RunTables, params: ReportParams
 ) -> bytes:
     """explorer.html, the interactive page of the run (see tasks/reporting/explorer.py)."""
+    from tasks.reporting import explorer, explorer_data
+
     data = explorer_data.gather_run(
         stages,
         tables,
@@ -218,25 +226,35 @@ def explorer_page(
     return explorer.explorer_html(data).encode()
 
 
+# The figure and explorer modules load matplotlib, SciPy, UMAP and Bokeh: they are imported in the
+# functions that draw, so a run whose report is cached (and the flow's import) loads none of them;
+# their code version is read from their files.
 CODE = code_version(
     sys.modules[__name__],
-    figures,
-    figures_calibration,
-    figures_pairs,
+    source_file("tasks.reporting.figures"),
+    source_file("tasks.reporting.figures_pairs"),
+    source_file("tasks.reporting.figures_calibration"),
     report_data,
     report_render,
-    report_trust,
+    source_file("tasks.reporting.report_trust"),
     sections,
-    explorer,
-    explorer_data,
-    explorer_js,
+    source_file("tasks.reporting.explorer"),
+    source_file("tasks.reporting.explorer_data"),
+    source_file("tasks.reporting.explorer_js"),
 )
-STAGE = Stage("report", CODE)
 
 
-# Not cached by Prefect: its artifacts are published on every run (``publish_report_task``), and
-# the stage's early return reuses a complete report folder.
-@STAGE.task(cached=False)
+def _key_params(params: ReportParams) -> dict[str, Any]:
+    """The report's own parameters (the run's others reach it through ``settings``)."""
+    return params.model_dump(include={"grid_images", "report_pairs", "seed"})
+
+
+STAGE = Stage("report", CODE, _key_params)
+
+
+# Cached like every stage (its inputs' fingerprints, settings, parameters, code): a warm run draws
+# nothing; its Prefect artifacts are published again from the stored files by publish_report_task.
+@STAGE.task()
 def report_task(
     stages: dict[str, StageManifest],
     settings: dict[str, Any],
@@ -244,6 +262,8 @@ def report_task(
     target: Location,
 ) -> Output:
     """Figures, report.md, report.html and summary.md of a run; ``settings``: its parameters."""
+    from tasks.reporting import explorer, report_trust
+
     tables = None
     if "subset" in stages:
         tables = report_data.read_run_tables(stages)  # once, for the report and the explorer
@@ -258,8 +278,7 @@ def report_task(
     if tables is not None:  # the explorer's views need the classifier's tables
         files[explorer.EXPLORER_HTML] = explorer_page(stages, tables, params)
         info["explorer"] = report_artifacts.report_link(target, explorer.EXPLORER_HTML)
-    recorded = params.model_dump(include={"grid_images", "report_pairs", "seed"})
-    return Output(files=files, params=recorded, info=info)
+    return Output(files=files, params=_key_params(params), info=info)
 
 
 @task(name="publish report")

@@ -10,9 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from PIL import Image
 from prefect import get_run_logger
-from sklearn.model_selection import train_test_split
 
 from storage import registry
 from storage.fingerprint import code_version
@@ -45,6 +43,9 @@ def subset_rows(shards: Iterable[pa.Table], original_labels: Sequence[int]) -> p
 
 def _stratified(index: np.ndarray, labels: np.ndarray, fraction: float, seed: int, what: str):
     """Split ``index`` into (rest, held) with ``fraction`` held out per class, or say why not."""
+    # here, not at import: a cached run never needs scikit-learn
+    from sklearn.model_selection import train_test_split
+
     try:
         return train_test_split(index, test_size=fraction, stratify=labels, random_state=seed)
     except ValueError:
@@ -105,6 +106,8 @@ def as_png(data: bytes) -> bytes:
     """PNG bytes of an encoded image (JPEG and others re-encoded, PNG kept as is)."""
     if data.startswith(PNG_MAGIC):
         return data
+    from PIL import Image
+
     buffer = io.BytesIO()
     Image.open(io.BytesIO(data)).save(buffer, format="PNG")
     return buffer.getvalue()

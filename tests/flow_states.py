@@ -14,7 +14,8 @@ from prefect.client.schemas.filters import (
 
 DEFAULT_SUFFIX = re.compile(r"-[0-9a-f]{3}$")
 
-# The stages with a cache key (report and record are uncached by design).
+# The stages with a cache key (record, the run's own log, and publishing the report's artifacts
+# run every time by design).
 CACHED_STAGES = [
     "images",
     "embeddings",
@@ -24,6 +25,7 @@ CACHED_STAGES = [
     "classifier",
     "evaluate",
     "confusion",
+    "report",
 ]
 
 

@@ -79,7 +79,7 @@ def test_changing_the_confusion_rule_reruns_only_the_analysis(first_run) -> None
     config, _record, _ = first_run
     changed = config.model_copy(update={"confusion_rule": "sigma", "confusion_k": 1.0})
     _, states = run(changed)
-    assert_only(states, "confusion")
+    assert_only(states, "confusion", "report")  # the report shows the new pairs
 
 
 def test_the_classifier_confuses_only_the_planted_pairs(first_run) -> None:

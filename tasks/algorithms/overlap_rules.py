@@ -7,8 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 RULES = ("sigma", "threshold", "topk")
 
@@ -92,6 +90,9 @@ def overlap_groups(pairs: np.ndarray, num_classes: int) -> np.ndarray:
 
     Groups are numbered 0, 1, ... in order of their smallest label.
     """
+    from scipy.sparse import coo_matrix  # scipy.sparse: imported when groups are computed
+    from scipy.sparse.csgraph import connected_components
+
     graph = coo_matrix(
         (np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(num_classes, num_classes)
     )

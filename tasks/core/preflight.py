@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import ModuleType
+
 from storage.fs import Location
-from tasks.core.params import EmbeddingsParams
+from tasks.core.params import EmbeddingsParams, ImagesParams
 from tasks.images import check_dataset
-from tasks.models import models
+from tasks.models import hardware
 
 # Parameter sets that passed: the CLI checks before the flow starts (no Prefect server for a
 # typo), the flow checks again for deployments; the second check in the same process is free.
@@ -13,21 +16,53 @@ _PASSED: set[str] = set()
 
 
 def check_run(params: EmbeddingsParams) -> None:
-    """Raise a one-line error for an unwritable output, unknown model, bad weights or folder."""
+    """Raise a one-line error for an unwritable output, unknown model, bad weights or folder.
+
+    ``params``: the run's parameters (a ``RunConfig``: the images' and embeddings' fields).
+    """
     key = params.model_dump_json()
     if key in _PASSED:
         return
     Location(params.out).check_writable()
-    models.check_model_name(params.model)
+    # The model checks load timm and torch: a run whose embeddings are finished skips them
+    # (they passed when the embeddings were made), so a cached run imports neither.
+    needs_model = not embedded(params)
+    if needs_model:
+        check_model(params)
+    hardware.device_name(params.device)
+    check_dataset(params)
+    if needs_model and params.weights is None and params.pretrained:
+        # one probe, before a dataset download that would be wasted without the weights
+        models().check_pretrained_available(params.model)
+    _PASSED.add(key)
+
+
+def models() -> ModuleType:
+    """``tasks.models.models``, imported on first use: it loads timm and torch."""
+    from tasks.models import models
+
+    return models
+
+
+def check_model(params: EmbeddingsParams) -> None:
+    """Raise for an unknown model or a weights file that does not fit it."""
+    models().check_model_name(params.model)
     if params.weights is not None:
         # Loading a weights file takes a second; finding out it is the wrong one after the
         # dataset download would take much longer.
-        models.build_model(
+        models().build_model(
             params.model, pretrained=True, weights=params.weights, image_size=params.image_size
         )
-    models.resolve_device(params.device)
-    check_dataset(params)
-    if params.weights is None and params.pretrained:
-        # one probe, before a dataset download that would be wasted without the weights
-        models.check_pretrained_available(params.model)
-    _PASSED.add(key)
+
+
+def embedded(params: EmbeddingsParams) -> bool:
+    """True when this run's images and embeddings are finished and intact under its output root."""
+    from tasks import embeddings, images
+
+    if params.weights is not None and not Path(params.weights).is_file():
+        return False  # the model check says what is wrong with it
+    images_done = images.STAGE.completed(params=params.params_of(ImagesParams))
+    if images_done is None:
+        return False
+    done = embeddings.STAGE.completed(images=images_done, params=params.params_of(EmbeddingsParams))
+    return done is not None

@@ -14,16 +14,13 @@ import timm
 import torch
 from torch import nn
 
-from tasks.models import fast_vit, weights_probe
+from tasks.models import fast_vit, hardware, weights_probe
+from tasks.models.hardware import ModelError
 
 log = logging.getLogger(__name__)
 
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}  # --precision -> weights' dtype
-
-
-class ModelError(ValueError):
-    """A model that cannot be built as asked; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -193,32 +190,17 @@ def weights_source(name: str, pretrained: bool, weights: Path | None) -> str:
 
 def resolve_device(requested: str) -> torch.device:
     """auto: CUDA when present, else CPU; asking for CUDA without one is an error."""
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ModelError(
-            "--device cuda was asked for but no CUDA device is visible; use --device cpu"
-        )
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+    return torch.device(hardware.device_name(requested))
 
 
 def native_bf16(device: torch.device) -> bool:
     """True when the hardware runs bf16 natively (elsewhere it can be slower than fp32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    cpu = torch.cpu
-    return bool(cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported())
+    return hardware.native_bf16(device.type)
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    """auto: bf16 where native, else fp32."""
-    if requested == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
-    if requested == "bf16" and not native_bf16(device):
-        log.warning(
-            "bf16 asked for on %s without native bf16 support: expect it to be slow", device
-        )
-    return requested
+    """auto: bf16 where native, else fp32 (``tasks/models/hardware.py``, as the cache key)."""
+    return hardware.precision_name(requested, device.type)
 
 
 def prepare(model: nn.Module, device: torch.device, precision: str) -> nn.Module:

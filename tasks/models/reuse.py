@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from storage.embedding_store import EmbeddingStore
 from tasks.algorithms.delta import assemble, content_hashes, unseen
-from tasks.models.embed import Extractor
+
+if TYPE_CHECKING:  # torch loads where a model is built
+    from tasks.models.embed import Extractor
 
 
 @dataclass

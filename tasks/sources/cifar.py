@@ -8,19 +8,40 @@ import shutil
 import tarfile
 import urllib.error
 import zlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from torchvision.datasets import CIFAR10, CIFAR100
-from torchvision.datasets.utils import check_integrity, extract_archive
 
 from tasks.sources import ArraySource, DatasetError, DatasetInfo
 from tasks.sources.download import UnusableURLError, download_folder, fetch
 
 log = logging.getLogger(__name__)
 
-# torchvision's dataset classes carry the official URL, archive md5, folder and file names.
-VARIANTS = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+
+class _Variants(Mapping[str, Any]):
+    """Dataset name -> torchvision's dataset class, which carries the official URL, archive md5,
+    folder and file names; torchvision (and torch) load on the first lookup, not at import."""
+
+    NAMES = ("cifar10", "cifar100")
+
+    def __getitem__(self, name: str) -> Any:
+        from torchvision import datasets
+
+        return {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.NAMES
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.NAMES)
+
+    def __len__(self) -> int:
+        return len(self.NAMES)
+
+
+VARIANTS = _Variants()
 
 
 class DownloadError(OSError):
@@ -55,6 +76,8 @@ def download_cifar(
     ``timeout``: seconds without data before the download counts as stalled (then retried);
     default ``download.READ_TIMEOUT_SECONDS`` (a minute).
     """
+    from torchvision.datasets.utils import check_integrity, extract_archive
+
     spec = VARIANTS[name]
     target = cifar_folder(root, name)
     if target.is_dir():
