@@ -14,6 +14,7 @@ from storage.fingerprint import code_version, source_file
 from storage.fs import Location
 from storage.layout import class_folders
 from storage.manifest import StageManifest
+from tasks.algorithms.correlation import spearman
 from tasks.core.params import ReportParams
 from tasks.core.stage import Output, Stage
 from tasks.reporting import report_artifacts, report_data, report_render
@@ -115,7 +116,7 @@ def run_blocks(
     evaluation, confusion = stages["evaluate"], stages["confusion"]
     overview = sections.run_overview(stages, evaluation.info.get("accuracy"))
     _, _, cos, rate = figures.pair_agreement(data.counts, data.cosine)
-    rho, n = figures.spearman(cos, rate)
+    rho, n = spearman(cos, rate)
     agreement = Text(
         f"Spearman rank correlation of centroid cosine and confusion rate over "
         f"{n} class pairs: {rho:.3f}."

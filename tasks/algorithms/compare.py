@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.schemas.trust import COMPARE_AGREEMENT, COMPARE_CONSENSUS, COMPARE_PAIRS
-from tasks.reporting.figures import spearman
+from tasks.algorithms.correlation import spearman
 
 PAIR = ["class_a", "class_b"]
 VALUES = ("cosine", "pair_rank", "rank", "flagged", "mis_rate")

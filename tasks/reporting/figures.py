@@ -14,11 +14,11 @@ import numpy as np
 from matplotlib.colors import ListedColormap, PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from scipy import stats
 from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
 
 from storage.escape import mathtext
+from tasks.algorithms.correlation import spearman
 
 DPI = 100
 ANNOTATE_MAX = 12  # write the value into each cell up to this many classes
@@ -207,15 +207,6 @@ def pair_agreement(counts: np.ndarray, cosine: np.ndarray) -> tuple[np.ndarray, 
     trials = support[i] + support[j]
     rate = np.where(trials > 0, (counts[i, j] + counts[j, i]) / np.maximum(trials, 1), np.nan)
     return i, j, np.asarray(cosine, float)[i, j], rate
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
-    """Spearman rank correlation over the finite pairs, and their number (NaN if undefined)."""
-    keep = np.isfinite(x) & np.isfinite(y)
-    n = int(keep.sum())
-    if n < 3 or np.ptp(x[keep]) == 0 or np.ptp(y[keep]) == 0:
-        return float("nan"), n
-    return float(stats.spearmanr(x[keep], y[keep]).statistic), n
 
 
 def agreement_scatter(
