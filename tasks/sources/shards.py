@@ -85,21 +85,41 @@ class ShardIndex:
     error: str | None = None
 
 
+def _outer_brace(pattern: str) -> tuple[int, int, list[str]] | None:
+    """Start and end of the first outermost ``{...}`` and its top-level comma parts."""
+    depth, start, parts, last = 0, -1, [], 0
+    for i, char in enumerate(pattern):
+        if char == "{":
+            if depth == 0:
+                start, last = i, i + 1
+            depth += 1
+        elif char == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                return start, i, [*parts, pattern[last:i]]
+        elif char == "," and depth == 1:
+            parts.append(pattern[last:i])
+            last = i + 1
+    return None
+
+
 def expand_braces(pattern: str) -> list[str]:
-    """All strings of a brace pattern: ``a-{000..002}.tar`` and ``{train,test}.tar``, nested."""
-    match = re.search(r"\{([^{}]*)\}", pattern)
-    if match is None:
+    """All strings of a brace pattern, left to right as WebDataset expands them.
+
+    ``a-{000..002}.tar`` (zero-padded ranges), ``{train,test}.tar`` and nestings of both.
+    """
+    brace = _outer_brace(pattern)
+    if brace is None:
         return [pattern]
-    head, body, tail = pattern[: match.start()], match.group(1), pattern[match.end() :]
-    numbers = _BRACE_RANGE.match(body)
+    start, end, parts = brace
+    head, tail = pattern[:start], pattern[end + 1 :]
+    numbers = _BRACE_RANGE.match(parts[0]) if len(parts) == 1 else None
     if numbers:
-        start, stop = numbers.group(1), numbers.group(2)
-        width = len(start) if start.startswith("0") and len(start) > 1 else 0
-        step = 1 if int(stop) >= int(start) else -1
-        options = [str(i).zfill(width) for i in range(int(start), int(stop) + step, step)]
-    else:
-        options = body.split(",")
-    return [e for option in options for e in expand_braces(f"{head}{option}{tail}")]
+        first, last = numbers.group(1), numbers.group(2)
+        width = len(first) if first.startswith("0") and len(first) > 1 else 0
+        step = 1 if int(last) >= int(first) else -1
+        parts = [str(i).zfill(width) for i in range(int(first), int(last) + step, step)]
+    return [e for part in parts for e in expand_braces(f"{head}{part}{tail}")]
 
 
 def _version(info: dict[str, Any]) -> str:
