@@ -28,13 +28,14 @@ from storage import registry
 from storage.fingerprint import code_version, hash_local_file, hash_value
 from storage.fs import Location
 from storage.manifest import StageManifest, valid_manifest
-from storage.schemas.images import embedding_type
+from storage.schemas.images import POINTER, embedding_type
 from storage.tables import listed_shards, parquet_rows, read_parquet, shard_index, shard_names
 from tasks.core.params import EmbeddingsParams
 from tasks.core.stage import Output, Stage
 from tasks.images import transient
 from tasks.models import embed, fast_vit, models
 from tasks.models.embed import Extractor
+from tasks.sources import sharded_load
 
 log = logging.getLogger(__name__)
 # every module whose edit can change the embeddings' values
@@ -147,8 +148,8 @@ def embed_shard(
     on_batch: Callable[[int], None] | None = None,
 ) -> None:
     """Embed one images shard and write its embeddings shard (atomically) under ``name``."""
-    table = read_parquet(images, name, [*KEY_COLUMNS, "image"])
-    image_bytes = table.column("image").combine_chunks().field("bytes").to_pylist()
+    table = read_parquet(images, name, [*KEY_COLUMNS, "image", *POINTER.names])
+    image_bytes = sharded_load.image_bytes(table)  # copied bytes, or read from the source
     vectors = extractor.embed_encoded(image_bytes, on_batch=on_batch)
     shard = embeddings_table(table.select(KEY_COLUMNS), vectors)
     spec = registry.table("embeddings")

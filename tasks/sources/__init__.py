@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from storage.schemas.images import IMAGES
+from storage.schemas.images import IMAGES, POINTER
 
 
 class DatasetError(ValueError):
@@ -81,6 +81,7 @@ def images_table(
                 [pa.array(image_bytes, pa.binary()), pa.array(paths, pa.string())],
                 fields=list(IMAGES.field("image").type),
             ),
+            **{f.name: pa.nulls(n, f.type) for f in POINTER},  # the bytes are copied here
         }
     )
 

@@ -9,10 +9,10 @@ A sharded source is used in three steps, each a plain function so that a cluster
    ``combine`` then gives every row its ``sample_id``, ``label`` and ``class_name``;
 3. ``read_pointed``: the bytes of some indexed rows, read from the source, for extraction.
 
-Pointer columns (``POINTER``): ``source_file`` (fsspec URL), ``source_row`` (row in the Parquet
-file, or sample number in the tar), ``source_member`` (the tar member, or the Parquet column
-that holds the image), ``source_offset`` and ``source_size`` (the member's bytes in the tar;
-null for Parquet, whose bytes are found by row).
+Pointer columns (``storage.schemas.images.POINTER``): ``source_file`` (fsspec URL),
+``source_row`` (row in the Parquet file, or sample number in the tar), ``source_member`` (the
+tar member, or the Parquet column that holds the image), ``source_offset`` and ``source_size``
+(the member's bytes in the tar; null for Parquet, whose bytes are found by row).
 """
 
 from __future__ import annotations
@@ -29,19 +29,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from storage.schemas.images import POINTER
 from tasks.sources import DatasetError
 
 log = logging.getLogger(__name__)
 
-POINTER = pa.schema(
-    [
-        pa.field("source_file", pa.string()),
-        pa.field("source_row", pa.int64()),
-        pa.field("source_member", pa.string()),
-        pa.field("source_offset", pa.int64()),
-        pa.field("source_size", pa.int64()),
-    ]
-)
 # what indexing one shard gives: split, the label as the source writes it, and the pointer
 RAW_KEYS = ["split", "raw_label"]
 # fsspec ``info`` keys that change when a file's content does, most specific first
