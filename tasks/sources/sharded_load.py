@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from storage import registry
 from storage.fs import Location
-from storage.schemas.images import POINTER
+from storage.schemas.images import IMAGE_TYPE, POINTER
 from tasks.sources import DatasetError, DatasetInfo
 from tasks.sources import parquet as parquet_source
 from tasks.sources import webdataset as webdataset_source
@@ -160,7 +160,7 @@ def images_part(rows: pa.Table) -> pa.Table:
             **{c: rows.column(c) for c in ("sample_id", "split", "label", "class_name")},
             "coarse_label": pa.nulls(n, pa.int32()),
             "coarse_name": pa.nulls(n, pa.string()),
-            "image": pa.nulls(n, registry.table("images").schema().field("image").type),
+            "image": pa.nulls(n, IMAGE_TYPE),
             **{f.name: rows.column(f.name) for f in POINTER},
         }
     )
@@ -203,12 +203,6 @@ def load_sharded(
         "source_shards": len(shards),
         "read_in_place": True,
     }
-
-
-def key_inputs(params: Any) -> dict[str, Any] | None:
-    """The images stage's key inputs of a sharded source (listing only), else None."""
-    source = ShardedSource.of(params)
-    return None if source is None else source.key_inputs(source.list())
 
 
 def image_bytes(table: pa.Table) -> list[bytes]:
