@@ -221,7 +221,7 @@ _SPECS = [
             "support": "test samples of the class (all test samples in summary rows)",
         },
         arrow=classifier.CLASSIFICATION_REPORT,
-        also_written_by=("analyze-predictions",),
+        also_written_by=("analyze_predictions",),
     ),
     TableSpec(
         "confusion_matrix",
@@ -237,7 +237,7 @@ _SPECS = [
             "rate": "count / row support; null when the true class has no test samples",
         },
         arrow=classifier.CONFUSION_MATRIX,
-        also_written_by=("analyze-predictions",),
+        also_written_by=("analyze_predictions",),
     ),
     TableSpec(
         "confusion_pairs",
@@ -269,7 +269,7 @@ _SPECS = [
             "for analyze-predictions",
         },
         arrow=classifier.CONFUSION_PAIRS,
-        also_written_by=("analyze-predictions",),
+        also_written_by=("analyze_predictions",),
     ),
 ]
 
