@@ -17,21 +17,26 @@ from typing import Any
 import fsspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from prefect import flow
+
+from flows import runners
+from flows.config import RunConfig
+from flows.overlap_flow import class_overlap
+from storage import registry
+from storage.fs import Location
+from storage.manifest import StageManifest
+from storage.tables import embedding_matrix
 from tasks.class_similarity import class_similarity_task
 from tasks.core import params
 from tasks.embeddings import embeddings as embeddings_stage
 from tasks.images import images as images_stage
-
-from flows import runners
-from flows.config import RunConfig
-from storage import registry
-from storage.manifest import StageManifest
-from storage.tables import embedding_matrix
+from tasks.sources import synthetic
 from tasks.sources.sharded_load import image_bytes
 from tests.flow_states import task_states
 from tests.sharded_fixture import (
+    hf_metadata,
     moto_s3,
     pictures,
     write_hf_parquet,
@@ -165,3 +170,39 @@ def test_parquet_from_a_bucket_equals_the_image_folder(sources, baseline, s3) ->
     assert_same(stages, baseline)
     files = registry.table("images").read(stages["images"].location).column("source_file")
     assert pa.compute.all(pa.compute.starts_with(files, "s3://")).as_py()
+
+
+def test_the_whole_flow_on_synthetic_data_as_parquet_finds_what_synthetic_finds(tmp_path) -> None:
+    rows = next(synthetic.make_synthetic(0).chunks(10**6)).select(["image", "label", "split"])
+    names = synthetic.make_synthetic(0).info.class_names
+    rows = rows.replace_schema_metadata(hf_metadata(names))
+    (tmp_path / "hf").mkdir()
+    for index, start in enumerate((0, 700)):
+        pq.write_table(rows.slice(start, 700), tmp_path / "hf" / f"part-{index}.parquet")
+    # the synthetic run's model and input size, stated for both runs
+    common = {
+        "report_pairs": 0,
+        "model": "vit_tiny_patch16_224",
+        "pretrained": False,
+        "image_size": 64,
+    }
+    dataset = f"parquet:{tmp_path / 'hf'}"
+    parquet = class_overlap(RunConfig(dataset=dataset, out=str(tmp_path / "pq"), **common))
+    baseline = class_overlap(RunConfig(dataset="synthetic", out=str(tmp_path / "syn"), **common))
+    for stage, table, keys in (
+        ("overlap", "overlap_pairs", ["class_a", "class_b"]),
+        ("confusion", "confusion_pairs", ["True", "Pred", "flagged"]),
+    ):
+        ours = registry.table(table).read(Location(parquet["stages"][stage]["url"]), keys)
+        theirs = registry.table(table).read(Location(baseline["stages"][stage]["url"]), keys)
+        assert ours.equals(theirs), stage
+    subset = registry.table("subset").read(Location(parquet["stages"]["subset"]["url"]))
+    expected = registry.table("subset").read(Location(baseline["stages"]["subset"]["url"]))
+    assert subset.num_rows == expected.num_rows > 0
+    # the subset copies the flagged classes' images out of the source
+    assert (
+        subset.column("image")
+        .combine_chunks()
+        .field("bytes")
+        .equals(expected.column("image").combine_chunks().field("bytes"))
+    )
