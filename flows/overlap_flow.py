@@ -15,7 +15,7 @@ from tasks.core import params
 from tasks.core.preflight import check_run
 from tasks.embeddings import embeddings as embeddings_stage
 from tasks.evaluate import evaluate_task
-from tasks.images import images_task
+from tasks.images import images as images_stage
 from tasks.overlap import overlap_task
 from tasks.record import record_task
 from tasks.report import publish_report_task, report_task
@@ -43,7 +43,9 @@ def class_overlap_stages(config: RunConfig) -> dict[str, Any]:
 def overlap_stages(config: RunConfig) -> dict[str, Any]:
     """Every stage in order, each given its own parameters; embeddings spread over a cluster."""
     common = config.params_of(params.StageParams)
-    images = images_task(config.params_of(params.ImagesParams))
+    images = images_stage(
+        config.params_of(params.ImagesParams), on_cluster=runners.on_cluster(config)
+    )
     embeddings = embeddings_stage(
         images, config.params_of(params.EmbeddingsParams), on_cluster=runners.on_cluster(config)
     )

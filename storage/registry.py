@@ -28,8 +28,17 @@ _PAIR = {
 }
 _IMAGE = (
     "PNG bytes (CIFAR, synthetic) or the original file's bytes (image folders), and the "
-    "original file name; Hugging Face `datasets` reads this struct as an Image column"
+    "original file name; Hugging Face `datasets` reads this struct as an Image column; null "
+    "for `parquet:` and `webdataset:` sources, read in place through the `source_*` columns"
 )
+_POINTER = {
+    "source_file": "read in place: the Parquet file or tar shard (path or URL) holding the image; "
+    "null where `image` holds the bytes",
+    "source_row": "row in the Parquet file, or sample number in the tar",
+    "source_member": "tar member of the image, or the Parquet column that holds it",
+    "source_offset": "byte offset of the tar member's data (null for Parquet)",
+    "source_size": "byte size of the tar member's data (null for Parquet)",
+}
 _COARSE = {
     "coarse_label": "superclass index (CIFAR-100); null where the dataset has none",
     "coarse_name": "superclass name; null where the dataset has none",
@@ -40,8 +49,8 @@ _SPECS = [
         "images",
         "images",
         "One row per image of the source dataset, both source splits; `--shard-size` rows a "
-        "shard (8192 by default).",
-        {**_KEYS, **_COARSE, "image": _IMAGE},
+        "shard (8192 by default), or one shard per source file for `parquet:` and `webdataset:`.",
+        {**_KEYS, **_COARSE, "image": _IMAGE, **_POINTER},
         sharded=True,
         arrow=images.IMAGES,
     ),
@@ -183,7 +192,9 @@ _SPECS = [
             "label": "original label (the dataset's class index)",
             "new_label": "the subset's own label 0..K−1, contiguous, in original-label order",
             **_COARSE,
-            "image": _IMAGE,
+            "image": "the image: as in `images`, but filled from the source for `parquet:` and "
+            "`webdataset:` sources (path: the tar member, or `file#row`)",
+            **_POINTER,
         },
         arrow=overlap.SUBSET,
     ),

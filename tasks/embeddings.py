@@ -29,13 +29,14 @@ from storage.embedding_store import EmbeddingStore, store_location
 from storage.fingerprint import code_version, hash_local_file, hash_value, source_file
 from storage.fs import Location
 from storage.manifest import StageManifest, valid_manifest
-from storage.schemas.images import embedding_type
+from storage.schemas.images import POINTER, embedding_type
 from storage.tables import listed_shards, parquet_rows, read_parquet, shard_index, shard_names
 from tasks.core.params import EmbeddingsParams
 from tasks.core.stage import Output, Stage
 from tasks.images import transient
 from tasks.models import hardware
 from tasks.models.reuse import Reuse, embed_with_store
+from tasks.sources import sharded_load
 
 if TYPE_CHECKING:  # torch and timm load where a model is built: a cached run never needs them
     from tasks.models.embed import Extractor
@@ -165,8 +166,8 @@ def embed_shard(
 ) -> Reuse:
     """Embed one images shard (images the store has not seen) and write its embeddings shard
     (atomically) under ``name``."""
-    table = read_parquet(images, name, [*KEY_COLUMNS, "image"])
-    image_bytes = table.column("image").combine_chunks().field("bytes").to_pylist()
+    table = read_parquet(images, name, [*KEY_COLUMNS, "image", *POINTER.names])
+    image_bytes = sharded_load.image_bytes(table)  # copied bytes, or read from the source
     if store is None:
         vectors, reuse = extractor.embed_encoded(image_bytes, on_batch), Reuse(len(image_bytes))
     else:

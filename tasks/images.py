@@ -7,19 +7,36 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
+from prefect import task
+from prefect.futures import wait
 from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
+from prefect.utilities.annotations import unmapped
 
 from storage import registry
 from storage.file_index import last_load
 from storage.fingerprint import code_version, hash_value
 from storage.fs import Location
+from storage.manifest import StageManifest, valid_manifest
 from tasks import sources
 from tasks.core.params import ImagesParams, StageParams
 from tasks.core.stage import Output, Stage
-from tasks.sources import DatasetError, Source, folder_delta, imagefolder, synthetic
+from tasks.sources import (
+    DatasetError,
+    Source,
+    folder_delta,
+    imagefolder,
+    parquet,
+    sharded_load,
+    synthetic,
+    webdataset,
+)
 from tasks.sources import cifar as cifar_source
+from tasks.sources import shards as source_shards
 from tasks.sources.folder_delta import ReusingImageFolderSource
+from tasks.sources.parquet import ParquetColumns
+from tasks.sources.sharded_load import INDEX_FOLDER, ShardedSource
+from tasks.sources.shards import SourceShard
 
 
 def folder_of(dataset: str) -> Path | None:
@@ -57,10 +74,24 @@ def check_dataset(params: StageParams) -> None:
     root = folder_of(params.dataset)
     if root is not None:
         imagefolder.scan_imagefolder(root)
+    sharded = ShardedSource.of(params) if isinstance(params, ImagesParams) else None
+    if sharded is not None:  # listing, credentials, columns, --class-names: all cheap
+        sharded.check()
 
 
 # the readers decide the images' bytes too: an edit to any of them must reload
-CODE = code_version(__file__, sources, cifar_source, imagefolder, synthetic, folder_delta)
+CODE = code_version(
+    __file__,
+    sources,
+    cifar_source,
+    imagefolder,
+    synthetic,
+    folder_delta,
+    source_shards,
+    parquet,
+    webdataset,
+    sharded_load,
+)
 
 
 def _key_params(params: ImagesParams) -> dict[str, Any]:
@@ -72,6 +103,9 @@ def _key_params(params: ImagesParams) -> dict[str, Any]:
         inputs["files"] = listing_fingerprint(root)
         if params.rescan:  # its own folder: a cached load must not stand in for a re-read
             inputs["rescan"] = True
+    sharded = ShardedSource.of(params)
+    if sharded is not None:  # sizes and ETags or mtimes of the source's files, flags, names
+        inputs["source"] = sharded.key_inputs(sharded.list())
     return inputs
 
 
@@ -117,6 +151,17 @@ def count_labels(counts: dict[int, int], labels: list[int]) -> None:
 def images_task(params: ImagesParams, target: Location) -> Output:
     """Download or read the dataset and write it as the sharded ``images`` table."""
     logger = get_run_logger()
+    sharded = ShardedSource.of(params)
+    if sharded is not None:  # read in place; a killed load resumes from the shards indexed
+        target.remove_temporaries()
+        written, info = sharded_load.load_sharded(sharded, target, params.dataset)
+        logger.info(
+            "%s: %d images in %d classes, read in place",
+            params.dataset,
+            info["rows"],
+            len(info["class_names"]),
+        )
+        return Output(written=written, params={"dataset": params.dataset}, info=info)
     target.remove_tree()  # whatever is there is incomplete, or it would have been reused
     source = open_source(params)
     shards: dict[str, int | None] = {}
@@ -140,3 +185,46 @@ def images_task(params: ImagesParams, target: Location) -> Output:
         info["files"] = source.delta.counts()
         logger.info("%s: files %s since the last load", params.dataset, source.delta.counts())
     return Output(written=shards, params={"dataset": params.dataset}, info=info)
+
+
+@task(
+    name="index source shard",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=transient,
+    task_run_name="index {position}",
+)
+def index_shard_task(
+    source: ShardedSource,
+    columns: ParquetColumns | None,
+    shard: SourceShard,
+    position: int,
+    folder: Location,
+) -> dict[str, Any]:
+    """Index one source shard into ``folder`` (its labels and pointers), unless it is there."""
+    index = sharded_load.index_into(source, columns, shard, position, folder)
+    rows = 0 if index.table is None else index.table.num_rows
+    return {"shard": shard.url, "rows": rows, "error": index.error}
+
+
+def images(params: ImagesParams, on_cluster: bool) -> StageManifest:
+    """The images stage: on a cluster, a sharded source is indexed one task per shard first."""
+    sharded = ShardedSource.of(params)
+    target = STAGE.location(params=params) if on_cluster and sharded is not None else None
+    if target is not None and valid_manifest(target) is None:
+        shards_found, columns = sharded.check()
+        futures = index_shard_task.map(
+            unmapped(sharded),
+            unmapped(columns),
+            shards_found,
+            list(range(len(shards_found))),
+            unmapped(target.child(INDEX_FOLDER)),
+        )
+        wait(futures)
+        done = [future.result() for future in futures]  # raises the first shard's failure
+        get_run_logger().info(
+            "indexed %d source shard(s) on the cluster (%d unreadable)",
+            len(done),
+            sum(d["error"] is not None for d in done),
+        )
+    return images_task(params)

@@ -21,6 +21,7 @@ from storage.schemas import overlap as schemas
 from storage.tables import stage_shards
 from tasks.core.params import SubsetParams
 from tasks.core.stage import Output, Stage
+from tasks.sources.sharded_load import with_image_bytes
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -154,7 +155,8 @@ def subset_task(
             "no subset to write or classifier to train; loosen it (lower --overlap-k, lower "
             "--overlap-threshold, or --overlap-rule topk)"
         )
-    subset = subset_rows(stage_shards(images), original)
+    # read-in-place sources (parquet:, webdataset:): the subset's images are copied here
+    subset = with_image_bytes(subset_rows(stage_shards(images), original))
     has_test = bool(images.info.get("has_test_split"))
     split = assign_splits(
         subset.column("split").to_numpy(zero_copy_only=False),

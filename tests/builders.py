@@ -244,7 +244,7 @@ def ovl_images_stage(
 
     from PIL import Image
 
-    from storage.schemas.images import IMAGES
+    from storage.schemas.images import IMAGES, POINTER
     from storage.tables import shard_name, write_parquet
 
     location = Location(str(root / "images"))
@@ -269,6 +269,7 @@ def ovl_images_stage(
                 [pa.array(pngs, pa.binary()), pa.array([f"{i}.png" for i in range(n)])],
                 fields=list(IMAGES.field("image").type),
             ),
+            **{f.name: pa.nulls(n, f.type) for f in POINTER},  # bytes copied, not pointed to
         }
     )
     rows = {}

@@ -23,7 +23,7 @@ from storage.fs import Location
 from storage.manifest import StageManifest
 from storage.schemas import classifier as clf_schemas
 from storage.schemas import overlap as schemas
-from storage.schemas.images import embeddings_schema
+from storage.schemas.images import POINTER, embeddings_schema
 from storage.tables import shard_name, table_name, write_parquet
 from tasks import class_similarity as similarity
 from tasks import confusion, evaluate
@@ -135,6 +135,7 @@ def report_stages(root: Path) -> dict[str, StageManifest]:
             "image": pa.array(
                 [{"bytes": b, "path": None} for b in png], schemas.SUBSET.field("image").type
             ),
+            **{f.name: pa.nulls(keep.sum(), f.type) for f in POINTER},
         }
     )
     splits_table = pa.table(

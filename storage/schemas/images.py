@@ -7,6 +7,17 @@ import pyarrow as pa
 # Hugging Face `datasets` reads a struct of (bytes, path) as an Image column.
 IMAGE_TYPE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
 
+# Where a read-in-place source (Parquet, WebDataset) keeps an image: null for copied images.
+POINTER = pa.schema(
+    [
+        pa.field("source_file", pa.string()),
+        pa.field("source_row", pa.int64()),
+        pa.field("source_member", pa.string()),
+        pa.field("source_offset", pa.int64()),
+        pa.field("source_size", pa.int64()),
+    ]
+)
+
 IMAGES = pa.schema(
     [
         pa.field("sample_id", pa.int64(), nullable=False),
@@ -15,7 +26,8 @@ IMAGES = pa.schema(
         pa.field("class_name", pa.string(), nullable=False),
         pa.field("coarse_label", pa.int32()),
         pa.field("coarse_name", pa.string()),
-        pa.field("image", IMAGE_TYPE, nullable=False),
+        pa.field("image", IMAGE_TYPE),  # null where the source is read in place
+        *POINTER,
     ]
 )
 

@@ -15,9 +15,16 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-KNOWN_DATASETS = ("cifar100", "cifar10", "synthetic", "imagefolder:PATH")
+KNOWN_DATASETS = (
+    "cifar100",
+    "cifar10",
+    "synthetic",
+    "imagefolder:PATH",
+    "parquet:PATH_OR_URL",
+    "webdataset:PATTERN",
+)
 # The rule behind KNOWN_DATASETS, for the validator and for the JSON schema of deployments.
-DATASET_PATTERN = r"^(cifar100|cifar10|synthetic|imagefolder:.+)$"
+DATASET_PATTERN = r"^(cifar100|cifar10|synthetic|(imagefolder|parquet|webdataset):.+)$"
 
 P = TypeVar("P", bound="StageParams")
 
@@ -29,8 +36,10 @@ class StageParams(BaseModel):
 
     dataset: str = Field(
         "cifar100",
-        description="cifar100, cifar10, synthetic, or imagefolder:PATH (class sub-folders, "
-        "optionally under train/ and test/)",
+        description="cifar100, cifar10, synthetic, imagefolder:PATH (class sub-folders, "
+        "optionally under train/ and test/), parquet:PATH_OR_URL (Parquet files with an image "
+        "and a label column: a file, folder, glob or s3:// URL) or webdataset:PATTERN (tar "
+        "shards, e.g. shard-{000000..000099}.tar); the last two are read in place",
         # In the JSON schema only, so that a deployment refuses a bad name when the run is
         # created; in Python the validator below gives the friendlier message.
         json_schema_extra={"pattern": DATASET_PATTERN},
@@ -89,6 +98,27 @@ class ImagesParams(StageParams):
         False,
         description="image folders: read every file again instead of taking files with an "
         "unchanged path, size and modification time from the last load",
+    )
+
+    # how to read parquet: and webdataset: sources (detected when not given)
+    image_column: str | None = Field(
+        None, description="parquet: the image column ({bytes, path} struct or binary)"
+    )
+    label_column: str | None = Field(
+        None, description="parquet: the label column (integer or class name)"
+    )
+    split_column: str | None = Field(
+        None,
+        description="parquet: the split column; default: a `split` column, else the split "
+        "the file's path names (train-*.parquet, test/...), else train",
+    )
+    label_field: str = Field(
+        "label", description="webdataset: the label's field in a sample's .json member"
+    )
+    class_names: str | None = Field(
+        None,
+        description="parquet/webdataset: text file of class names, one per line, in label order "
+        "(default: the Parquet file's Hugging Face ClassLabel names, else the labels themselves)",
     )
 
     @field_validator("download_url")

@@ -12,7 +12,7 @@ import pyarrow as pa
 from PIL import Image
 
 from storage.layout import duplicate_names
-from storage.schemas.images import IMAGES
+from storage.schemas.images import IMAGES, POINTER
 
 
 class DatasetError(ValueError):
@@ -90,6 +90,7 @@ def images_table(
                 [pa.array(image_bytes, pa.binary()), pa.array(paths, pa.string())],
                 fields=list(IMAGES.field("image").type),
             ),
+            **{f.name: pa.nulls(n, f.type) for f in POINTER},  # the bytes are copied here
         }
     )
 
