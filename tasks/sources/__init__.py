@@ -28,6 +28,7 @@ class DatasetInfo:
     coarse_labels: list[int] | None = None
     coarse_names: list[str] | None = None
     planted_pairs: list[list[str]] = field(default_factory=list)
+    planted_defects: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form for manifests."""
