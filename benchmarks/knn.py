@@ -61,6 +61,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=nb.DEFAULT_K)
     parser.add_argument("--sample", type=int, default=nb.RECALL_SAMPLE, help="recall queries")
     parser.add_argument("--kinds", default="flat,hnsw,ivf")
+    parser.add_argument("--nprobe", type=int, default=nb.IVF_NPROBE, help="IVF lists searched")
+    parser.add_argument("--ef-search", type=int, default=nb.HNSW_EF_SEARCH, help="HNSW breadth")
     parser.add_argument("--json", type=Path, default=None, help="default benchmarks/out/knn.json")
     return parser.parse_args()
 
@@ -68,6 +70,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     """Time each index kind and print one line per kind."""
     args = parse_args()
+    nb.IVF_NPROBE, nb.HNSW_EF_SEARCH = args.nprobe, args.ef_search
     vectors = clustered(args.rows, args.dim, args.classes, args.spread, seed=0)
     print(f"{args.rows} x {args.dim}, k={args.k}, faiss threads {faiss.omp_get_max_threads()}")
     results = []

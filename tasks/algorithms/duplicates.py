@@ -95,17 +95,26 @@ def near_duplicates(
     return pa.table(columns)
 
 
+def _leaked_sides(duplicates: pa.Table) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(sample_ids, labels) of the test copies of train/test pairs, once per side."""
+    split = {s: np.asarray(duplicates.column(f"split_{s}").to_pylist(), dtype=object) for s in "ab"}
+    sides = []
+    for test, train in (("a", "b"), ("b", "a")):
+        rows = (split[test] == "test") & (split[train] == "train")
+        ids = duplicates.column(f"sample_id_{test}").to_numpy()[rows]
+        sides.append((ids, duplicates.column(f"label_{test}").to_numpy()[rows]))
+    return sides
+
+
 def leaked_test_ids(duplicates: pa.Table) -> np.ndarray:
     """Sorted sample_ids of test images with a near-copy in train, under any label: the leak
     count of the test split (a cross-class copy in train leaks too)."""
-    split_a = np.asarray(duplicates.column("split_a").to_pylist(), dtype=object)
-    split_b = np.asarray(duplicates.column("split_b").to_pylist(), dtype=object)
-    ids_a = duplicates.column("sample_id_a").to_numpy()
-    ids_b = duplicates.column("sample_id_b").to_numpy()
-    leaked = np.concatenate(
-        [
-            ids_a[(split_a == "test") & (split_b == "train")],
-            ids_b[(split_b == "test") & (split_a == "train")],
-        ]
-    )
-    return np.unique(leaked)
+    return np.unique(np.concatenate([ids for ids, _ in _leaked_sides(duplicates)]))
+
+
+def leaked_test_labels(duplicates: pa.Table) -> np.ndarray:
+    """The label of each leaked test image (one entry per image, as ``leaked_test_ids``)."""
+    ids = np.concatenate([ids for ids, _ in _leaked_sides(duplicates)])
+    labels = np.concatenate([labels for _, labels in _leaked_sides(duplicates)])
+    _, first = np.unique(ids, return_index=True)
+    return labels[first].astype(np.int64)

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 from scipy.stats import binom
 
-from tasks.algorithms.duplicates import leaked_test_ids
+from tasks.algorithms.duplicates import leaked_test_labels
 from tasks.algorithms.neighbours import Neighbours
 
 # A suspect's neighbours must vote for its majority class with a binomial tail probability at
@@ -133,18 +133,15 @@ def _count_pairs(first: np.ndarray, second: np.ndarray, a: np.ndarray, b: np.nda
 
 
 def pair_counts(
-    labels_a: np.ndarray,
-    labels_b: np.ndarray,
-    duplicates: pa.Table,
-    suspects: pa.Table,
-    test_labels: pa.Table,
+    labels_a: np.ndarray, labels_b: np.ndarray, duplicates: pa.Table, suspects: pa.Table
 ) -> dict[str, np.ndarray]:
     """Per class pair (labels_a[i], labels_b[i]), how much of its overlap defects explain.
 
-    ``test_labels`` holds sample_id and label of the test images. Returns int64 arrays aligned
-    with the pairs: cross_class_duplicates (near-duplicate pairs with one copy in each class),
-    suspects_a_to_b (suspects labelled a whose majority is b), suspects_b_to_a, and
-    leaked_test (test images of either class with a near-copy in train, under any label).
+    ``duplicates`` is a near_duplicates table, ``suspects`` a label_suspects table (label and
+    majority_label suffice). Returns int64 arrays aligned with the pairs:
+    cross_class_duplicates (near-duplicate pairs with one copy in each class), suspects_a_to_b
+    (suspects labelled a whose neighbours vote b), suspects_b_to_a, and leaked_test (test
+    images of either class with a near-copy in train, under any label).
     """
     a = np.asarray(labels_a, dtype=np.int64)
     b = np.asarray(labels_b, dtype=np.int64)
@@ -152,11 +149,10 @@ def pair_counts(
     dup_b = duplicates.column("label_b").to_numpy().astype(np.int64)
     given = suspects.column("label").to_numpy().astype(np.int64)
     voted = suspects.column("majority_label").to_numpy().astype(np.int64)
-    leaked = np.isin(test_labels.column("sample_id").to_numpy(), leaked_test_ids(duplicates))
-    leaked_labels = test_labels.column("label").to_numpy().astype(np.int64)[leaked]
-    top = int(max(a.max(initial=0), b.max(initial=0), leaked_labels.max(initial=0))) + 1
-    leaked_per_class = np.bincount(leaked_labels, minlength=top)
-    # A duplicate pair stores its copies in sample_id order: count both orientations once each.
+    leaked = leaked_test_labels(duplicates)
+    top = int(max(a.max(initial=0), b.max(initial=0), leaked.max(initial=0))) + 1
+    leaked_per_class = np.bincount(leaked, minlength=top)
+    # A duplicate pair stores its copies in sample_id order: count both orientations.
     cross = _count_pairs(dup_a, dup_b, a, b) + np.where(a != b, _count_pairs(dup_a, dup_b, b, a), 0)
     return {
         "cross_class_duplicates": cross,
