@@ -80,11 +80,11 @@ def test_sampled_recall_is_measured_against_streamed_exact_search() -> None:
 
 def test_size_and_device_choose_the_index() -> None:
     assert nb.choose_index(1000, gpu=False) == "flat"
-    assert nb.choose_index(nb.EXACT_MAX_ROWS + 1, gpu=False) == "hnsw"
+    assert nb.choose_index(nb.EXACT_MAX_ROWS + 1, gpu=False) == "ivf"
     assert nb.choose_index(10**7, gpu=True) == "flat"
     x = _unit(600, 16, seed=5, clusters=6)
     found = nb.knn(_reader(x, 100), len(x), 16, k=5, gpu=False, exact_max_rows=500)
-    assert found.kind == "hnsw" and 0.9 <= found.recall <= 1.0
+    assert found.kind == "ivf" and 0.9 <= found.recall <= 1.0
 
 
 def test_bad_k_and_wrong_row_counts_fail_before_the_search() -> None:

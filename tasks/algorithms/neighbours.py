@@ -2,8 +2,10 @@
 
 The index holds the vectors; queries go one shard at a time, so memory is the index plus one
 shard plus the k neighbours per row. Exact search (``IndexFlatIP``) on a GPU and for small sets;
-beyond ``EXACT_MAX_ROWS`` rows on a CPU an HNSW graph, whose recall against exact search is
-measured on a sample of queries (``sample_recall``) so that a run can log what it traded.
+beyond ``EXACT_MAX_ROWS`` rows on a CPU an inverted-file index (IVF), whose recall against exact
+search is measured on a sample of queries (``sample_recall``) so that a run can log what it
+traded. HNSW is kept for comparison (``benchmarks/knn.py``): on 60k x 384 it was 2.3x slower
+than IVF at the same recall.
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ IndexKind = Literal["flat", "hnsw", "ivf"]
 ShardReader = Callable[[], Iterable[np.ndarray]]
 
 DEFAULT_K = 10
-# Exact all-vs-all on 2 CPU cores costs O(N^2 d): 60k x 384 took 60-90 s here, HNSW a third of it
-# at recall >= 0.99 (benchmarks/knn.py, RESULTS.md). Below this size exact is fast enough.
+# Exact all-vs-all costs O(N^2 d): on 60k x 384 (2 loaded CPU cores) exact took 199 s, IVF 92 s
+# at recall 0.9998, HNSW 212 s (benchmarks/knn.py, RESULTS.md). Below this size exact is fine.
 EXACT_MAX_ROWS = 50_000
-# HNSW: links per node and the search breadth; efSearch trades time for recall.
+# HNSW (for comparison): links per node and the search breadth; efSearch trades time for recall.
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
-# IVF (kept for comparison in the benchmark): lists ~ 4 sqrt(N), trained on 64 rows per list.
+# IVF: lists ~ 4 sqrt(N), trained on 64 rows per list; nprobe lists searched per query.
 IVF_TRAIN_PER_LIST = 64
 IVF_NPROBE = 32
 # GPU flat indexes answer at most 2048 neighbours per query.
@@ -66,8 +68,8 @@ def concat(parts: Iterable[Neighbours]) -> Neighbours:
 
 
 def choose_index(rows: int, *, gpu: bool, exact_max_rows: int = EXACT_MAX_ROWS) -> IndexKind:
-    """Exact on a GPU and up to ``exact_max_rows``; HNSW (approximate) beyond, on a CPU."""
-    return "flat" if gpu or rows <= exact_max_rows else "hnsw"
+    """Exact on a GPU and up to ``exact_max_rows``; IVF (approximate) beyond, on a CPU."""
+    return "flat" if gpu or rows <= exact_max_rows else "ivf"
 
 
 def ivf_lists(rows: int) -> int:
@@ -237,7 +239,7 @@ def knn(
 ) -> Knn:
     """Every row's k nearest other rows by cosine; ``read`` yields unit float32 shards.
 
-    ``kind`` None picks exact or HNSW by size (``choose_index``); an approximate index's recall
+    ``kind`` None picks exact or IVF by size (``choose_index``); an approximate index's recall
     is measured against exact search on ``recall_sample`` rows.
     """
     gpu = faiss.get_num_gpus() > 0 if gpu is None else gpu
