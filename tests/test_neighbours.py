@@ -95,3 +95,15 @@ def test_bad_k_and_wrong_row_counts_fail_before_the_search() -> None:
         nb.check_k(4000, 10**6, gpu=True)
     with pytest.raises(ValueError, match="shards hold 20 rows, the manifest says 25"):
         nb.knn(_reader(x, 8), 25, 4, k=3, gpu=False)
+
+
+def test_ivf_training_sample_spans_every_shard_of_a_class_sorted_dataset() -> None:
+    # Sorted by class, like an image folder: the first shard holds only the first classes.
+    x = _unit(4000, 32, seed=7, clusters=20)
+    x = x[np.argsort(np.arange(4000) % 20, kind="stable")]
+    read = _reader(x, 500)
+    sample = nb._stride_sample(read, 4000, 400)
+    assert len(sample) == 400
+    np.testing.assert_array_equal(sample, x[::10])
+    found = nb.knn(read, len(x), 32, k=10, gpu=False, kind="ivf", recall_sample=500)
+    assert found.recall >= 0.95
