@@ -4,8 +4,8 @@ The index holds the vectors; queries go one shard at a time, so memory is the in
 shard plus the k neighbours per row. Exact search (``IndexFlatIP``) on a GPU and for small sets;
 beyond ``EXACT_MAX_ROWS`` rows on a CPU an inverted-file index (IVF), whose recall against exact
 search is measured on a sample of queries (``sample_recall``) so that a run can log what it
-traded. HNSW is kept for comparison (``benchmarks/knn.py``): on 60k x 384 it was 2.3x slower
-than IVF at the same recall.
+traded. HNSW is kept for comparison (``benchmarks/knn.py``): on 60k x 384 it was 1.6x slower
+than IVF at the same recall, and needs more memory (its graph).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ IndexKind = Literal["flat", "hnsw", "ivf"]
 ShardReader = Callable[[], Iterable[np.ndarray]]
 
 DEFAULT_K = 10
-# Exact all-vs-all costs O(N^2 d): on 60k x 384 (2 loaded CPU cores) exact took 199 s, IVF 92 s
-# at recall 0.9998, HNSW 212 s (benchmarks/knn.py, RESULTS.md). Below this size exact is fine.
+# Exact all-vs-all costs O(N^2 d): on 60k x 384 (2 loaded CPU cores, one run) exact took 257 s,
+# IVF 79 s at recall 0.9998, HNSW 125 s (benchmarks/knn.py, RESULTS.md). Below this, exact.
 EXACT_MAX_ROWS = 50_000
 # HNSW (for comparison): links per node and the search breadth; efSearch trades time for recall.
 HNSW_M = 32
