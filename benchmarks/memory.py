@@ -45,8 +45,9 @@ def child(folder: str, out: str, shard_size: str) -> None:
     from prefect import flow
 
     from flows.config import RunConfig
-    from tasks.extract import extract_embeddings_task
-    from tasks.load import load_dataset_task
+    from tasks.core.params import EmbeddingsParams, ImagesParams
+    from tasks.embeddings import embeddings_task
+    from tasks.images import images_task
 
     torch.zeros(1) @ torch.zeros(1)  # load the math libraries before the baseline
     config = RunConfig(
@@ -61,7 +62,8 @@ def child(folder: str, out: str, shard_size: str) -> None:
 
     @flow(name="memory-benchmark")
     def stages() -> None:
-        extract_embeddings_task(load_dataset_task(config), config)
+        images = images_task(config.params_of(ImagesParams))
+        embeddings_task(images, config.params_of(EmbeddingsParams))
 
     baseline = peak_mib()
     start = time.perf_counter()

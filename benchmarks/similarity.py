@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 from common import environment, median, timed, write_json
 
-from tasks.extract import embeddings_table
-from tasks.similarity import cosine_matrix, similarity_table, stream_centroids
+from tasks.class_similarity import cosine_matrix, similarity_table, stream_centroids
+from tasks.embeddings import embeddings_table
 
 SHARD_ROWS = 8192
 

@@ -129,7 +129,7 @@ def run_command(args: argparse.Namespace) -> int:
     """Validate the flags, check the inputs cheaply, then run the flow."""
     from flows.overlap_flow import class_overlap
     from flows.runners import check_runner
-    from tasks.preflight import check_run
+    from tasks.core.preflight import check_run
 
     values = {k: v for k, v in vars(args).items() if k != "command"}
     try:
@@ -156,8 +156,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 def analyze_command(args: argparse.Namespace) -> int:
     """Analyse a predictions file: tables (and report) under --out."""
-    from tasks.predictions import analyze_predictions
-    from tasks.report_predictions import write_predictions_report
+    from tasks.analyze_predictions import analyze_predictions
+    from tasks.reporting.report_predictions import write_predictions_report
 
     defaults = RunConfig()
     try:

@@ -1,75 +1,45 @@
-"""One pydantic model holds every parameter of a run; the CLI and prefect.yaml map onto it."""
+"""One pydantic model holds every parameter of a run; the CLI and prefect.yaml map onto it.
+
+``RunConfig`` is composed of the stages' own parameter models (``tasks.core.params``): each
+field, default, bound and description is written once, next to the stage that uses it. The flow
+hands each stage its own model (``config.params_of(ClassifierParams)``).
+"""
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field
 
-DEFAULT_MODEL = "vit_small_patch16_224.dino"
-# Offline demo: a tiny ViT with random weights at a small input size runs in seconds on a CPU.
-SYNTHETIC_MODEL = "vit_tiny_patch16_224"
-SYNTHETIC_IMAGE_SIZE = 64
-KNOWN_DATASETS = ("cifar100", "cifar10", "synthetic", "imagefolder:PATH")
-# The rule behind KNOWN_DATASETS, for the validator and for the JSON schema of deployments.
-DATASET_PATTERN = r"^(cifar100|cifar10|synthetic|imagefolder:.+)$"
+from tasks.core.params import (
+    DATASET_PATTERN,
+    DEFAULT_MODEL,
+    KNOWN_DATASETS,
+    SYNTHETIC_IMAGE_SIZE,
+    SYNTHETIC_MODEL,
+    ClassifierParams,
+    ConfusionParams,
+    EmbeddingsParams,
+    ImagesParams,
+    OverlapParams,
+    ReportParams,
+    StageParams,
+    SubsetParams,
+)
+
+__all__ = [
+    "DATASET_PATTERN",
+    "DEFAULT_MODEL",
+    "KNOWN_DATASETS",
+    "SYNTHETIC_IMAGE_SIZE",
+    "SYNTHETIC_MODEL",
+    "RunConfig",
+]
 
 
-class RunConfig(BaseModel):
-    """Every parameter of one run of the class-overlap flow."""
+class RunnerParams(StageParams):
+    """Where a run's tasks execute: the flow's concern, no stage's."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    # --- data and outputs ---
-    dataset: str = Field(
-        "cifar100",
-        description="cifar100, cifar10, synthetic, or imagefolder:PATH (class sub-folders, "
-        "optionally under train/ and test/)",
-        # In the JSON schema only, so that a deployment refuses a bad name when the run is
-        # created; in Python the validator below gives the friendlier message.
-        json_schema_extra={"pattern": DATASET_PATTERN},
-    )
-    data_dir: str = Field(
-        "./data", description="local folder where datasets are downloaded and cached"
-    )
-    out: str = Field(
-        "./outputs", description="output root: a folder or an fsspec URL (s3://bucket/prefix)"
-    )
-    download_url: str | None = Field(
-        None, description="mirror URL of the dataset archive (cifar10/cifar100); default: official"
-    )
-    # --- model and extraction ---
-    model: str | None = Field(
-        None,
-        description=f"any timm model name; default {DEFAULT_MODEL} "
-        f"({SYNTHETIC_MODEL} for --dataset synthetic)",
-    )
-    weights: Path | None = Field(None, description="local weights file (.safetensors or .pth)")
-    pretrained: bool | None = Field(
-        None,
-        description="load pretrained weights (default yes; no for --dataset synthetic). "
-        "--no-pretrained: random weights, for tests and demos only: results are meaningless",
-    )
-    image_size: int | None = Field(
-        None, ge=16, le=1024, description="model input size in pixels; default: the model's own"
-    )
-    batch_size: int = Field(
-        128, ge=1, le=65536, description="images per forward pass (on a CPU, at most 32)"
-    )
-    shard_size: int = Field(
-        8192,
-        ge=1,
-        description="images (and embeddings) per Parquet shard: the unit of resume and of "
-        "cluster work",
-    )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 on CUDA and on CPUs with native bf16, else fp32"
-    )
-    seed: int = Field(0, ge=0, description="seed for synthetic data, splits, training and UMAP")
-    # --- where tasks run ---
     runner: Literal["threads", "dask", "ray"] = Field(
         "threads",
         description="task runner: threads (one machine), dask or ray (extraction is spread over "
@@ -83,90 +53,18 @@ class RunConfig(BaseModel):
     workers: int = Field(
         2, ge=1, le=1024, description="worker processes of a local Dask or Ray cluster"
     )
-    # --- overlap detection (model-free) ---
-    overlap_rule: Literal["sigma", "threshold", "topk"] = Field(
-        "sigma",
-        description="how centroid pairs are flagged: sigma (cosine >= mu + k*sigma over all "
-        "pairs), threshold (cosine >= --overlap-threshold), topk (mutual: each class among "
-        "the other's --overlap-top-k nearest classes)",
-    )
-    overlap_k: float = Field(3.0, ge=0, le=10, description="k of the sigma rule")
-    overlap_threshold: float = Field(0.6, ge=-1, le=1, description="cosine of the threshold rule")
-    overlap_top_k: int = Field(1, ge=1, le=50, description="neighbours per class of the topk rule")
-    pair_samples: int = Field(
-        50, ge=1, description="images per class and flagged pair in the pair_samples table"
-    )
-    val_fraction: float = Field(0.1, gt=0, lt=1, description="share of train kept for validation")
-    test_fraction: float = Field(
-        0.2, gt=0, lt=1, description="share held out for test when the dataset has no test split"
-    )
-    export_pngs: bool = Field(False, description="also write the subset as PNGs in class folders")
-    # --- classifier ---
-    hidden_size: int = Field(512, ge=1, description="MLP hidden units")
-    dropout: float = Field(0.2, ge=0, lt=1, description="MLP dropout")
-    learning_rate: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate")
-    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
-    epochs: int = Field(100, ge=1, le=10000, description="maximum training epochs")
-    patience: int = Field(10, ge=1, description="early stopping: epochs without val improvement")
-    train_batch_size: int = Field(256, ge=1, description="MLP training batch size")
-    # --- confusion pairs ---
-    confusion_rule: Literal["sigma", "binomial"] = Field(
-        "binomial",
-        description="sigma: C_ij >= mu + k*sigma over off-diagonal cells (the seed's rule); "
-        "binomial: Benjamini-Hochberg q-value of a binomial test <= --confusion-alpha",
-    )
-    confusion_k: float = Field(5.0, ge=0, le=50, description="k of the sigma rule")
-    confusion_alpha: float = Field(
-        0.001, gt=0, lt=1, description="q-value bound of the binomial rule"
-    )
-    # --- report ---
-    grid_images: int = Field(8, ge=1, le=64, description="images per class in sample grids")
-    report_pairs: int = Field(
-        12,
-        ge=0,
-        le=200,
-        description="flagged confusion pairs (highest MisRate first) that get their own UMAP "
-        "and image grid in the report",
-    )
 
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, value: str) -> str:
-        if re.fullmatch(DATASET_PATTERN, value, re.DOTALL):
-            return value
-        raise ValueError(f"unknown dataset {value!r}; use one of {', '.join(KNOWN_DATASETS)}")
 
-    @field_validator("download_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://", "ftp://", "file://")):
-            raise ValueError(f"{value!r} is not a URL; give an http(s):// or ftp:// mirror")
-        return value
-
-    @field_validator("data_dir")
-    @classmethod
-    def _local_data_dir(cls, value: str) -> str:
-        if "://" in value:
-            raise ValueError(
-                f"{value!r}: the data folder must be a local folder (archives are downloaded "
-                "and unpacked there); outputs can go to a bucket with --out"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _resolve_defaults(self) -> RunConfig:
-        synthetic = self.dataset == "synthetic"
-        if self.model is None:
-            self.model = SYNTHETIC_MODEL if synthetic else DEFAULT_MODEL
-            if synthetic and self.image_size is None:
-                self.image_size = SYNTHETIC_IMAGE_SIZE
-        if self.pretrained is None:
-            self.pretrained = not (synthetic and self.weights is None)
-        if self.weights is not None and not self.pretrained:
-            raise ValueError("--weights and --no-pretrained contradict each other; drop one")
-        return self
-
-    @property
-    def random_weights(self) -> bool:
-        """True when the model runs with random weights (results are then meaningless)."""
-        return not self.pretrained
+# Pydantic orders inherited fields from the last base to the first: this order lists the
+# fields as the stages run (images, embeddings, runner, overlap, ... report), for --help.
+class RunConfig(
+    ReportParams,
+    ConfusionParams,
+    ClassifierParams,
+    SubsetParams,
+    OverlapParams,
+    RunnerParams,
+    EmbeddingsParams,
+    ImagesParams,
+):
+    """Every parameter of one run of the class-overlap flow."""

@@ -14,7 +14,9 @@ import pyarrow as pa
 from storage import catalog
 from storage.fs import Location
 from storage.layout import OutputLayout
+from storage.registry import TABLES
 from storage.runs import read_latest
+from storage.schema_docs import described_columns
 
 WIDTH = 100
 
@@ -59,13 +61,21 @@ def schema_lines(schema: pa.Schema | None, width: int) -> list[str]:
 def print_tables(tables: list[catalog.TableInfo], show_schema: bool, out: TextIO) -> None:
     """One line per table (``*`` marks the latest run's), optionally its columns below."""
     print("Tables  (* = used by the latest run)", file=out)
+    described: set[str] = set()
     for t in tables:
         shards = f" ({len(t.files)} shards)" if len(t.files) > 1 else ""
         mark = "*" if t.latest else " "
         size = human_size(t.bytes)
         print(f"{mark} {t.folder:<42} {t.name + shards:<28} {t.rows:>12,} rows {size:>9}", file=out)
         if show_schema:
-            for line in schema_lines(t.schema, WIDTH - 6):
+            # a table's meaning and columns once; later folders of the same table list the types
+            spec = TABLES.get(t.name) if t.name not in described else None
+            described.add(t.name)
+            if spec is not None:
+                lines = described_columns(spec, t.schema, WIDTH - 6)
+            else:
+                lines = schema_lines(t.schema, WIDTH - 6)
+            for line in lines:
                 print(" " * 6 + line, file=out)
 
 

@@ -8,17 +8,18 @@ from prefect import flow
 
 from flows import runners
 from flows.config import RunConfig
-from tasks.classifier import train_classifier_task
-from tasks.confusion import confusion_pairs_task
+from tasks.class_similarity import class_similarity_task
+from tasks.classifier import classifier_task
+from tasks.confusion import confusion_task
+from tasks.core import params
+from tasks.core.preflight import check_run
+from tasks.embeddings import embeddings as embeddings_stage
 from tasks.evaluate import evaluate_task
-from tasks.extract_map import extract_embeddings
-from tasks.load import load_dataset_task
-from tasks.overlap import find_overlaps_task
-from tasks.preflight import check_run
-from tasks.record import record_run_task
-from tasks.report import build_report_task
-from tasks.similarity import class_similarity_task
-from tasks.subset import write_subset_task
+from tasks.images import images_task
+from tasks.overlap import overlap_task
+from tasks.record import record_task
+from tasks.report import publish_report_task, report_task
+from tasks.subset import subset_task
 
 
 @flow(name="class-overlap", log_prints=True)
@@ -40,24 +41,33 @@ def class_overlap_stages(config: RunConfig) -> dict[str, Any]:
 
 
 def overlap_stages(config: RunConfig) -> dict[str, Any]:
-    """Every stage in order; the embeddings are spread over the cluster when there is one."""
-    images = load_dataset_task(config)
-    embeddings = extract_embeddings(images, config, on_cluster=runners.on_cluster(config))
-    similarity = class_similarity_task(embeddings, config)
-    overlap = find_overlaps_task(similarity, embeddings, config)
-    subset = write_subset_task(images, overlap, config)
-    classifier = train_classifier_task(embeddings, subset, config)
-    evaluation = evaluate_task(classifier, embeddings, subset, config)
-    confusion = confusion_pairs_task(evaluation, subset, similarity, config)
+    """Every stage in order, each given its own parameters; embeddings spread over a cluster."""
+    common = config.params_of(params.StageParams)
+    images = images_task(config.params_of(params.ImagesParams))
+    embeddings = embeddings_stage(
+        images, config.params_of(params.EmbeddingsParams), on_cluster=runners.on_cluster(config)
+    )
+    class_similarity = class_similarity_task(images, embeddings, common)
+    overlap = overlap_task(
+        images, class_similarity, embeddings, config.params_of(params.OverlapParams)
+    )
+    subset = subset_task(images, overlap, config.params_of(params.SubsetParams))
+    classifier = classifier_task(embeddings, subset, config.params_of(params.ClassifierParams))
+    evaluate = evaluate_task(classifier, embeddings, subset, common)
+    confusion = confusion_task(
+        images, evaluate, subset, class_similarity, config.params_of(params.ConfusionParams)
+    )
     stages = {
         "images": images,
         "embeddings": embeddings,
-        "similarity": similarity,
+        "class_similarity": class_similarity,
         "overlap": overlap,
         "subset": subset,
         "classifier": classifier,
-        "evaluation": evaluation,
+        "evaluate": evaluate,
         "confusion": confusion,
     }
-    report = build_report_task(stages, config)
-    return record_run_task(config, {**stages, "report": report})
+    settings = config.model_dump(mode="json")
+    report = report_task(stages, settings, config.params_of(params.ReportParams))
+    publish_report_task(report, stages)
+    return record_task({**stages, "report": report}, settings, common)

@@ -23,6 +23,11 @@ def shard_name(index: int) -> str:
     return SHARD_PATTERN.format(index=index)
 
 
+def shard_index(name: str) -> int:
+    """Index of the shard file ``name`` (``part-00003.parquet`` -> 3)."""
+    return int(name.removeprefix(SHARD_PREFIX).removesuffix(".parquet"))
+
+
 def table_name(name: str) -> str:
     """File name of a single-file table."""
     return f"{name}.parquet"

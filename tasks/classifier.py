@@ -9,27 +9,29 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from torch import nn
 
-from flows.config import RunConfig
+from storage import registry
 from storage.fingerprint import code_version
 from storage.manifest import StageManifest
 from storage.schemas import classifier as schemas
-from storage.tables import read_embeddings, read_parquet, table_name, write_parquet
-from tasks.stage import Stage
+from storage.tables import read_embeddings
+from tasks.core.params import ClassifierParams
+from tasks.core.stage import Output, Stage
 
 MODEL_FILE = "model.pt"
 
 
 def _default(field: str) -> Any:
-    return RunConfig.model_fields[field].default
+    return ClassifierParams.model_fields[field].default
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    """Hyper-parameters of one training run (RunConfig's classifier fields, its defaults)."""
+    """Hyper-parameters of one training run (ClassifierParams' fields, its defaults)."""
 
     hidden_size: int = _default("hidden_size")
     dropout: float = _default("dropout")
@@ -41,17 +43,17 @@ class TrainParams:
     seed: int = _default("seed")
 
     @classmethod
-    def from_config(cls, config: RunConfig) -> TrainParams:
-        """The training parameters of a run configuration."""
+    def from_params(cls, params: ClassifierParams) -> TrainParams:
+        """The training parameters of the classifier stage's parameters."""
         return cls(
-            hidden_size=config.hidden_size,
-            dropout=config.dropout,
-            learning_rate=config.learning_rate,
-            weight_decay=config.weight_decay,
-            epochs=config.epochs,
-            patience=config.patience,
-            batch_size=config.train_batch_size,
-            seed=config.seed,
+            hidden_size=params.hidden_size,
+            dropout=params.dropout,
+            learning_rate=params.learning_rate,
+            weight_decay=params.weight_decay,
+            epochs=params.epochs,
+            patience=params.patience,
+            batch_size=params.train_batch_size,
+            seed=params.seed,
         )
 
 
@@ -157,8 +159,9 @@ def train_mlp(
 
 
 def history_table(history: list[dict[str, Any]]) -> pa.Table:
-    """The ``training_history`` table: one row per epoch run."""
-    return pa.Table.from_pylist(history, schema=schemas.TRAINING_HISTORY)
+    """``training_history``: a row per epoch run; epoch, train_loss, val_loss, train_accuracy,
+    val_accuracy."""
+    return pa.Table.from_pylist(history, schema=registry.table("training_history").schema())
 
 
 def model_bytes(model: nn.Module, config: dict[str, Any]) -> bytes:
@@ -179,35 +182,34 @@ def load_model(data: bytes) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), config
 
 
-def load_split_arrays(embeddings: StageManifest, subset: StageManifest) -> dict[str, tuple]:
-    """Read the subset's splits and their embeddings (only theirs) and join them."""
-    splits = read_parquet(subset.location, table_name("splits"), ["sample_id", "split", "label"])
+def load_split_arrays(
+    embeddings: StageManifest, subset: StageManifest, only: str | None = None
+) -> dict[str, tuple]:
+    """Read the subset's splits (or split ``only``) and their embeddings, and join them."""
+    splits = registry.table("splits").read(subset.location, ["sample_id", "split", "label"])
+    if only is not None:
+        splits = splits.filter(pc.equal(splits.column("split"), only))
     return split_arrays(*read_embeddings(embeddings, splits.column("sample_id")), splits)
 
 
-def _inputs(embeddings: StageManifest, subset: StageManifest, config: RunConfig) -> dict:
-    return {
-        "embeddings": embeddings.fingerprint,
-        "subset": subset.fingerprint,
-        "params": asdict(TrainParams.from_config(config)),
-        "code": CODE,
-    }
+def _key_params(params: ClassifierParams) -> dict[str, Any]:
+    return {"params": asdict(TrainParams.from_params(params))}
 
 
 CODE = code_version(sys.modules[__name__], schemas)
-STAGE = Stage("classifier", _inputs)
+STAGE = Stage("classifier", CODE, _key_params)
 
 
-@task(name="train classifier", cache_policy=STAGE.cache_policy, persist_result=True)
-def train_classifier_task(
-    embeddings: StageManifest, subset: StageManifest, config: RunConfig
-) -> StageManifest:
+@STAGE.task()
+def classifier_task(
+    embeddings: StageManifest, subset: StageManifest, params: ClassifierParams
+) -> Output:
     """Train the MLP on the subset's train split; write ``model.pt`` and ``training_history``."""
-    params = TrainParams.from_config(config)
+    train = TrainParams.from_params(params)
     arrays = load_split_arrays(embeddings, subset)
     class_names = list(subset.info["class_names"])
     (_, x_train, y_train), (_, x_val, y_val) = arrays["train"], arrays["val"]
-    model, history = train_mlp(x_train, y_train, x_val, y_val, len(class_names), params)
+    model, history = train_mlp(x_train, y_train, x_val, y_val, len(class_names), train)
     best = min(history, key=lambda row: row["val_loss"])
     get_run_logger().info(
         "classifier: %d epochs, best epoch %d (val accuracy %.4f)",
@@ -218,21 +220,15 @@ def train_classifier_task(
     model_config = dict(
         input_dim=int(x_train.shape[1]),
         num_classes=len(class_names),
-        hidden_size=params.hidden_size,
-        dropout=params.dropout,
+        hidden_size=train.hidden_size,
+        dropout=train.dropout,
         class_names=class_names,
     )
-    location = STAGE.location(embeddings=embeddings, subset=subset, config=config)
-    location.write_bytes(MODEL_FILE, model_bytes(model, model_config))
-    rows = write_parquet(
-        location, table_name("training_history"), history_table(history), schemas.TRAINING_HISTORY
-    )
-    return STAGE.finish(
-        location,
-        {MODEL_FILE: None, table_name("training_history"): rows},
-        params=asdict(params),
+    return Output(
+        tables={"training_history": history_table(history)},
+        files={MODEL_FILE: model_bytes(model, model_config)},
+        params=asdict(train),
         info={
-            "class_names": class_names,
             "best_epoch": best["epoch"],
             "best_val_loss": best["val_loss"],
             "best_val_accuracy": best["val_accuracy"],
@@ -240,5 +236,4 @@ def train_classifier_task(
             "train_rows": len(y_train),
             "val_rows": len(y_val),
         },
-        code=CODE,
     )

@@ -8,18 +8,18 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from scipy import stats
 
-from flows.config import RunConfig
+from storage import registry
 from storage.fingerprint import code_version
-from storage.fs import Location
 from storage.manifest import StageManifest
 from storage.schemas import classifier as schemas
-from storage.tables import read_parquet, table_name, write_parquet
-from tasks import evaluate
-from tasks.stage import Stage
+from tasks.algorithms import classification
+from tasks.algorithms.classification import class_scores
+from tasks.algorithms.overlap_rules import similarity_matrices
+from tasks.core.params import ConfusionParams
+from tasks.core.stage import Output, Stage
 
 Rule = Literal["sigma", "binomial"]
 
@@ -74,18 +74,6 @@ def q_values(p_values: np.ndarray) -> np.ndarray:
     return stats.false_discovery_control(p_values, method="bh")
 
 
-def subset_cosine(similarity: pa.Table, class_names: Sequence[str]) -> np.ndarray:
-    """K x K centroid cosine looked up by class names (NaN where the table lacks the pair)."""
-    names = pa.array(class_names, pa.string())
-    a = pc.index_in(similarity.column("class_a"), value_set=names)
-    b = pc.index_in(similarity.column("class_b"), value_set=names)
-    both = pc.and_(pc.is_valid(a), pc.is_valid(b))
-    matrix = np.full((len(class_names), len(class_names)), np.nan)
-    rows, cols = (pc.filter(side, both).to_numpy() for side in (a, b))
-    matrix[rows, cols] = pc.filter(similarity.column("cosine"), both).to_numpy()
-    return matrix
-
-
 def confusion_pairs(
     counts: np.ndarray,
     class_names: Sequence[str],
@@ -116,7 +104,7 @@ def confusion_pairs(
     # Stable order: MisRate, then count, then labels, so ties never reshuffle between runs.
     order = np.lexsort((cols, rows, -hits, -rate))
     rows, cols, n, hits, rate = rows[order], cols[order], n[order], hits[order], rate[order]
-    scores = evaluate.class_scores(counts)
+    scores = class_scores(counts)
     low, high = wilson_interval(hits, n)
     flagged_sigma, flagged_binomial = rate >= threshold, q_all[rows, cols] <= alpha
     names = np.asarray(class_names, dtype=object)
@@ -150,7 +138,7 @@ def confusion_pairs(
             "same_superclass": pa.array(same, pa.bool_()),
             "centroid_cosine": pa.array(cosine[rows, cols], from_pandas=True),  # NaN -> null
         },
-        schema=schemas.CONFUSION_PAIRS,
+        schema=registry.table("confusion_pairs").schema(),
     )
 
 
@@ -162,12 +150,6 @@ def counts_from_table(confusion_matrix: pa.Table, num_classes: int) -> np.ndarra
     return counts
 
 
-def write_confusion_pairs(location: Location, pairs: pa.Table) -> dict[str, int | None]:
-    """Write the ``confusion_pairs`` table; name -> rows."""
-    name = table_name("confusion_pairs")
-    return {name: write_parquet(location, name, pairs, schemas.CONFUSION_PAIRS)}
-
-
 def pair_summary(pairs: pa.Table) -> dict[str, int]:
     """Counts of flagged pairs, for manifests and logs."""
     return {
@@ -176,75 +158,57 @@ def pair_summary(pairs: pa.Table) -> dict[str, int]:
     }
 
 
-def _inputs(
-    evaluation: StageManifest,
+def rule_params(params: ConfusionParams) -> dict[str, Any]:
+    """The rule's parameters, as the manifest records them."""
+    return {"rule": params.confusion_rule, "k": params.confusion_k, "alpha": params.confusion_alpha}
+
+
+CODE = code_version(sys.modules[__name__], classification, schemas)
+STAGE = Stage("confusion", CODE, rule_params)
+
+
+@STAGE.task()
+def confusion_task(
+    images: StageManifest,
+    evaluate: StageManifest,
     subset: StageManifest,
-    similarity: StageManifest | None,
-    config: RunConfig,
-) -> dict:
-    return {
-        "evaluation": evaluation.fingerprint,
-        "subset": subset.fingerprint,
-        "similarity": None if similarity is None else similarity.fingerprint,
-        "params": _params(config),
-        "code": CODE,
-    }
-
-
-def _params(config: RunConfig) -> dict[str, Any]:
-    return {"rule": config.confusion_rule, "k": config.confusion_k, "alpha": config.confusion_alpha}
-
-
-CODE = code_version(sys.modules[__name__], evaluate, schemas)
-STAGE = Stage("confusion", _inputs)
-
-
-@task(name="confusion pairs", cache_policy=STAGE.cache_policy, persist_result=True)
-def confusion_pairs_task(
-    evaluation: StageManifest,
-    subset: StageManifest,
-    similarity: StageManifest | None,
-    config: RunConfig,
-) -> StageManifest:
+    class_similarity: StageManifest | None,
+    params: ConfusionParams,
+) -> Output:
     """Flag the directed class pairs the classifier confuses; write ``confusion_pairs``."""
     class_names = list(subset.info["class_names"])
     counts = counts_from_table(
-        read_parquet(evaluation.location, table_name("confusion_matrix")), len(class_names)
+        registry.table("confusion_matrix").read(evaluate.location), len(class_names)
     )
     cosine = None
-    if similarity is not None:
-        table = read_parquet(
-            similarity.location, table_name("class_similarity"), ["class_a", "class_b", "cosine"]
-        )
-        cosine = subset_cosine(table, class_names)
+    if class_similarity is not None:
+        columns = ["label_a", "label_b", "cosine", "rank"]
+        table = registry.table("class_similarity").read(class_similarity.location, columns)
+        all_cosine, _ = similarity_matrices(table, len(images.info["class_names"]))
+        original = subset.info["original_labels"]
+        cosine = all_cosine[np.ix_(original, original)]
     pairs = confusion_pairs(
         counts,
         class_names,
-        k=config.confusion_k,
-        alpha=config.confusion_alpha,
-        rule=config.confusion_rule,
+        k=params.confusion_k,
+        alpha=params.confusion_alpha,
+        rule=params.confusion_rule,
         coarse_names=subset.info.get("coarse_names"),
         cosine=cosine,
     )
-    location = STAGE.location(
-        evaluation=evaluation, subset=subset, similarity=similarity, config=config
-    )
-    files = write_confusion_pairs(location, pairs)
     summary = pair_summary(pairs)
     get_run_logger().info(
         "confusion pairs: %d of %d candidate pairs flagged (%s rule)",
         summary["flagged"],
         pairs.num_rows,
-        config.confusion_rule,
+        params.confusion_rule,
     )
-    return STAGE.finish(
-        location,
-        files,
-        params=_params(config),
-        code=CODE,
+    return Output(
+        tables={"confusion_pairs": pairs},
+        params=rule_params(params),
         info={
             **summary,
-            "threshold": sigma_threshold(counts, config.confusion_k),
+            "threshold": sigma_threshold(counts, params.confusion_k),
             "base_rate": base_rate(counts),
         },
     )

@@ -8,50 +8,28 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 import torch
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from torch import nn
 
-from flows.config import RunConfig
+from storage import registry
 from storage.fingerprint import code_version
-from storage.fs import Location
 from storage.manifest import StageManifest
 from storage.schemas import classifier as schemas
-from storage.tables import table_name, write_parquet
-from tasks import classifier
-from tasks.stage import Stage
+from tasks import classifier as classifier_stage
+from tasks.algorithms import classification
+from tasks.algorithms.classification import class_scores, confusion_counts
+from tasks.classifier import MODEL_FILE, load_model, load_split_arrays
+from tasks.core.params import StageParams
+from tasks.core.stage import Output, Stage
 
 TOP_K = 5
 REPORT_MD = "classification_report.md"
 SUMMARY_ROWS = ("accuracy", "macro avg", "weighted avg")
 
 
-def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """K x K int64 matrix: rows are true labels, columns predicted labels."""
-    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(counts, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)
-    return counts
-
-
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """numerator / denominator, 0 where the denominator is 0 (scikit-learn's zero_division=0)."""
-    numerator, denominator = np.asarray(numerator, float), np.asarray(denominator, float)
-    out = np.zeros_like(numerator)
-    np.divide(numerator, denominator, out=out, where=denominator > 0)
-    return out
-
-
-def class_scores(counts: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-class precision, recall, F1 and support from a confusion matrix."""
-    hits = np.diag(counts).astype(float)
-    support = counts.sum(axis=1)
-    precision = _ratio(hits, counts.sum(axis=0))
-    recall = _ratio(hits, support)
-    f1 = _ratio(2 * precision * recall, precision + recall)
-    return {"precision": precision, "recall": recall, "f1": f1, "support": support}
-
-
 def report_from_counts(counts: np.ndarray, class_names: Sequence[str]) -> pa.Table:
-    """scikit-learn's classification_report as a table, with label and class name per row."""
+    """scikit-learn's classification_report as a table: a row per class, then accuracy, macro
+    avg and weighted avg (label null); columns label, class_name, precision, recall, f1, support."""
     scores = class_scores(counts)
     support, total = scores["support"], int(counts.sum())
     accuracy = float(np.trace(counts) / total) if total else 0.0
@@ -73,7 +51,7 @@ def report_from_counts(counts: np.ndarray, class_names: Sequence[str]) -> pa.Tab
             **columns,
             "support": list(map(int, support)) + [total] * len(SUMMARY_ROWS),
         },
-        schema=schemas.CLASSIFICATION_REPORT,
+        schema=registry.table("classification_report").schema(),
     )
 
 
@@ -95,7 +73,8 @@ def report_markdown(report: pa.Table, digits: int = 4) -> str:
 
 
 def confusion_matrix_table(counts: np.ndarray, class_names: Sequence[str]) -> pa.Table:
-    """Dense long table of all K*K cells, raw count and row-normalised rate."""
+    """``confusion_matrix``: a row per cell of the K x K matrix, true class major; columns
+    true_label, true_name, pred_label, pred_name, count, rate (row-normalised; null: no support)."""
     k = len(class_names)
     support = counts.sum(axis=1, keepdims=True)
     rates = np.where(support > 0, counts / np.maximum(support, 1), np.nan)
@@ -110,7 +89,7 @@ def confusion_matrix_table(counts: np.ndarray, class_names: Sequence[str]) -> pa
             "count": counts.ravel(),
             "rate": pa.array(rates.ravel(), from_pandas=True),  # NaN -> null: class not in test
         },
-        schema=schemas.CONFUSION_MATRIX,
+        schema=registry.table("confusion_matrix").schema(),
     )
 
 
@@ -131,7 +110,8 @@ def predictions_table(
     probabilities: np.ndarray,
     class_names: Sequence[str],
 ) -> pa.Table:
-    """One row per test sample: true and predicted class, its probability, the top 5."""
+    """``predictions``: a row per test sample; sample_id, y_true, y_pred, true_name, pred_name,
+    probability (of y_pred), top5_labels, top5_probabilities (best first)."""
     top = np.argsort(-probabilities, axis=1, kind="stable")[:, : min(TOP_K, len(class_names))]
     y_pred = top[:, 0]
     names = np.asarray(class_names, dtype=object)
@@ -147,81 +127,47 @@ def predictions_table(
             "top5_labels": list(top.astype(np.int32)),
             "top5_probabilities": list(top_probs.astype(np.float32)),
         },
-        schema=schemas.PREDICTIONS,
+        schema=registry.table("predictions").schema(),
     )
 
 
-def write_evaluation(
-    location: Location, y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]
-) -> dict[str, int | None]:
-    """Write classification_report (Parquet + markdown) and confusion_matrix; name -> rows."""
+def evaluation_output(
+    y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]
+) -> tuple[dict[str, pa.Table], dict[str, bytes]]:
+    """(tables, files): classification_report and confusion_matrix, and the report as markdown."""
     counts = confusion_counts(y_true, y_pred, len(class_names))
     report = report_from_counts(counts, class_names)
-    location.write_bytes(REPORT_MD, report_markdown(report).encode())
-    return {
-        table_name("classification_report"): write_parquet(
-            location, table_name("classification_report"), report, schemas.CLASSIFICATION_REPORT
-        ),
-        REPORT_MD: None,
-        table_name("confusion_matrix"): write_parquet(
-            location,
-            table_name("confusion_matrix"),
-            confusion_matrix_table(counts, class_names),
-            schemas.CONFUSION_MATRIX,
-        ),
+    tables = {
+        "classification_report": report,
+        "confusion_matrix": confusion_matrix_table(counts, class_names),
     }
+    return tables, {REPORT_MD: report_markdown(report).encode()}
 
 
-def _inputs(
-    model_manifest: StageManifest,
-    embeddings: StageManifest,
-    subset: StageManifest,
-    config: RunConfig,
-) -> dict:
-    return {
-        "model": model_manifest.fingerprint,
-        "embeddings": embeddings.fingerprint,
-        "subset": subset.fingerprint,
-        "code": CODE,
-    }
+CODE = code_version(sys.modules[__name__], classifier_stage, classification, schemas)
+STAGE = Stage("evaluate", CODE)
 
 
-CODE = code_version(sys.modules[__name__], classifier, schemas)
-STAGE = Stage("evaluate", _inputs)
-
-
-@task(name="evaluate", cache_policy=STAGE.cache_policy, persist_result=True)
+@STAGE.task()
 def evaluate_task(
-    model_manifest: StageManifest,
+    classifier: StageManifest,
     embeddings: StageManifest,
     subset: StageManifest,
-    config: RunConfig,
-) -> StageManifest:
+    params: StageParams,
+) -> Output:
     """Predict the test split; write predictions, classification report and confusion matrix."""
-    net, model_config = classifier.load_model(
-        model_manifest.location.read_bytes(classifier.MODEL_FILE)
-    )
+    net, model_config = load_model(classifier.location.read_bytes(MODEL_FILE))
     class_names = list(model_config["class_names"])
-    sample_ids, x_test, y_test = classifier.load_split_arrays(embeddings, subset)["test"]
+    sample_ids, x_test, y_test = load_split_arrays(embeddings, subset, only="test")["test"]
     if len(y_test) == 0:
         raise ValueError("the subset has no test samples; raise --test-fraction")
     predictions = predictions_table(sample_ids, y_test, predict_proba(net, x_test), class_names)
     y_pred = predictions.column("y_pred").to_numpy()
-    location = STAGE.location(
-        model_manifest=model_manifest, embeddings=embeddings, subset=subset, config=config
-    )
-    files = {
-        table_name("predictions"): write_parquet(
-            location, table_name("predictions"), predictions, schemas.PREDICTIONS
-        )
-    }
-    files |= write_evaluation(location, y_test, y_pred, class_names)
+    tables, files = evaluation_output(y_test, y_pred, class_names)
     accuracy = float((y_pred == y_test).mean())
     get_run_logger().info("evaluate: test accuracy %.4f on %d samples", accuracy, len(y_test))
-    return STAGE.finish(
-        location,
-        files,
-        params={},
-        code=CODE,
-        info={"class_names": class_names, "accuracy": accuracy, "test_rows": len(y_test)},
+    return Output(
+        tables={"predictions": predictions, **tables},
+        files=files,
+        info={"accuracy": accuracy, "test_rows": len(y_test)},
     )

@@ -5,37 +5,34 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
-from flows.config import RunConfig
+from storage import registry
 from storage.fingerprint import code_version
 from storage.manifest import StageManifest
 from storage.schemas import overlap as schemas
-from storage.tables import embedding_matrix, read_parquet, stage_shards, table_name, write_parquet
-from tasks import overlap_rules, pair_samples
-from tasks.overlap_rules import (
+from storage.tables import embedding_matrix, stage_shards
+from tasks.algorithms import overlap_rules, pair_samples
+from tasks.algorithms.overlap_rules import (
     flag_pairs,
     overlap_classes_table,
     overlap_pairs_table,
     planted_check,
     similarity_matrices,
 )
-from tasks.pair_samples import top_pair_samples
-from tasks.stage import Stage
-
-OVERLAP_PAIRS = table_name("overlap_pairs")
-OVERLAP_CLASSES = table_name("overlap_classes")
-PAIR_SAMPLES = table_name("pair_samples")
+from tasks.algorithms.pair_samples import top_pair_samples
+from tasks.core.params import OverlapParams
+from tasks.core.stage import Output, Stage
 
 
-def rule_params(config: RunConfig) -> dict[str, Any]:
+def rule_params(params: OverlapParams) -> dict[str, Any]:
     """The parameters of the chosen rule only: changing an unused one must not re-run the stage."""
     extra = {
-        "sigma": {"k": config.overlap_k},
-        "threshold": {"threshold": config.overlap_threshold},
-        "topk": {"top_k": config.overlap_top_k},
-    }[config.overlap_rule]
-    return {"rule": config.overlap_rule, **extra}
+        "sigma": {"k": params.overlap_k},
+        "threshold": {"threshold": params.overlap_threshold},
+        "topk": {"top_k": params.overlap_top_k},
+    }[params.overlap_rule]
+    return {"rule": params.overlap_rule, **extra}
 
 
 def describe_rule(params: dict[str, Any]) -> str:
@@ -47,56 +44,40 @@ def describe_rule(params: dict[str, Any]) -> str:
     }[params["rule"]](params)
 
 
-def _inputs(similarity: StageManifest, embeddings: StageManifest, config: RunConfig) -> dict:
-    return {
-        "similarity": similarity.fingerprint,
-        "embeddings": embeddings.fingerprint,
-        "rule": rule_params(config),
-        "pair_samples": config.pair_samples,
-        "code": CODE,
-    }
+def _key_params(params: OverlapParams) -> dict[str, Any]:
+    return {"rule": rule_params(params), "pair_samples": params.pair_samples}
 
 
 CODE = code_version(sys.modules[__name__], overlap_rules, pair_samples, schemas)
-STAGE = Stage("overlap", _inputs)
+STAGE = Stage("overlap", CODE, _key_params)
 
 
-@task(name="find overlaps", cache_policy=STAGE.cache_policy, persist_result=True)
-def find_overlaps_task(
-    similarity: StageManifest, embeddings: StageManifest, config: RunConfig
-) -> StageManifest:
+@STAGE.task()
+def overlap_task(
+    images: StageManifest,
+    similarity: StageManifest,
+    embeddings: StageManifest,
+    params: OverlapParams,
+) -> Output:
     """Flag overlapping class pairs by the configured rule; write pairs, classes and samples."""
-    params = {"similarity": similarity, "embeddings": embeddings, "config": config}
-    if (done := STAGE.completed(**params)) is not None:
-        return done
-    logger = get_run_logger()
-    info = similarity.info
-    names = list(info["class_names"])
+    dataset = images.info
+    names = list(dataset["class_names"])
     cosine, ranks = similarity_matrices(
-        read_parquet(similarity.location, table_name("class_similarity")), len(names)
+        registry.table("class_similarity").read(similarity.location), len(names)
     )
-    rule = rule_params(config)
+    rule = rule_params(params)
     flagged = flag_pairs(cosine, ranks, **rule)
-    centroids = embedding_matrix(
-        read_parquet(similarity.location, table_name("centroids")), "centroid"
-    )
+    centroids = embedding_matrix(registry.table("centroids").read(similarity.location), "centroid")
     shards = stage_shards(embeddings, ["sample_id", "split", "label", "class_name", "embedding"])
     tables = {
-        OVERLAP_PAIRS: (
-            overlap_pairs_table(flagged, cosine, ranks, names, info.get("coarse_labels")),
-            schemas.OVERLAP_PAIRS,
+        "overlap_pairs": overlap_pairs_table(
+            flagged, cosine, ranks, names, dataset.get("coarse_labels")
         ),
-        OVERLAP_CLASSES: (
-            overlap_classes_table(flagged.pairs, cosine, names),
-            schemas.OVERLAP_CLASSES,
-        ),
-        PAIR_SAMPLES: (
-            top_pair_samples(shards, centroids, flagged.pairs, names, config.pair_samples),
-            schemas.PAIR_SAMPLES,
+        "overlap_classes": overlap_classes_table(flagged.pairs, cosine, names),
+        "pair_samples": top_pair_samples(
+            shards, centroids, flagged.pairs, names, params.pair_samples
         ),
     }
-    location = STAGE.location(**params)
-    rows = {name: write_parquet(location, name, t, schema) for name, (t, schema) in tables.items()}
     labels = sorted({int(x) for x in flagged.pairs.ravel()})
     summary = {
         **rule,
@@ -108,17 +89,10 @@ def find_overlaps_task(
         "flagged_labels": labels,
         "flagged_class_names": [names[i] for i in labels],
     }
-    if info.get("planted_pairs"):
-        summary["planted"] = planted_check(flagged.pairs, names, info["planted_pairs"])
-    _log_summary(logger, summary, len(names))
-    carried = ("class_names", "coarse_labels", "coarse_names", "has_test_split")
-    return STAGE.finish(
-        location,
-        rows,
-        {**rule, "pair_samples": config.pair_samples},
-        {**{key: info.get(key) for key in carried}, **summary},
-        CODE,
-    )
+    if dataset.get("planted_pairs"):
+        summary["planted"] = planted_check(flagged.pairs, names, dataset["planted_pairs"])
+    _log_summary(get_run_logger(), summary, len(names))
+    return Output(tables=tables, params={**rule, "pair_samples": params.pair_samples}, info=summary)
 
 
 def _log_summary(logger: Any, summary: dict[str, Any], num_classes: int) -> None:

@@ -10,12 +10,18 @@ from prefect.logging import get_run_logger
 from storage.layout import OutputLayout
 from storage.manifest import StageManifest
 from storage.runs import run_record, write_run_record
+from tasks.core.params import StageParams
 
 
-@task(name="record run")
-def record_run_task(config: Any, stages: dict[str, StageManifest]) -> dict[str, Any]:
-    """Write runs/<name>.json and latest.json; return the record."""
-    record = run_record(config.model_dump(mode="json"), stages)
-    url = write_run_record(OutputLayout.at(config.out), record)
+@task(name="record")
+def record_task(
+    stages: dict[str, StageManifest], settings: dict[str, Any], params: StageParams
+) -> dict[str, Any]:
+    """Write runs/<name>.json and latest.json under the output root; return the record.
+
+    ``settings``: every parameter of the run, as recorded.
+    """
+    record = run_record(settings, stages)
+    url = write_run_record(OutputLayout.at(params.out), record)
     get_run_logger().info("run record: %s", url)
     return record

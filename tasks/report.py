@@ -9,16 +9,16 @@ from typing import Any
 import numpy as np
 from prefect import get_run_logger, task
 
-from flows.config import RunConfig
-from storage.fingerprint import code_version, hash_value
+from storage.fingerprint import code_version
 from storage.fs import Location
 from storage.layout import slug
 from storage.manifest import StageManifest
-from tasks import figures, figures_pairs, report_artifacts, report_data, report_render
-from tasks import report_sections as sections
-from tasks.report_data import RunTables
-from tasks.report_render import Block, Figure, Heading, Text
-from tasks.stage import Stage
+from tasks.core.params import ReportParams
+from tasks.core.stage import Output, Stage
+from tasks.reporting import figures, figures_pairs, report_artifacts, report_data, report_render
+from tasks.reporting import report_sections as sections
+from tasks.reporting.report_data import RunTables
+from tasks.reporting.report_render import Block, Figure, Heading, Text
 
 MAX_SIMILARITY_CLASSES = 100  # above this the similarity heatmap shows the overlapping ones only
 PAIR_UMAP_POINTS = 1500
@@ -66,7 +66,7 @@ def pair_figures(
     pair: tuple[int, int],
     rows: list[tuple[str, list[int]]],
     images: Mapping[int, bytes],
-    config: Any,
+    config: ReportParams,
 ) -> list[Block]:
     """UMAP and image grid (``rows``: caption and sample ids) of one flagged pair."""
     names = data.class_names
@@ -89,10 +89,13 @@ def pair_figures(
 
 
 def run_blocks(
-    stages: Mapping[str, StageManifest], data: RunTables, config: RunConfig
+    stages: Mapping[str, StageManifest],
+    data: RunTables,
+    config: ReportParams,
+    settings: Mapping[str, Any],
 ) -> tuple[list[Block], list[Block]]:
     """(report blocks, summary blocks) of a run; every figure drawn here."""
-    evaluation, confusion = stages["evaluation"], stages["confusion"]
+    evaluation, confusion = stages["evaluate"], stages["confusion"]
     overview = sections.run_overview(stages, evaluation.info.get("accuracy"))
     _, _, cos, rate = figures.pair_agreement(data.counts, data.cosine)
     rho, n = figures.spearman(cos, rate)
@@ -121,7 +124,7 @@ def run_blocks(
         [agreement, figure("agreement", "Model-free versus classifier", scatter)],
     )
     blocks += pair_section(stages, data, config)
-    blocks += sections.key_values("Parameters", config.model_dump(mode="json"))
+    blocks += sections.key_values("Parameters", dict(settings))
     blocks += sections.tables_section(stages)
     summary = [*overview, agreement, Heading("Top overlapping pairs (model-free)")]
     summary.append(
@@ -136,7 +139,9 @@ def run_blocks(
     return blocks, summary
 
 
-def pair_section(stages: Mapping[str, StageManifest], data: RunTables, config: Any) -> list[Block]:
+def pair_section(
+    stages: Mapping[str, StageManifest], data: RunTables, config: ReportParams
+) -> list[Block]:
     """UMAP of all overlapping classes, then a UMAP and an image grid per top flagged pair."""
     points = data.points
     test = points.take(np.flatnonzero(points.split == "test"))
@@ -168,63 +173,54 @@ def pair_section(stages: Mapping[str, StageManifest], data: RunTables, config: A
     return blocks
 
 
+def report_files(title: str, blocks: list[Block]) -> dict[str, bytes]:
+    """Every figure's PNG, report.md and report.html: file name -> bytes."""
+    files = {block.name: block.png for block in blocks if isinstance(block, Figure)}
+    files[REPORT_MD] = report_render.to_markdown(title, blocks).encode()
+    files[REPORT_HTML] = report_render.to_html(title, blocks).encode()
+    return files
+
+
 def write_report(location: Location, title: str, blocks: list[Block]) -> dict[str, int | None]:
     """Write every figure, report.md and report.html into ``location``; name -> None."""
-    files: dict[str, int | None] = {}
-    for block in blocks:
-        if isinstance(block, Figure):
-            location.write_bytes(block.name, block.png)
-            files[block.name] = None
-    location.write_bytes(REPORT_MD, report_render.to_markdown(title, blocks).encode())
-    location.write_bytes(REPORT_HTML, report_render.to_html(title, blocks).encode())
-    return files | {REPORT_MD: None, REPORT_HTML: None}
-
-
-def report_params(config: RunConfig) -> dict[str, Any]:
-    """The parameters that change the figures."""
-    return {
-        "grid_images": config.grid_images,
-        "report_pairs": config.report_pairs,
-        "seed": config.seed,
-    }
-
-
-def _inputs(stages: Mapping[str, StageManifest], config: RunConfig) -> dict[str, Any]:
-    return {
-        "stages": {name: m.fingerprint for name, m in sorted(stages.items())},
-        "config": hash_value(config.model_dump(mode="json")),  # the report prints every parameter
-        "code": CODE,
-    }
+    files = report_files(title, blocks)
+    for name, data in files.items():
+        location.write_bytes(name, data)
+    return dict.fromkeys(files)
 
 
 CODE = code_version(
     sys.modules[__name__], figures, figures_pairs, report_data, report_render, sections
 )
-STAGE = Stage("report", _inputs)
+STAGE = Stage("report", CODE)
 
 
-@task(name="report")
-def build_report_task(stages: dict[str, StageManifest], config: RunConfig) -> StageManifest:
-    """Figures, report.md and report.html of a run (reused when complete); artifacts every run."""
-    params = {"stages": stages, "config": config}
-    logger = get_run_logger()
-    manifest = STAGE.completed(**params)
-    if manifest is None:
-        location = STAGE.location(**params)
-        blocks, summary = run_blocks(stages, report_data.read_run_tables(stages), config)
-        files = write_report(location, f"Class overlap report: {config.dataset}", blocks)
-        link = report_artifacts.report_link(location, REPORT_HTML)
-        summary.append(Text(f"Full report with every figure: {link}"))
-        location.write_bytes(
-            SUMMARY_MD, report_render.to_markdown("Class overlap", summary).encode()
-        )
-        files[SUMMARY_MD] = None
-        manifest = STAGE.finish(location, files, report_params(config), {"report": link}, CODE)
+# Not cached by Prefect: its artifacts are published on every run (``publish_report_task``), and
+# the stage's early return reuses a complete report folder.
+@STAGE.task(cached=False)
+def report_task(
+    stages: dict[str, StageManifest],
+    settings: dict[str, Any],
+    params: ReportParams,
+    target: Location,
+) -> Output:
+    """Figures, report.md, report.html and summary.md of a run; ``settings``: its parameters."""
+    blocks, summary = run_blocks(stages, report_data.read_run_tables(stages), params, settings)
+    files = report_files(f"Class overlap report: {params.dataset}", blocks)
+    link = report_artifacts.report_link(target, REPORT_HTML)
+    summary.append(Text(f"Full report with every figure: {link}"))
+    files[SUMMARY_MD] = report_render.to_markdown("Class overlap", summary).encode()
+    recorded = params.model_dump(include={"grid_images", "report_pairs", "seed"})
+    return Output(files=files, params=recorded, info={"report": link})
+
+
+@task(name="publish report")
+def publish_report_task(report: StageManifest, stages: dict[str, StageManifest]) -> None:
+    """The report's Prefect artifacts (summary, top pairs, link), on every run."""
     report_artifacts.publish_artifacts(
-        manifest.location.read_bytes(SUMMARY_MD).decode(),
+        report.location.read_bytes(SUMMARY_MD).decode(),
         report_data.read_table(stages["overlap"], "overlap_pairs"),
         report_data.read_table(stages["confusion"], "confusion_pairs"),
-        manifest.info["report"],
+        report.info["report"],
     )
-    logger.info("report: %s", manifest.info["report"])
-    return manifest
+    get_run_logger().info("report: %s", report.info["report"])

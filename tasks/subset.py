@@ -11,17 +11,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from sklearn.model_selection import train_test_split
 
-from flows.config import RunConfig
+from storage import registry
 from storage.fingerprint import code_version
 from storage.fs import Location
 from storage.layout import slug
 from storage.manifest import StageManifest
 from storage.schemas import overlap as schemas
-from storage.tables import read_parquet, stage_shards, table_name, write_parquet
-from tasks.stage import Stage
+from storage.tables import stage_shards
+from tasks.core.params import SubsetParams
+from tasks.core.stage import Output, Stage
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -31,7 +32,8 @@ class NoOverlapError(ValueError):
 
 
 def subset_rows(shards: Iterable[pa.Table], original_labels: Sequence[int]) -> pa.Table:
-    """Rows of the flagged classes, one shard at a time, with ``new_label`` 0..K-1 added."""
+    """``subset``: the images rows (all columns) of the flagged classes, by sample_id, read one
+    shard at a time, plus ``new_label`` 0..K-1 in the order of ``original_labels``."""
     new_of = np.full(max(original_labels) + 1, -1, dtype=np.int32)
     new_of[np.asarray(original_labels)] = np.arange(len(original_labels), dtype=np.int32)
     wanted = pa.array(np.asarray(original_labels, dtype=np.int32))
@@ -83,7 +85,8 @@ def assign_splits(
 
 
 def splits_table(subset: pa.Table, split: np.ndarray) -> pa.Table:
-    """Rows of ``splits``: one per subset image, label = new_label."""
+    """``splits``: a row per subset image; sample_id, split (train/val/test), label (the
+    new_label), class_name, original_label."""
     return pa.table(
         {
             "sample_id": subset.column("sample_id"),
@@ -115,29 +118,23 @@ def export_pngs(location: Location, subset: pa.Table, split: np.ndarray) -> int:
     return len(ids)
 
 
-def _inputs(images: StageManifest, overlap: StageManifest, config: RunConfig) -> dict[str, Any]:
+def _key_params(params: SubsetParams) -> dict[str, Any]:
     return {
-        "images": images.fingerprint,
-        "overlap": overlap.fingerprint,
-        "split": [config.seed, config.val_fraction, config.test_fraction],
-        "export_pngs": config.export_pngs,
-        "code": CODE,
+        "split": [params.seed, params.val_fraction, params.test_fraction],
+        "export_pngs": params.export_pngs,
     }
 
 
 CODE = code_version(sys.modules[__name__], schemas)
-STAGE = Stage("subset", _inputs)
+STAGE = Stage("subset", CODE, _key_params)
 
 
-@task(name="write subset", cache_policy=STAGE.cache_policy, persist_result=True)
-def write_subset_task(
-    images: StageManifest, overlap: StageManifest, config: RunConfig
-) -> StageManifest:
+@STAGE.task()
+def subset_task(
+    images: StageManifest, overlap: StageManifest, params: SubsetParams, target: Location
+) -> Output:
     """Images and metadata of the overlapping classes, with seeded stratified splits."""
-    params = {"images": images, "overlap": overlap, "config": config}
-    if (done := STAGE.completed(**params)) is not None:
-        return done
-    flagged = read_parquet(overlap.location, table_name("overlap_classes"), ["label"])
+    flagged = registry.table("overlap_classes").read(overlap.location, ["label"])
     original = sorted(set(flagged.column("label").to_pylist()))
     if not original:
         raise NoOverlapError(
@@ -151,26 +148,21 @@ def write_subset_task(
         subset.column("split").to_numpy(zero_copy_only=False),
         subset.column("new_label").to_numpy(),
         has_test_split=has_test,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        seed=config.seed,
+        val_fraction=params.val_fraction,
+        test_fraction=params.test_fraction,
+        seed=params.seed,
     )
-    location = STAGE.location(**params)
-    location.child("pngs").remove_tree()  # an interrupted export must not leave stale files
-    rows = {
-        table_name("subset"): write_parquet(location, table_name("subset"), subset, schemas.SUBSET),
-        table_name("splits"): write_parquet(
-            location, table_name("splits"), splits_table(subset, split), schemas.SPLITS
-        ),
-    }
-    pngs = export_pngs(location, subset, split) if config.export_pngs else 0
+    target.child("pngs").remove_tree()  # an interrupted export must not leave stale files
+    pngs = export_pngs(target, subset, split) if params.export_pngs else 0
     info = _subset_info(images.info, original, split, has_test, pngs)
     get_run_logger().info(
         "subset: %d classes, %d images (%s)", len(original), subset.num_rows, info["split_counts"]
     )
-    params_used = {"seed": config.seed, "val_fraction": config.val_fraction}
-    params_used |= {"test_fraction": config.test_fraction, "export_pngs": config.export_pngs}
-    return STAGE.finish(location, rows, params_used, info, CODE)
+    return Output(
+        tables={"subset": subset, "splits": splits_table(subset, split)},
+        params=params.model_dump(include={"seed", "val_fraction", "test_fraction", "export_pngs"}),
+        info=info,
+    )
 
 
 def _subset_info(

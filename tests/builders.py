@@ -13,7 +13,7 @@ import torch
 from flows.config import RunConfig
 from storage.fs import Location
 from storage.manifest import StageManifest
-from tasks.stage import Stage
+from tasks.core.stage import Stage
 
 # --- classifier builders ---
 
@@ -50,7 +50,7 @@ def clf_splits(labels: np.ndarray, *, seed: int = 0) -> np.ndarray:
 
 
 def _clf_stage(name: str) -> Stage:
-    return Stage(name, lambda **_: {})
+    return Stage(name)
 
 
 def clf_embeddings_stage(
@@ -226,7 +226,7 @@ def ovl_embeddings_stage(
         "coarse_names": None,
         "has_test_split": False,
     }
-    return Stage("embeddings", lambda **_: {}).finish(location, rows, {}, {**base, **info})
+    return Stage("embeddings").finish(location, rows, {}, {**base, **info})
 
 
 def ovl_images_stage(
@@ -281,7 +281,7 @@ def ovl_images_stage(
         "coarse_names": coarse_names,
         "has_test_split": "test" in splits,
     }
-    return Stage("images", lambda **_: {}).finish(location, rows, {}, info)
+    return Stage("images").finish(location, rows, {}, info)
 
 
 def ovl_overlap_stage(root: Path, flagged: list[int], class_names: list[str]) -> StageManifest:
@@ -303,10 +303,20 @@ def ovl_overlap_stage(root: Path, flagged: list[int], class_names: list[str]) ->
         }
     )
     rows = write_parquet(location, table_name("overlap_classes"), table, OVERLAP_CLASSES)
-    stage = Stage("overlap", lambda **_: {})
+    stage = Stage("overlap")
     return stage.finish(location, {table_name("overlap_classes"): rows}, {"rule": "sigma"}, {})
 
 
 def ovl_config(root: Path, **overrides: object) -> RunConfig:
     """A RunConfig writing under ``root/out``."""
     return RunConfig(**{"dataset": "synthetic", "out": str(root / "out"), **overrides})
+
+
+# --- shared: the dataset facts that stages read from the images manifest ---
+
+
+def dataset_stage(root: Path, class_names: list[str], **info: object) -> StageManifest:
+    """An images StageManifest with no files, only the dataset facts (class names and ``info``)."""
+    location = Location(str(root / "images-info"))
+    facts = {"class_names": class_names, "coarse_labels": None, "coarse_names": None, **info}
+    return Stage("images").finish(location, {}, {}, facts)

@@ -29,20 +29,21 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.settings import get_current_settings
 
-import tasks.extract
+import storage.table_spec
 from flows.config import RunConfig
 from storage.fs import Location
 from storage.manifest import StageManifest
 from storage.tables import COMPRESSION, conform
-from tasks.extract import extract_embeddings_task
-from tasks.load import load_dataset_task
+from tasks.core.params import EmbeddingsParams, ImagesParams
+from tasks.embeddings import embeddings_task
+from tasks.images import images_task
 
 
 @flow(name="extraction")
 def extraction(config: RunConfig) -> StageManifest:
     """Load the dataset and embed it: the expensive half of the class-overlap flow."""
-    images = load_dataset_task(config)
-    return extract_embeddings_task(images, config)
+    images = images_task(config.params_of(ImagesParams))
+    return embeddings_task(images, config.params_of(EmbeddingsParams))
 
 
 def _freeze(marker: str) -> None:
@@ -52,7 +53,7 @@ def _freeze(marker: str) -> None:
 
 def pause_at(mode: str, shard: str, marker: str) -> None:
     """Make the extraction stop for good after, or in the middle of, writing ``shard``."""
-    write_parquet = tasks.extract.write_parquet
+    write_parquet = storage.table_spec.write_parquet  # the registry's writer
 
     def write(location: Location, name: str, table: pa.Table, schema: pa.Schema) -> int:
         if name != shard:
@@ -70,7 +71,7 @@ def pause_at(mode: str, shard: str, marker: str) -> None:
             _freeze(marker)
         return table.num_rows
 
-    tasks.extract.write_parquet = write
+    storage.table_spec.write_parquet = write
 
 
 def task_states(flow_run_id: Any) -> dict[str, str]:

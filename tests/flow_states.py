@@ -14,16 +14,16 @@ from prefect.client.schemas.filters import (
 
 DEFAULT_SUFFIX = re.compile(r"-[0-9a-f]{3}$")
 
-# The stages with a cache key (report and record run are uncached by design).
+# The stages with a cache key (report and record are uncached by design).
 CACHED_STAGES = [
-    "load dataset",
-    "extract embeddings",
-    "class similarity",
-    "find overlaps",
-    "write subset",
-    "train classifier",
+    "images",
+    "embeddings",
+    "class_similarity",
+    "overlap",
+    "subset",
+    "classifier",
     "evaluate",
-    "confusion pairs",
+    "confusion",
 ]
 
 

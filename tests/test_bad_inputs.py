@@ -1,10 +1,10 @@
 """Bad inputs the other test files do not cover yet: each refused in one line, exit code non-zero.
 
 test_cli.py covers unknown dataset and model, missing and one-class folders, an unwritable --out,
-foreign and missing weights and four out-of-range values; test_load.py, test_similarity.py and
-test_predictions.py check the same refusals at function level. Decision for unreadable or
-non-image files in an image folder: skipped with a warning (and listed in the images manifest);
-a class left without any readable image is refused.
+foreign and missing weights and four out-of-range values; test_images.py,
+test_class_similarity.py and test_analyze_predictions.py check the same refusals at function
+level. Decision for unreadable or non-image files in an image folder: skipped with a warning (and
+listed in the images manifest); a class left without any readable image is refused.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from storage.fs import Location
 from storage.manifest import StageManifest
 from storage.schemas.images import embeddings_schema
 from storage.tables import shard_name, write_parquet
-from tasks.load import load_dataset_task
-from tasks.similarity import class_similarity_task
-from tasks.stage import Stage
-from tests.builders import ovl_clusters, ovl_embeddings_table
+from tasks.class_similarity import class_similarity_task
+from tasks.core.stage import Stage
+from tasks.images import images_task
+from tests.builders import dataset_stage, ovl_clusters, ovl_embeddings_table
 
 NAMES = ["a", "b", "c"]
 
@@ -127,7 +127,8 @@ def test_analyze_predictions_refuses_an_unwritable_out(tmp_path: Path, capsys) -
 @flow(name="similarity only")
 def similarity_only(embeddings: StageManifest, config: RunConfig) -> StageManifest:
     """The class similarity task, as the flow calls it."""
-    return class_similarity_task(embeddings, config)
+    images = dataset_stage(Path(config.out).parent / "dataset", NAMES)
+    return class_similarity_task(images, embeddings, config)
 
 
 def _embeddings(root: Path, parts: list[pa.Table]) -> StageManifest:
@@ -139,7 +140,7 @@ def _embeddings(root: Path, parts: list[pa.Table]) -> StageManifest:
             location, shard_name(index), part, embeddings_schema(dim)
         )
     info = {"dim": 8, "class_names": NAMES, "has_test_split": False}
-    return Stage("embeddings", lambda **_: {}).finish(location, rows, {}, info)
+    return Stage("embeddings").finish(location, rows, {}, info)
 
 
 def _nan_shards() -> list[pa.Table]:
@@ -180,8 +181,8 @@ def test_bad_embeddings_fail_the_run_in_one_line(tmp_path: Path, shards, message
 
 @flow(name="load only")
 def load_only(config: RunConfig) -> StageManifest:
-    """The load task, as the flow calls it."""
-    return load_dataset_task(config)
+    """The images task, as the flow calls it."""
+    return images_task(config)
 
 
 @pytest.mark.usefixtures("prefect_server")

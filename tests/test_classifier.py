@@ -107,11 +107,10 @@ def test_task_writes_model_and_history(tmp_path) -> None:
     subset = clf_subset_stage(tmp_path, labels, clf_splits(labels), NAMES)
     config = clf_config(tmp_path)
     with disable_run_logger():
-        manifest = classifier.train_classifier_task.fn(embeddings, subset, config)
+        manifest = classifier.classifier_task.fn(embeddings, subset, config)
     assert set(manifest.files) == {"model.pt", "training_history.parquet"}
     assert manifest.problems() == []
-    assert manifest.info["class_names"] == NAMES
-    assert manifest.key == classifier.STAGE.key(embeddings=embeddings, subset=subset, config=config)
+    assert manifest.key == classifier.STAGE.key(embeddings=embeddings, subset=subset, params=config)
     history = pl.read_parquet(manifest.path("training_history.parquet"))
     assert history.columns == ["epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy"]
     assert history.height == manifest.info["epochs_run"]
@@ -120,7 +119,7 @@ def test_task_writes_model_and_history(tmp_path) -> None:
     assert read_parquet(manifest.location, "training_history.parquet").num_rows == history.height
     # A changed training parameter is a different stage folder (and cache key).
     other = clf_config(tmp_path, hidden_size=16)
-    assert classifier.STAGE.key(embeddings=embeddings, subset=subset, config=other) != manifest.key
+    assert classifier.STAGE.key(embeddings=embeddings, subset=subset, params=other) != manifest.key
 
 
 def test_missing_embeddings_is_one_line_error(tmp_path) -> None:
@@ -129,3 +128,20 @@ def test_missing_embeddings_is_one_line_error(tmp_path) -> None:
     subset = clf_subset_stage(tmp_path, labels, clf_splits(labels), NAMES[:3])
     with pytest.raises(ValueError, match="have no embedding"):
         classifier.load_split_arrays(embeddings, subset)
+
+
+def test_one_split_reads_only_its_embeddings(tmp_path) -> None:
+    x, labels = clf_clusters(3, 10)
+    split = clf_splits(labels)
+    embeddings = clf_embeddings_stage(tmp_path, x, labels, NAMES[:3])
+    # four more train rows that have no embedding: reading every split fails, test alone must not
+    subset = clf_subset_stage(
+        tmp_path,
+        np.concatenate([labels, labels[:4]]),
+        np.concatenate([split, ["train"] * 4]),
+        NAMES[:3],
+    )
+    with pytest.raises(ValueError, match="4 subset samples have no embedding"):
+        classifier.load_split_arrays(embeddings, subset)
+    arrays = classifier.load_split_arrays(embeddings, subset, only="test")
+    assert len(arrays["test"][2]) == (split == "test").sum() and len(arrays["train"][2]) == 0

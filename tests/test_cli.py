@@ -132,3 +132,19 @@ def test_prefect_logs_no_traceback_for_our_own_errors_but_keep_it_for_bugs() -> 
     ours, bug = _record_with(DatasetError("no images")), _record_with(ValueError("a bug"))
     assert _QuietOwnErrors().filter(ours) and ours.exc_info is None
     assert _QuietOwnErrors().filter(bug) and bug.exc_info is not None
+
+
+def test_preflight_runs_once_per_parameter_set(tmp_path: Path, monkeypatch) -> None:
+    """The CLI checks before the flow starts and the flow checks again: the second is free."""
+    from tasks.core import preflight
+
+    built: list[str] = []
+    monkeypatch.setattr(preflight.models, "build_model", lambda name, **_: built.append(name))
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")
+    config = RunConfig(dataset="synthetic", out=str(tmp_path / "out"), weights=weights)
+    preflight.check_run(config)
+    preflight.check_run(config)  # as the flow does after the CLI: the model is not built again
+    assert built == [config.model]
+    preflight.check_run(config.model_copy(update={"out": str(tmp_path / "other")}))
+    assert built == [config.model] * 2  # other parameters: checked again

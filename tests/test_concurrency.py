@@ -33,7 +33,7 @@ def test_two_simultaneous_runs_extract_once_and_agree(tmp_path: Path) -> None:
     (a, log_a), (b, log_b) = (finish(w, log) for w, log in zip(workers, logs, strict=True))
 
     # Each stage ran in exactly one of the two runs; the other waited on its lock, then read it.
-    for task in ("load dataset", "extract embeddings"):
+    for task in ("images", "embeddings"):
         assert sorted([a["tasks"][task], b["tasks"][task]]) == ["Cached", "Completed"], (a, b)
     assert (log_a + log_b).count("embedded 1200 images") == 1
     assert (log_a + log_b).count("synthetic: 1200 images in 12 classes") == 1

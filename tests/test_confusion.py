@@ -25,6 +25,7 @@ from tests.builders import (
     clf_single_thread,
     clf_splits,
     clf_subset_stage,
+    dataset_stage,
 )
 
 SEED_COLUMNS = [
@@ -117,12 +118,13 @@ def test_pipeline_flags_planted_pair(tmp_path) -> None:
     subset = clf_subset_stage(tmp_path, labels, clf_splits(labels), names, coarse)
     cosine = np.add.outer(np.arange(5), np.arange(5)) / 10 + np.eye(5)  # a value per pair
     similarity = clf_similarity_stage(tmp_path, cosine, names)
+    images = dataset_stage(tmp_path, names)
     config = clf_config(tmp_path, confusion_rule="binomial")
     with disable_run_logger(), clf_single_thread():
-        model = classifier.train_classifier_task.fn(embeddings, subset, config)
+        model = classifier.classifier_task.fn(embeddings, subset, config)
         evaluation = evaluate.evaluate_task.fn(model, embeddings, subset, config)
-        manifest = confusion.confusion_pairs_task.fn(evaluation, subset, similarity, config)
-        no_similarity = confusion.confusion_pairs_task.fn(evaluation, subset, None, config)
+        manifest = confusion.confusion_task.fn(images, evaluation, subset, similarity, config)
+        no_similarity = confusion.confusion_task.fn(images, evaluation, subset, None, config)
     pairs = pl.read_parquet(manifest.path("confusion_pairs.parquet"))
     flagged = pairs.filter(pl.col("flagged"))
     assert set(zip(flagged["True"], flagged["Pred"], strict=True)) <= {

@@ -95,7 +95,7 @@ def test_a_truncated_shard_is_recomputed_alone(finished) -> None:
     assert_noticed(
         warnings, "embeddings", folder, f"{shard.name} changed size (100 != {size} bytes)"
     )
-    assert_only(states, "extract embeddings")
+    assert_only(states, "embeddings")
     after = stamps(folder)
     assert {n: after[n] for n in untouched} == untouched  # the other three shards stay as they were
     assert read_shards(Location(str(folder))).equals(before)
@@ -104,7 +104,7 @@ def test_a_truncated_shard_is_recomputed_alone(finished) -> None:
 
 def test_a_deleted_table_is_recomputed_alone(finished) -> None:
     config, record = finished
-    folder = stage_dir(record, "similarity")
+    folder = stage_dir(record, "class_similarity")
     table = folder / "class_similarity.parquet"
     before = table.read_bytes()
     table.unlink()
@@ -112,7 +112,7 @@ def test_a_deleted_table_is_recomputed_alone(finished) -> None:
     again, states, warnings = run(config)
 
     assert_noticed(warnings, "class_similarity", folder, "class_similarity.parquet is missing")
-    assert_only(states, "class similarity")
+    assert_only(states, "class_similarity")
     assert table.read_bytes() == before
     assert again["stages"] == record["stages"]
 
@@ -125,7 +125,7 @@ def test_a_deleted_manifest_reloads_the_images_and_nothing_downstream(finished) 
     again, states, warnings = run(config)
 
     assert_noticed(warnings, "images", folder, f"{MANIFEST_NAME} is missing or unreadable")
-    assert_only(states, "load dataset")  # same bytes again, so extraction's key is unchanged
+    assert_only(states, "images")  # same bytes again, so extraction's key is unchanged
     assert valid_manifest(Location(str(folder))) is not None
     assert again["stages"] == record["stages"]
 
@@ -140,7 +140,7 @@ def test_a_truncated_manifest_rewrites_it_without_recomputing_shards(finished) -
     again, states, warnings = run(config)
 
     assert_noticed(warnings, "embeddings", folder, f"{MANIFEST_NAME} is missing or unreadable")
-    assert_only(states, "extract embeddings")
+    assert_only(states, "embeddings")
     after = stamps(folder)
     assert {n: after[n] for n in shards} == shards  # every shard was already done: none redone
     assert valid_manifest(Location(str(folder))) is not None

@@ -102,7 +102,7 @@ def test_killed_extraction_resumes_to_exactly_the_uninterrupted_result(tmp_path:
     # 3. Run to the end: it clears the half file and computes only shards 4-7.
     release(third)
     report, log = finish(third, tmp_path / "3.log")
-    assert report["tasks"] == {"load dataset": "Cached", "extract embeddings": "Completed"}
+    assert report["tasks"] == {"images": "Cached", "embeddings": "Completed"}
     assert "removed 1 unfinished shard file(s) of an interrupted run" in log
     assert "resuming: 4 of 8 shards already done" in log
     final = _stamps(folder)

@@ -243,7 +243,7 @@ def test_a_bad_parameter_is_refused_when_the_run_is_created(deployed: Server) ->
 def test_a_triggered_run_with_a_parameter_override_completes(triggered: dict[str, Any]) -> None:
     flow_run, states, log = triggered["flow_run"], triggered["states"], triggered["log"]
     assert flow_run.state.name == "Completed", log[-5000:]
-    assert states["extract embeddings"] == "Completed" and set(states.values()) == {"Completed"}
+    assert states["embeddings"] == "Completed" and set(states.values()) == {"Completed"}
     out = Path(triggered["config"]["out"])
     latest = json.loads((out / "latest.json").read_text())
     # A partial config: every field it leaves out takes RunConfig's default.

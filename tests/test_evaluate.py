@@ -12,9 +12,9 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 from storage.fs import Location
 from tasks import classifier, evaluate
+from tasks.algorithms.classification import confusion_counts
 from tasks.evaluate import (
     classification_report_table,
-    confusion_counts,
     confusion_matrix_table,
     predictions_table,
     report_markdown,
@@ -105,7 +105,7 @@ def test_evaluate_task(tmp_path) -> None:
     subset = clf_subset_stage(tmp_path, labels, split, names)
     config = clf_config(tmp_path)
     with disable_run_logger():
-        model = classifier.train_classifier_task.fn(embeddings, subset, config)
+        model = classifier.classifier_task.fn(embeddings, subset, config)
         manifest = evaluate.evaluate_task.fn(model, embeddings, subset, config)
     assert set(manifest.files) == {
         "predictions.parquet",

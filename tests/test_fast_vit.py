@@ -9,7 +9,7 @@ import timm
 import torch
 from torch import nn
 
-from tasks import fast_vit, models
+from tasks.models import fast_vit, models
 
 CPU = torch.device("cpu")
 

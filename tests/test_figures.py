@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from tasks import figures, figures_pairs
+from tasks.reporting import figures, figures_pairs
 
 
 def png_image(data: bytes, min_side: int = 200, max_side: int = 4000) -> np.ndarray:

@@ -71,7 +71,7 @@ def test_a_deleted_shard_is_noticed_and_only_extraction_reruns(first_run) -> Non
     before = pq.read_table(shard)
     shard.unlink()
     _, states = run(config)
-    assert_only(states, "extract embeddings")  # the same embeddings again: the rest stay cached
+    assert_only(states, "embeddings")  # the same embeddings again: the rest stay cached
     assert pq.read_table(shard).equals(before)
 
 
@@ -79,7 +79,7 @@ def test_changing_the_confusion_rule_reruns_only_the_analysis(first_run) -> None
     config, _record, _ = first_run
     changed = config.model_copy(update={"confusion_rule": "sigma", "confusion_k": 1.0})
     _, states = run(changed)
-    assert_only(states, "confusion pairs")
+    assert_only(states, "confusion")
 
 
 def test_the_classifier_confuses_only_the_planted_pairs(first_run) -> None:
@@ -89,6 +89,6 @@ def test_the_classifier_confuses_only_the_planted_pairs(first_run) -> None:
     pairs = pl.read_parquet(_table_dir(record, "confusion") / "confusion_pairs.parquet")
     flagged = {tuple(sorted(p)) for p in pairs.filter("flagged").select("True", "Pred").iter_rows()}
     assert flagged and flagged <= planted
-    report = pl.read_parquet(_table_dir(record, "evaluation") / "classification_report.parquet")
+    report = pl.read_parquet(_table_dir(record, "evaluate") / "classification_report.parquet")
     accuracy = report.filter(pl.col("class_name") == "accuracy")["f1"][0]
     assert 0.4 < accuracy < 0.95  # the subset is the planted twins: confused, not hopeless

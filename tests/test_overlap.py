@@ -16,16 +16,22 @@ from flows.config import RunConfig
 from storage.manifest import StageManifest
 from storage.schemas.overlap import OVERLAP_CLASSES, OVERLAP_PAIRS, PAIR_SAMPLES
 from storage.tables import read_parquet
-from tasks.overlap import _log_summary, find_overlaps_task, rule_params
-from tasks.overlap_rules import (
+from tasks.algorithms.overlap_rules import (
     flag_pairs,
     overlap_classes_table,
     overlap_groups,
     overlap_pairs_table,
 )
-from tasks.pair_samples import top_pair_samples
-from tasks.similarity import class_similarity_task, neighbour_ranks
-from tests.builders import ovl_clusters, ovl_config, ovl_embeddings_stage, ovl_embeddings_table
+from tasks.algorithms.pair_samples import top_pair_samples
+from tasks.class_similarity import class_similarity_task, neighbour_ranks
+from tasks.overlap import _log_summary, overlap_task, rule_params
+from tests.builders import (
+    dataset_stage,
+    ovl_clusters,
+    ovl_config,
+    ovl_embeddings_stage,
+    ovl_embeddings_table,
+)
 
 # Five classes: 0-1 very close, 2-3 close, 1-2 a little; the rest far apart.
 COSINE = np.array(
@@ -129,18 +135,18 @@ def _stages(tmp_path: Path, **info: object):
     x, labels = ovl_clusters(10, 20, dim=64, seed=5, twins=((1, 7), (3, 4)))
     splits = ["train" if i % 4 else "test" for i in range(len(labels))]
     table = ovl_embeddings_table(x, labels, names, splits)
-    embeddings = ovl_embeddings_stage(tmp_path, table, names, rows_per_shard=64, **info)
-    return names, embeddings
+    embeddings = ovl_embeddings_stage(tmp_path, table, names, rows_per_shard=64)
+    return dataset_stage(tmp_path, names, **info), embeddings
 
 
 def test_task_flags_the_planted_pairs_and_writes_readable_tables(tmp_path: Path) -> None:
-    _, embeddings = _stages(
+    images, embeddings = _stages(
         tmp_path, planted_pairs=[["class_01", "class_07"], ["class_03", "class_04"]]
     )
     config = ovl_config(tmp_path, pair_samples=5)
     with disable_run_logger():
-        similarity = class_similarity_task.fn(embeddings, config)
-        manifest = find_overlaps_task.fn(similarity, embeddings, config)
+        similarity = class_similarity_task.fn(images, embeddings, config)
+        manifest = overlap_task.fn(images, similarity, embeddings, config)
     assert manifest.info["n_pairs"] == 2 and manifest.info["n_classes"] == 4
     assert manifest.info["planted"] == {
         "found": [["class_01", "class_07"], ["class_03", "class_04"]],
@@ -164,11 +170,11 @@ def test_task_flags_the_planted_pairs_and_writes_readable_tables(tmp_path: Path)
 
 
 def test_rule_that_flags_nothing_writes_empty_tables(tmp_path: Path) -> None:
-    _, embeddings = _stages(tmp_path)
+    images, embeddings = _stages(tmp_path)
     config = ovl_config(tmp_path, overlap_rule="threshold", overlap_threshold=1.0)
     with disable_run_logger():
-        similarity = class_similarity_task.fn(embeddings, config)
-        manifest = find_overlaps_task.fn(similarity, embeddings, config)
+        similarity = class_similarity_task.fn(images, embeddings, config)
+        manifest = overlap_task.fn(images, similarity, embeddings, config)
     assert manifest.info["n_pairs"] == 0 and manifest.info["flagged_labels"] == []
     for name in ("overlap_pairs", "overlap_classes", "pair_samples"):
         assert pl.read_parquet(manifest.path(f"{name}.parquet")).height == 0
@@ -183,21 +189,23 @@ def test_empty_result_warns_with_a_way_out(caplog: pytest.LogCaptureFixture) -> 
 
 
 @flow
-def _similarity_then_overlap(embeddings: StageManifest, config: RunConfig) -> list[str]:
+def _similarity_then_overlap(
+    images: StageManifest, embeddings: StageManifest, config: RunConfig
+) -> list[str]:
     """Both stages through the Prefect engine; returns their final state names."""
-    similarity = class_similarity_task(embeddings, config, return_state=True)
-    overlap = find_overlaps_task(similarity.result(), embeddings, config, return_state=True)
+    similarity = class_similarity_task(images, embeddings, config, return_state=True)
+    overlap = overlap_task(images, similarity.result(), embeddings, config, return_state=True)
     return [similarity.name, overlap.name]
 
 
 @pytest.mark.usefixtures("prefect_server")
 def test_changing_the_rule_reruns_overlap_only(tmp_path: Path) -> None:
-    _, embeddings = _stages(tmp_path)
+    images, embeddings = _stages(tmp_path)
     config = ovl_config(tmp_path)
-    assert _similarity_then_overlap(embeddings, config) == ["Completed", "Completed"]
-    assert _similarity_then_overlap(embeddings, config) == ["Cached", "Cached"]
+    assert _similarity_then_overlap(images, embeddings, config) == ["Completed", "Completed"]
+    assert _similarity_then_overlap(images, embeddings, config) == ["Cached", "Cached"]
     looser = ovl_config(tmp_path, overlap_k=2.0)
-    assert _similarity_then_overlap(embeddings, looser) == ["Cached", "Completed"]
+    assert _similarity_then_overlap(images, embeddings, looser) == ["Cached", "Completed"]
     # Parameters of another rule do not matter to this one.
     other = ovl_config(tmp_path, overlap_k=2.0, overlap_threshold=0.1)
-    assert _similarity_then_overlap(embeddings, other) == ["Cached", "Cached"]
+    assert _similarity_then_overlap(images, embeddings, other) == ["Cached", "Cached"]

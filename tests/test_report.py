@@ -14,23 +14,27 @@ from PIL import Image
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from test_analyze_predictions import REAL
 from test_figures import png_image, tiny_png
-from test_predictions import REAL
 
 from flows.config import RunConfig
+from storage import registry
 from storage.fs import Location
 from storage.manifest import StageManifest
 from storage.schemas import classifier as clf_schemas
 from storage.schemas import overlap as schemas
 from storage.schemas.images import embeddings_schema
 from storage.tables import shard_name, table_name, write_parquet
-from tasks import confusion, evaluate, report_artifacts, similarity
-from tasks.overlap_rules import flag_pairs, overlap_classes_table, overlap_pairs_table
-from tasks.predictions import analyze_predictions
-from tasks.report import REPORT_HTML, REPORT_MD, build_report_task
-from tasks.report_predictions import write_predictions_report
-from tasks.report_render import Figure, Heading, Table, Text, to_html, to_markdown
-from tasks.stage import Stage
+from tasks import class_similarity as similarity
+from tasks import confusion, evaluate
+from tasks.algorithms.classification import confusion_counts
+from tasks.algorithms.overlap_rules import flag_pairs, overlap_classes_table, overlap_pairs_table
+from tasks.analyze_predictions import analyze_predictions
+from tasks.core.stage import Stage
+from tasks.report import REPORT_HTML, REPORT_MD, publish_report_task, report_task
+from tasks.reporting import report_artifacts
+from tasks.reporting.report_predictions import write_predictions_report
+from tasks.reporting.report_render import Figure, Heading, Table, Text, to_html, to_markdown
 
 NAMES = ["apple", "pear", "cat", "dog", "car", "bus"]
 PAIRS = ((0, 1), (2, 3))  # planted look-alikes; car and bus stay apart
@@ -42,7 +46,7 @@ def _finish(root: Path, name: str, tables: dict, info: dict, params: dict | None
     """Write the given tables (name -> (table, schema)) and a manifest for a stage ``name``."""
     location = Location(str(root / name))
     rows = {file: write_parquet(location, file, t, schema) for file, (t, schema) in tables.items()}
-    return Stage(name, lambda **_: {}).finish(location, rows, params or {}, info)
+    return Stage(name).finish(location, rows, params or {}, info)
 
 
 def report_stages(root: Path) -> dict[str, StageManifest]:
@@ -56,7 +60,7 @@ def report_stages(root: Path) -> dict[str, StageManifest]:
     ids = np.arange(len(labels), dtype=np.int64) + 100
     split = np.tile(["train"] * (PER_CLASS - TEST_PER_CLASS) + ["test"] * TEST_PER_CLASS, 6)
     info = {"class_names": NAMES, "coarse_labels": [0, 0, 1, 1, 2, 2], "has_test_split": True}
-    images = Stage("images", lambda **_: {}).finish(
+    images = Stage("images").finish(
         Location(str(root / "images")), {}, {"dataset": "handmade"}, {**info, "rows": len(ids)}
     )
     embed_table = pa.table(
@@ -167,31 +171,35 @@ def report_stages(root: Path) -> dict[str, StageManifest]:
             clf_schemas.PREDICTIONS,
         )
     }
-    files |= evaluate.write_evaluation(eval_location, y_true, y_pred, sub_names)
-    evaluation = Stage("evaluate", lambda **_: {}).finish(
+    tables, other_files = evaluate.evaluation_output(y_true, y_pred, sub_names)
+    for name, table in tables.items():
+        spec = registry.table(name)
+        files[spec.file_name] = spec.write(eval_location, table)
+    for name, data in other_files.items():
+        eval_location.write_bytes(name, data)
+        files[name] = None
+    evaluation = Stage("evaluate").finish(
         eval_location, files, {}, {"accuracy": float((y_true == y_pred).mean())}
     )
     pairs = confusion.confusion_pairs(
-        evaluate.confusion_counts(y_true, y_pred, 4), sub_names, k=1.0, alpha=0.5, rule="sigma"
+        confusion_counts(y_true, y_pred, 4), sub_names, k=1.0, alpha=0.5, rule="sigma"
     )
     conf_location = Location(str(root / "confusion"))
-    conf = Stage("confusion", lambda **_: {}).finish(
+    conf = Stage("confusion").finish(
         conf_location,
-        confusion.write_confusion_pairs(conf_location, pairs),
+        {"confusion_pairs.parquet": registry.table("confusion_pairs").write(conf_location, pairs)},
         {"rule": "sigma", "k": 1.0},
         {"flagged": confusion.pair_summary(pairs)["flagged"], "threshold": 0.1},
     )
-    classifier = Stage("classifier", lambda **_: {}).finish(
-        Location(str(root / "classifier")), {}, {}, {}
-    )
+    classifier = Stage("classifier").finish(Location(str(root / "classifier")), {}, {}, {})
     return {
         "images": images,
         "embeddings": embeddings,
-        "similarity": sim,
+        "class_similarity": sim,
         "overlap": overlap,
         "subset": subset,
         "classifier": classifier,
-        "evaluation": evaluation,
+        "evaluate": evaluation,
         "confusion": conf,
     }
 
@@ -243,7 +251,9 @@ def test_report_task_writes_report_figures_and_artifacts(tmp_path: Path) -> None
 
     @flow
     def report_flow() -> StageManifest:
-        return build_report_task(stages, config)
+        report = report_task(stages, config.model_dump(mode="json"), config)
+        publish_report_task(report, stages)
+        return report
 
     manifest = report_flow()
     location = manifest.location

@@ -20,7 +20,7 @@ from prefect.tasks import exponential_backoff
 
 from flows.config import RunConfig
 from storage.manifest import StageManifest
-from tasks.load import load_dataset_task, transient
+from tasks.images import images_task, transient
 from tasks.sources import DatasetError, cifar
 from tests.cifar_fixture import cifar100_archive, write_cifar100
 from tests.http_fixture import serve_file
@@ -33,7 +33,7 @@ DELAYS = [0.2, 0.4, 0.8]  # exponential_backoff(backoff_factor=0.2): the task's 
 @flow(name="load only")
 def load_only(config: RunConfig) -> StageManifest:
     """The load task as shipped, with shorter retry delays and no jitter (timings are checked)."""
-    fast = load_dataset_task.with_options(
+    fast = images_task.with_options(
         retry_delay_seconds=exponential_backoff(backoff_factor=0.2), retry_jitter_factor=None
     )
     return fast(config)
@@ -75,10 +75,10 @@ def _leftovers(data_dir: Path) -> list[str]:
 
 
 def test_the_task_retries_transient_errors_with_exponential_backoff() -> None:
-    assert load_dataset_task.retries == 3
-    assert load_dataset_task.retry_delay_seconds == [2, 4, 8]
-    assert load_dataset_task.retry_jitter_factor == 0.5
-    assert load_dataset_task.retry_condition_fn is transient
+    assert images_task.retries == 3
+    assert images_task.retry_delay_seconds == [2, 4, 8]
+    assert images_task.retry_jitter_factor == 0.5
+    assert images_task.retry_condition_fn is transient
 
 
 def test_a_flaky_mirror_is_retried_with_backoff_until_it_answers(tmp_path: Path, archive) -> None:

@@ -20,10 +20,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 TABLES = {
     "images": ("*.parquet", ["sample_id"]),
     "embeddings": ("*.parquet", ["sample_id"]),
-    "similarity": ("class_similarity.parquet", ["label_a", "label_b"]),
+    "class_similarity": ("class_similarity.parquet", ["label_a", "label_b"]),
     "overlap": ("overlap_pairs.parquet", ["class_a", "class_b"]),
     "subset": ("splits.parquet", ["sample_id"]),
-    "evaluation": ("predictions.parquet", ["sample_id"]),
+    "evaluate": ("predictions.parquet", ["sample_id"]),
     "confusion": ("confusion_pairs.parquet", ["True", "Pred"]),
 }
 
@@ -62,7 +62,7 @@ def test_a_local_dask_cluster_gives_the_threads_outputs(threads_run, tmp_path: P
     record, states = run_on("dask", tmp_path / "dask")
     shard_runs = [name for name in states if name.startswith("embed part-")]
     assert len(shard_runs) == 4, states  # 1200 images in shards of 300: one task each
-    assert states["extract embeddings"] == "Completed"
+    assert states["embeddings"] == "Completed"
     assert_same_outputs(record, threads_run)
     assert (tmp_path / "dask" / RESULTS_FOLDER).is_dir(), "cache records follow --out"
 

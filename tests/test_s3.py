@@ -107,7 +107,7 @@ def test_a_shard_deleted_from_the_bucket_is_recomputed(s3_run) -> None:
     before = pq.read_table(shard, filesystem=fs)
     fs.rm(shard)
     _again, states = rerun(config)
-    assert_only(states, "extract embeddings")  # the stale cache record in the bucket is noticed
+    assert_only(states, "embeddings")  # the stale cache record in the bucket is noticed
     assert pq.read_table(shard, filesystem=fs).equals(before)
 
 

@@ -13,7 +13,7 @@ from prefect.logging import disable_run_logger
 
 from storage.schemas.overlap import SPLITS, SUBSET
 from storage.tables import read_parquet, stage_shards
-from tasks.subset import NoOverlapError, as_png, assign_splits, subset_rows, write_subset_task
+from tasks.subset import NoOverlapError, as_png, assign_splits, subset_rows, subset_task
 from tests.builders import ovl_config, ovl_images_stage, ovl_overlap_stage
 
 NAMES = ["apple", "bear", "boy", "girl", "man"]
@@ -110,7 +110,7 @@ def test_task_writes_subset_splits_and_pngs(tmp_path: Path) -> None:
     overlap = ovl_overlap_stage(tmp_path, [4, 2, 3], NAMES)
     config = ovl_config(tmp_path, export_pngs=True, val_fraction=0.25)
     with disable_run_logger():
-        manifest = write_subset_task.fn(images, overlap, config)
+        manifest = subset_task.fn(images, overlap, config)
     assert manifest.info["class_names"] == ["boy", "girl", "man"]
     assert manifest.info["original_labels"] == [2, 3, 4]
     assert manifest.info["coarse_names"] == ["people"] * 3
@@ -133,4 +133,4 @@ def test_no_flagged_class_stops_with_a_clear_message(tmp_path: Path) -> None:
     images = ovl_images_stage(tmp_path, labels, splits, NAMES)
     overlap = ovl_overlap_stage(tmp_path, [], NAMES)
     with disable_run_logger(), pytest.raises(NoOverlapError, match="flagged no classes"):
-        write_subset_task.fn(images, overlap, ovl_config(tmp_path))
+        subset_task.fn(images, overlap, ovl_config(tmp_path))

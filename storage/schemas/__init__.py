@@ -1,1 +1,1 @@
-"""Arrow schemas of every table the project writes, one module per stage (the Parquet contract)."""
+"""Arrow schemas of every table the project writes; ``storage.registry`` names them."""

@@ -11,7 +11,9 @@ from matplotlib import patheffects
 from matplotlib.figure import Figure
 from PIL import Image
 
-from tasks.figures import plt  # tasks.figures selects the headless backend before pyplot loads
+from tasks.reporting.figures import (
+    plt,  # tasks.reporting.figures selects the headless backend before pyplot loads
+)
 
 MIN_UMAP_POINTS = 5  # below this UMAP cannot build a neighbour graph; fall back to PCA
 LEGEND_MAX = 10  # up to this many classes get a legend; more get their names on the plot

@@ -11,8 +11,8 @@ import pyarrow.compute as pc
 
 from storage.manifest import StageManifest
 from storage.tables import read_embeddings, read_parquet, table_name
+from tasks.algorithms.overlap_rules import similarity_matrices
 from tasks.confusion import counts_from_table
-from tasks.overlap_rules import similarity_matrices
 
 MIN_TEST_PER_CLASS = 30  # fewer test points than this per class: project all splits instead
 
@@ -87,9 +87,9 @@ def read_points(
 
 def read_run_tables(stages: Mapping[str, StageManifest]) -> RunTables:
     """Read every table the report needs from the stage folders."""
-    subset, similarity, overlap = stages["subset"], stages["similarity"], stages["overlap"]
+    subset, similarity, overlap = stages["subset"], stages["class_similarity"], stages["overlap"]
     names = list(subset.info["class_names"])
-    all_names = list(similarity.info["class_names"])
+    all_names = list(stages["images"].info["class_names"])
     columns = ["label_a", "label_b", "cosine", "rank"]  # not the N^2 class-name strings
     all_cosine, _ = similarity_matrices(
         read_parquet(similarity.location, table_name("class_similarity"), columns), len(all_names)
@@ -100,7 +100,7 @@ def read_run_tables(stages: Mapping[str, StageManifest]) -> RunTables:
         *(classes.column(c).to_pylist() for c in ("label", "group")), strict=True
     ):
         groups[label] = group
-    evaluation = stages["evaluation"]
+    evaluation = stages["evaluate"]
     return RunTables(
         class_names=names,
         original_labels=list(subset.info["original_labels"]),
@@ -135,7 +135,7 @@ def read_images(subset: StageManifest, sample_ids: Sequence[int]) -> dict[int, b
 
 
 def flagged_pairs(pairs: pa.Table) -> pa.Table:
-    """The flagged rows of a confusion_pairs table."""
+    """The rows of a ``confusion_pairs`` table whose ``flagged`` is true, same columns."""
     return pairs.filter(pc.equal(pairs.column("flagged"), True))
 
 

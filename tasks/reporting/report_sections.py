@@ -8,8 +8,8 @@ from typing import Any
 import pyarrow as pa
 
 from storage.manifest import StageManifest
-from tasks.report_data import flagged_pairs
-from tasks.report_render import Block, Figure, Heading, Table, Text, arrow_table
+from tasks.reporting.report_data import flagged_pairs
+from tasks.reporting.report_render import Block, Figure, Heading, Table, Text, arrow_table
 
 OVERLAP_COLUMNS = ["class_a", "class_b", "cosine", "z", "rank", "same_superclass"]
 SEED_COLUMNS = [

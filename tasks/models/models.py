@@ -14,7 +14,7 @@ import timm
 import torch
 from torch import nn
 
-from tasks import fast_vit
+from tasks.models import fast_vit
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ def resolve_precision(requested: str, device: torch.device) -> str:
 
 def prepare(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
     """Move to the device, weights cast to bf16 (faster than autocast here, see notes), and
-    rewrite for inference (``tasks/fast_vit.py``): such a model is for inference only.
+    rewrite for inference (``tasks/models/fast_vit.py``): such a model is for inference only.
 
     A token-pooled ViT computes its last block for the class token alone. On a CPU, attention
     runs a few images at a time, and in bf16 the Linear layers are packed for oneDNN.

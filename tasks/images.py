@@ -1,4 +1,4 @@
-"""Load stage: any supported dataset -> the sharded ``images`` table."""
+"""Images stage: any supported dataset -> the sharded ``images`` table."""
 
 from __future__ import annotations
 
@@ -7,18 +7,17 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
-from prefect import task
 from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 
+from storage import registry
 from storage.fingerprint import code_version, hash_value
-from storage.manifest import StageManifest
-from storage.schemas.images import IMAGES
-from storage.tables import shard_name, write_parquet
+from storage.fs import Location
 from tasks import sources
+from tasks.core.params import ImagesParams, StageParams
+from tasks.core.stage import Output, Stage
 from tasks.sources import DatasetError, Source, imagefolder, synthetic
 from tasks.sources import cifar as cifar_source
-from tasks.stage import Stage
 
 
 def folder_of(dataset: str) -> Path | None:
@@ -40,18 +39,18 @@ def listing_fingerprint(root: Path) -> str:
     return hash_value(entries)
 
 
-def open_source(config: Any) -> Source:
-    """The source for ``config.dataset``; downloads CIFAR when absent."""
-    if config.dataset == "synthetic":
-        return synthetic.make_synthetic(config.seed)
-    if config.dataset in cifar_source.VARIANTS:
-        return cifar_source.load_cifar(Path(config.data_dir), config.dataset, config.download_url)
-    return imagefolder.ImageFolderSource(folder_of(config.dataset))
+def open_source(params: ImagesParams) -> Source:
+    """The source for ``params.dataset``; downloads CIFAR when absent."""
+    if params.dataset == "synthetic":
+        return synthetic.make_synthetic(params.seed)
+    if params.dataset in cifar_source.VARIANTS:
+        return cifar_source.load_cifar(Path(params.data_dir), params.dataset, params.download_url)
+    return imagefolder.ImageFolderSource(folder_of(params.dataset))
 
 
-def check_dataset(config: Any) -> None:
+def check_dataset(params: StageParams) -> None:
     """Cheap checks before any work: an image folder must exist and hold 2+ classes of images."""
-    root = folder_of(config.dataset)
+    root = folder_of(params.dataset)
     if root is not None:
         imagefolder.scan_imagefolder(root)
 
@@ -60,21 +59,17 @@ def check_dataset(config: Any) -> None:
 CODE = code_version(__file__, sources, cifar_source, imagefolder, synthetic)
 
 
-def _inputs(config: Any) -> dict[str, Any]:
-    inputs: dict[str, Any] = {
-        "dataset": config.dataset,
-        "shard_size": config.shard_size,
-        "code": CODE,
-    }
-    if config.dataset == "synthetic":
-        inputs["seed"] = config.seed
-    root = folder_of(config.dataset)
+def _key_params(params: ImagesParams) -> dict[str, Any]:
+    inputs: dict[str, Any] = {"dataset": params.dataset, "shard_size": params.shard_size}
+    if params.dataset == "synthetic":
+        inputs["seed"] = params.seed
+    root = folder_of(params.dataset)
     if root is not None:
         inputs["files"] = listing_fingerprint(root)
     return inputs
 
 
-LOAD = Stage("images", _inputs)
+STAGE = Stage("images", CODE, _key_params)
 
 
 DETERMINISTIC = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -107,34 +102,31 @@ def count_labels(counts: dict[int, int], labels: list[int]) -> None:
         counts[label] = counts.get(label, 0) + 1
 
 
-@task(
-    name="load dataset",
+@STAGE.task(
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
     retry_condition_fn=transient,
-    cache_policy=LOAD.cache_policy,
-    persist_result=True,
 )
-def load_dataset_task(config: Any) -> StageManifest:
+def images_task(params: ImagesParams, target: Location) -> Output:
     """Download or read the dataset and write it as the sharded ``images`` table."""
     logger = get_run_logger()
-    target = LOAD.location(config=config)
-    target.remove_tree()  # whatever is there is incomplete, or the cache key would have hit
-    source = open_source(config)
+    target.remove_tree()  # whatever is there is incomplete, or it would have been reused
+    source = open_source(params)
     shards: dict[str, int | None] = {}
     counts: dict[int, int] = {}
-    for index, chunk in enumerate(source.chunks(config.shard_size)):
-        shards[shard_name(index)] = write_parquet(target, shard_name(index), chunk, IMAGES)
+    spec = registry.table("images")
+    for index, chunk in enumerate(source.chunks(params.shard_size)):
+        shards[spec.file(index)] = spec.write(target, chunk, shard=index)
         count_labels(counts, chunk.column("label").to_pylist())
     empty = [n for i, n in enumerate(source.info.class_names) if counts.get(i, 0) == 0]
     if len(counts) < 2 or empty:
         target.remove_tree()
         raise DatasetError(
-            f"{config.dataset}: classes without readable images: {', '.join(empty[:10])}; "
+            f"{params.dataset}: classes without readable images: {', '.join(empty[:10])}; "
             "add images or remove those folders"
         )
     skipped = getattr(source, "skipped", [])
     info = {**source.info.as_dict(), "rows": sum(counts.values()), "skipped_files": skipped}
-    logger.info("%s: %d images in %d classes", config.dataset, info["rows"], len(counts))
-    return LOAD.finish(target, shards, {"dataset": config.dataset}, info, CODE)
+    logger.info("%s: %d images in %d classes", params.dataset, info["rows"], len(counts))
+    return Output(written=shards, params={"dataset": params.dataset}, info=info)

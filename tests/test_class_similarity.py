@@ -12,14 +12,20 @@ from prefect.logging import disable_run_logger
 
 from storage.schemas.overlap import CLASS_SIMILARITY, centroids_schema
 from storage.tables import read_parquet
-from tasks.similarity import (
+from tasks.class_similarity import (
     class_similarity_task,
     cosine_matrix,
     neighbour_ranks,
     similarity_table,
     stream_centroids,
 )
-from tests.builders import ovl_clusters, ovl_config, ovl_embeddings_stage, ovl_embeddings_table
+from tests.builders import (
+    dataset_stage,
+    ovl_clusters,
+    ovl_config,
+    ovl_embeddings_stage,
+    ovl_embeddings_table,
+)
 
 NAMES = [f"c{i}" for i in range(6)]
 
@@ -91,11 +97,12 @@ def test_task_writes_tables_readable_by_polars_and_duckdb(tmp_path: Path) -> Non
         tmp_path, ovl_embeddings_table(x, labels, NAMES), NAMES, rows_per_shard=33
     )
     config = ovl_config(tmp_path)
+    images = dataset_stage(tmp_path, NAMES)
     with disable_run_logger():
-        manifest = class_similarity_task.fn(embeddings, config)
-        again = class_similarity_task.fn(embeddings, config)
+        manifest = class_similarity_task.fn(images, embeddings, config)
+        again = class_similarity_task.fn(images, embeddings, config)
     assert again.fingerprint == manifest.fingerprint and manifest.problems() == []
-    assert manifest.info["dim"] == 8 and manifest.info["class_names"] == NAMES
+    assert manifest.info["dim"] == 8 and manifest.info["num_classes"] == len(NAMES)
     centroids = pl.read_parquet(manifest.path("centroids.parquet"))
     assert centroids.columns == centroids_schema(8).names and centroids.height == 6
     assert centroids["count"].to_list() == [20] * 6

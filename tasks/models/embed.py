@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from tasks.models import DTYPES, Preprocessing
+from tasks.models.models import DTYPES, Preprocessing
 
 _MODES = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}
 

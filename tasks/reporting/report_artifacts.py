@@ -15,8 +15,8 @@ from prefect.artifacts import (
 )
 
 from storage.fs import Location
-from tasks.report_data import flagged_pairs
-from tasks.report_sections import OVERLAP_COLUMNS, PAIR_COLUMNS
+from tasks.reporting.report_data import flagged_pairs
+from tasks.reporting.report_sections import OVERLAP_COLUMNS, PAIR_COLUMNS
 
 # Stable keys: a deployment's artifact history shows how the results move from run to run.
 SUMMARY_KEY = "class-overlap-summary"

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.tables import embedding_matrix
-from tasks.overlap_rules import pair_columns
-from tasks.similarity import unit_rows
+from tasks.algorithms.overlap_rules import pair_columns
+from tasks.class_similarity import unit_rows
 
 _SORT = [("pair_id", "ascending"), ("label", "ascending")]
 _RANKING = [*_SORT, ("cos_other", "descending"), ("sample_id", "ascending")]
@@ -82,7 +82,11 @@ def top_pair_samples(
     names: Sequence[str],
     n: int,
 ) -> pa.Table:
-    """Rows of ``pair_samples``, streaming: only ``n`` rows per (pair, side) are ever held."""
+    """``pair_samples``: ``n`` rows per flagged pair and side, streaming (only those are held).
+
+    Columns: pair_id, label_a, class_a, label_b, class_b, sample_id, split, label, class_name,
+    cos_own, cos_other, margin, rank.
+    """
     centroids = unit_rows(centroids)
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     best = _CANDIDATE.empty_table()

@@ -13,18 +13,20 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from flows.config import RunConfig
 from storage.fingerprint import code_version
 from storage.fs import Location
 from storage.manifest import StageManifest
 from tasks import confusion, evaluate
+from tasks.algorithms import classification
 from tasks.confusion import Rule
-from tasks.stage import Stage
+from tasks.core.params import ConfusionParams
+from tasks.core.stage import Output, Stage
 
 REQUIRED = ("y_true", "y_pred")
-# The run configuration's defaults, so the flow and analyze-predictions agree unless told otherwise.
+# The confusion stage's defaults, so the flow and analyze-predictions agree unless told otherwise.
 _DEFAULT = {
-    name: RunConfig.model_fields[f"confusion_{name}"].default for name in ("k", "rule", "alpha")
+    name: ConfusionParams.model_fields[f"confusion_{name}"].default
+    for name in ("k", "rule", "alpha")
 }
 
 
@@ -134,11 +136,45 @@ def validate_predictions(
     return y_true, y_pred, list(class_names)
 
 
-def _no_inputs(**_: object) -> dict:
-    return {}
+# Writes into the folder it is given (``--out``), not under an output layout: no key, no cache.
+CODE = code_version(sys.modules[__name__], confusion, evaluate, classification)
+STAGE = Stage("analyze_predictions", CODE)
 
 
-STAGE = Stage("analyze-predictions", _no_inputs)
+def analysis(
+    predictions_path: str | Path,
+    class_names_path: str | Path | None,
+    *,
+    k: float,
+    rule: Rule,
+    alpha: float,
+) -> Output:
+    """Classification report, confusion matrix and confusion pairs of a predictions file."""
+    names, coarse = (None, None) if class_names_path is None else read_class_names(class_names_path)
+    y_true, y_pred, names = validate_predictions(read_predictions(predictions_path), names)
+    if coarse is not None and len(coarse) != len(names):
+        coarse = None
+    tables, files = evaluate.evaluation_output(y_true, y_pred, names)
+    counts = classification.confusion_counts(y_true, y_pred, len(names))
+    pairs = confusion.confusion_pairs(
+        counts, names, k=k, alpha=alpha, rule=rule, coarse_names=coarse
+    )
+    info = {
+        "source": str(predictions_path),
+        "class_names_file": None if class_names_path is None else str(class_names_path),
+        "class_names": names,
+        "rows": len(y_true),
+        "accuracy": float((y_true == y_pred).mean()),
+        "threshold": confusion.sigma_threshold(counts, k),
+        "base_rate": confusion.base_rate(counts),
+        **confusion.pair_summary(pairs),
+    }
+    return Output(
+        tables={**tables, "confusion_pairs": pairs},
+        files=files,
+        params={"k": k, "rule": rule, "alpha": alpha},
+        info=info,
+    )
 
 
 def analyze_predictions(
@@ -152,26 +188,5 @@ def analyze_predictions(
 ) -> StageManifest:
     """Write classification_report (+ .md), confusion_matrix and confusion_pairs into ``out``."""
     location = out if isinstance(out, Location) else Location(str(out))
-    names, coarse = (None, None) if class_names_path is None else read_class_names(class_names_path)
-    y_true, y_pred, names = validate_predictions(read_predictions(predictions_path), names)
-    if coarse is not None and len(coarse) != len(names):
-        coarse = None
-    files = evaluate.write_evaluation(location, y_true, y_pred, names)
-    counts = evaluate.confusion_counts(y_true, y_pred, len(names))
-    pairs = confusion.confusion_pairs(
-        counts, names, k=k, alpha=alpha, rule=rule, coarse_names=coarse
-    )
-    files |= confusion.write_confusion_pairs(location, pairs)
-    params = {"k": k, "rule": rule, "alpha": alpha}
-    info = {
-        "source": str(predictions_path),
-        "class_names_file": None if class_names_path is None else str(class_names_path),
-        "class_names": names,
-        "rows": len(y_true),
-        "accuracy": float((y_true == y_pred).mean()),
-        "threshold": confusion.sigma_threshold(counts, k),
-        "base_rate": confusion.base_rate(counts),
-        **confusion.pair_summary(pairs),
-    }
-    code = code_version(sys.modules[__name__], confusion, evaluate)
-    return STAGE.finish(location, files, params=params, info=info, code=code)
+    output = analysis(predictions_path, class_names_path, k=k, rule=rule, alpha=alpha)
+    return STAGE.save(location, output)

@@ -8,11 +8,11 @@ import pyarrow as pa
 
 from storage.fs import Location
 from storage.manifest import StageManifest
-from tasks import figures, report_data
-from tasks import report_sections as sections
 from tasks.confusion import counts_from_table
 from tasks.report import figure, write_report
-from tasks.report_render import Block, Text
+from tasks.reporting import figures, report_data
+from tasks.reporting import report_sections as sections
+from tasks.reporting.report_render import Block, Text
 
 FOCUS_CLASSES = 40  # the focused heatmap shows the classes of the top flagged pairs, up to this
 FULL_HEATMAP_MAX = 120  # all classes in one heatmap only up to this many
@@ -61,7 +61,7 @@ def predictions_blocks(manifest: StageManifest, tables: dict[str, pa.Table]) -> 
         heatmaps.append(figure("confusion", "Confusion matrix of every class", fig))
     blocks += sections.confusion_section(tables["confusion_pairs"], manifest.params, info, heatmaps)
     blocks += sections.classification_section(tables["classification_report"], None)
-    return blocks + sections.tables_section({"analyze-predictions": manifest})
+    return blocks + sections.tables_section({"analyze_predictions": manifest})
 
 
 def write_predictions_report(manifest: StageManifest, out: Location) -> dict[str, str]:

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.predictions import (
+from tasks.analyze_predictions import (
     PredictionsError,
     analyze_predictions,
     read_class_names,

@@ -119,7 +119,8 @@ def overlap_pairs_table(
     names: Sequence[str],
     coarse_labels: Sequence[int] | None = None,
 ) -> pa.Table:
-    """Rows of ``overlap_pairs``: one per flagged pair, in the order of ``flagged.pairs``."""
+    """``overlap_pairs``: a row per flagged pair, in the order of ``flagged.pairs``; label_a,
+    class_a, label_b, class_b, cosine, z, rank, rank_a, rank_b, same_superclass."""
     a, b = flagged.pairs[:, 0], flagged.pairs[:, 1]
     values = cosine[a, b]
     z = (values - flagged.mu) / flagged.sigma if flagged.sigma > 0 else np.zeros(len(a))
@@ -137,7 +138,8 @@ def overlap_pairs_table(
 
 
 def overlap_classes_table(pairs: np.ndarray, cosine: np.ndarray, names: Sequence[str]) -> pa.Table:
-    """Rows of ``overlap_classes``: each flagged class, its partners (nearest first), its group."""
+    """``overlap_classes``: a row per flagged class; label, class_name, partners and
+    partner_labels (nearest first), group, group_size, max_cosine."""
     groups = overlap_groups(pairs, len(names))
     sizes = np.bincount(groups[groups >= 0], minlength=1)
     rows: dict[str, list] = {c: [] for c in ("label", "class_name", "partners", "partner_labels")}

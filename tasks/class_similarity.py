@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import faiss
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
-from flows.config import RunConfig
 from storage.fingerprint import code_version
 from storage.manifest import StageManifest
 from storage.schemas import overlap as schemas
-from storage.tables import (
-    embedding_matrix,
-    stage_shards,
-    table_name,
-    write_parquet,
-)
-from tasks.overlap_rules import pair_columns
-from tasks.stage import Stage
+from storage.tables import embedding_matrix, stage_shards
+from tasks.algorithms.overlap_rules import pair_columns
+from tasks.core.params import StageParams
+from tasks.core.stage import Output, Stage
 
 # GPU flat indexes answer at most 2048 neighbours per query; more classes stay on the CPU.
 GPU_MAX_K = 2048
@@ -134,7 +128,7 @@ def neighbour_ranks(cosine: np.ndarray) -> np.ndarray:
 
 
 def centroids_table(centroids: np.ndarray, counts: np.ndarray, names: Sequence[str]) -> pa.Table:
-    """Rows of the ``centroids`` table."""
+    """The ``centroids`` table: one row per class; label, class_name, count, centroid."""
     n, dim = centroids.shape
     flat = pa.array(centroids.astype(np.float32).ravel())
     return pa.table(
@@ -148,7 +142,11 @@ def centroids_table(centroids: np.ndarray, counts: np.ndarray, names: Sequence[s
 
 
 def similarity_table(cosine: np.ndarray, names: Sequence[str]) -> pa.Table:
-    """Rows of ``class_similarity``: every ordered pair a != b, by label_a then rank."""
+    """``class_similarity``: a row per ordered pair a != b, by label_a then rank.
+
+    Columns: label_a, class_a, label_b, class_b, cosine (of the two centroids), rank (of b
+    among a's nearest classes, 1 = nearest).
+    """
     ranks = neighbour_ranks(cosine)
     a, b = np.nonzero(~np.eye(len(cosine), dtype=bool))
     order = np.lexsort((ranks[a, b], a))
@@ -162,39 +160,30 @@ def similarity_table(cosine: np.ndarray, names: Sequence[str]) -> pa.Table:
     )
 
 
-def _inputs(embeddings: StageManifest, config: RunConfig) -> dict[str, Any]:
-    return {"embeddings": embeddings.fingerprint, "code": CODE}
-
-
 CODE = code_version(sys.modules[__name__], schemas)
-STAGE = Stage("class_similarity", _inputs)
+STAGE = Stage("class_similarity", CODE)
 
 
-@task(name="class similarity", cache_policy=STAGE.cache_policy, persist_result=True)
-def class_similarity_task(embeddings: StageManifest, config: RunConfig) -> StageManifest:
+@STAGE.task()
+def class_similarity_task(
+    images: StageManifest, embeddings: StageManifest, params: StageParams
+) -> Output:
     """Class centroids and the cosine similarity of every pair of classes."""
-    params = {"embeddings": embeddings, "config": config}
-    if (done := STAGE.completed(**params)) is not None:
-        return done
-    names = list(embeddings.info["class_names"])
+    names = list(images.info["class_names"])
     shards = stage_shards(embeddings, ["sample_id", "label", "embedding"])
     centroids, counts = stream_centroids(shards, names, embeddings.info.get("dim"))
-    location = STAGE.location(**params)
-    tables = {
-        table_name("centroids"): centroids_table(centroids, counts, names),
-        table_name("class_similarity"): similarity_table(cosine_matrix(centroids), names),
-    }
-    schema_of = {
-        table_name("centroids"): schemas.centroids_schema(centroids.shape[1]),
-        table_name("class_similarity"): schemas.CLASS_SIMILARITY,
-    }
-    rows = {name: write_parquet(location, name, t, schema_of[name]) for name, t in tables.items()}
-    carried = ("class_names", "coarse_labels", "coarse_names", "has_test_split", "planted_pairs")
-    info = {key: embeddings.info.get(key) for key in carried}
-    info.update(dim=int(centroids.shape[1]), num_classes=len(names), gpu=faiss.get_num_gpus() > 0)
+    similarity = similarity_table(cosine_matrix(centroids), names)
     get_run_logger().info(
-        "class similarity: %d classes, %d pairs",
-        len(names),
-        rows[table_name("class_similarity")] // 2,
+        "class similarity: %d classes, %d pairs", len(names), similarity.num_rows // 2
     )
-    return STAGE.finish(location, rows, {}, info, CODE)
+    return Output(
+        tables={
+            "centroids": centroids_table(centroids, counts, names),
+            "class_similarity": similarity,
+        },
+        info={
+            "dim": int(centroids.shape[1]),
+            "num_classes": len(names),
+            "gpu": faiss.get_num_gpus() > 0,
+        },
+    )

@@ -1,0 +1,1 @@
+"""Pure algorithms on arrays and tables: overlap rules, pair samples, classification statistics."""

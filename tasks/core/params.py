@@ -1,0 +1,206 @@
+"""Every stage's parameters: ``StageParams`` (dataset, output root, seed) and one model per stage.
+
+Each stage takes its own model (``ClassifierParams`` ...); the run configuration, ``RunConfig``,
+inherits from all of them, so a field, its default, bounds and description are written once and
+the CLI, the JSON schema and the deployments see them all. They live here, not in the stage
+modules, so that the command line reads them without importing torch, FAISS or scikit-learn.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+KNOWN_DATASETS = ("cifar100", "cifar10", "synthetic", "imagefolder:PATH")
+# The rule behind KNOWN_DATASETS, for the validator and for the JSON schema of deployments.
+DATASET_PATTERN = r"^(cifar100|cifar10|synthetic|imagefolder:.+)$"
+
+P = TypeVar("P", bound="StageParams")
+
+
+class StageParams(BaseModel):
+    """The parameters every stage gets: which dataset, where outputs go, the run's seed."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    dataset: str = Field(
+        "cifar100",
+        description="cifar100, cifar10, synthetic, or imagefolder:PATH (class sub-folders, "
+        "optionally under train/ and test/)",
+        # In the JSON schema only, so that a deployment refuses a bad name when the run is
+        # created; in Python the validator below gives the friendlier message.
+        json_schema_extra={"pattern": DATASET_PATTERN},
+    )
+    out: str = Field(
+        "./outputs", description="output root: a folder or an fsspec URL (s3://bucket/prefix)"
+    )
+    seed: int = Field(0, ge=0, description="seed for synthetic data, splits, training and UMAP")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        if re.fullmatch(DATASET_PATTERN, value, re.DOTALL):
+            return value
+        raise ValueError(f"unknown dataset {value!r}; use one of {', '.join(KNOWN_DATASETS)}")
+
+    def params_of(self, model: type[P]) -> P:
+        """The fields of ``model`` out of this (larger) parameter set, as a ``model``."""
+        # model_construct: the values were validated here already, and re-running a model
+        # validator that fills in defaults (EmbeddingsParams) on filled-in values must not refuse
+        return model.model_construct(**{name: getattr(self, name) for name in model.model_fields})
+
+
+# --- one model per stage, in stage order; stages without parameters of their own take
+# StageParams itself (class_similarity, evaluate) ---
+
+DEFAULT_MODEL = "vit_small_patch16_224.dino"
+# Offline demo: a tiny ViT with random weights at a small input size runs in seconds on a CPU.
+SYNTHETIC_MODEL = "vit_tiny_patch16_224"
+SYNTHETIC_IMAGE_SIZE = 64
+
+
+class ImagesParams(StageParams):
+    """Parameters of the images stage: where the dataset comes from and how it is sharded."""
+
+    data_dir: str = Field(
+        "./data", description="local folder where datasets are downloaded and cached"
+    )
+    download_url: str | None = Field(
+        None, description="mirror URL of the dataset archive (cifar10/cifar100); default: official"
+    )
+    shard_size: int = Field(
+        8192,
+        ge=1,
+        description="images (and embeddings) per Parquet shard: the unit of resume and of "
+        "cluster work",
+    )
+
+    @field_validator("download_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://", "ftp://", "file://")):
+            raise ValueError(f"{value!r} is not a URL; give an http(s):// or ftp:// mirror")
+        return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _local_data_dir(cls, value: str) -> str:
+        if "://" in value:
+            raise ValueError(
+                f"{value!r}: the data folder must be a local folder (archives are downloaded "
+                "and unpacked there); outputs can go to a bucket with --out"
+            )
+        return value
+
+
+class EmbeddingsParams(StageParams):
+    """Parameters of the embeddings stage: the model, its weights, input size and device."""
+
+    model: str | None = Field(
+        None,
+        description=f"any timm model name; default {DEFAULT_MODEL} "
+        f"({SYNTHETIC_MODEL} for --dataset synthetic)",
+    )
+    weights: Path | None = Field(None, description="local weights file (.safetensors or .pth)")
+    pretrained: bool | None = Field(
+        None,
+        description="load pretrained weights (default yes; no for --dataset synthetic). "
+        "--no-pretrained: random weights, for tests and demos only: results are meaningless",
+    )
+    image_size: int | None = Field(
+        None, ge=16, le=1024, description="model input size in pixels; default: the model's own"
+    )
+    batch_size: int = Field(
+        128, ge=1, le=65536, description="images per forward pass (on a CPU, at most 32)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 on CUDA and on CPUs with native bf16, else fp32"
+    )
+
+    @model_validator(mode="after")
+    def _resolve_defaults(self) -> Self:
+        synthetic = self.dataset == "synthetic"
+        if self.model is None:
+            self.model = SYNTHETIC_MODEL if synthetic else DEFAULT_MODEL
+            if synthetic and self.image_size is None:
+                self.image_size = SYNTHETIC_IMAGE_SIZE
+        if self.pretrained is None:
+            self.pretrained = not (synthetic and self.weights is None)
+        if self.weights is not None and not self.pretrained:
+            raise ValueError("--weights and --no-pretrained contradict each other; drop one")
+        return self
+
+    @property
+    def random_weights(self) -> bool:
+        """True when the model runs with random weights (results are then meaningless)."""
+        return not self.pretrained
+
+
+class OverlapParams(StageParams):
+    """Parameters of the overlap stage: the rule that flags class pairs, images per pair."""
+
+    overlap_rule: Literal["sigma", "threshold", "topk"] = Field(
+        "sigma",
+        description="how centroid pairs are flagged: sigma (cosine >= mu + k*sigma over all "
+        "pairs), threshold (cosine >= --overlap-threshold), topk (mutual: each class among "
+        "the other's --overlap-top-k nearest classes)",
+    )
+    overlap_k: float = Field(3.0, ge=0, le=10, description="k of the sigma rule")
+    overlap_threshold: float = Field(0.6, ge=-1, le=1, description="cosine of the threshold rule")
+    overlap_top_k: int = Field(1, ge=1, le=50, description="neighbours per class of the topk rule")
+    pair_samples: int = Field(
+        50, ge=1, description="images per class and flagged pair in the pair_samples table"
+    )
+
+
+class SubsetParams(StageParams):
+    """Parameters of the subset stage: the split fractions and the optional PNG export."""
+
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="share of train kept for validation")
+    test_fraction: float = Field(
+        0.2, gt=0, lt=1, description="share held out for test when the dataset has no test split"
+    )
+    export_pngs: bool = Field(False, description="also write the subset as PNGs in class folders")
+
+
+class ClassifierParams(StageParams):
+    """Parameters of the classifier stage: the MLP and its training."""
+
+    hidden_size: int = Field(512, ge=1, description="MLP hidden units")
+    dropout: float = Field(0.2, ge=0, lt=1, description="MLP dropout")
+    learning_rate: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    epochs: int = Field(100, ge=1, le=10000, description="maximum training epochs")
+    patience: int = Field(10, ge=1, description="early stopping: epochs without val improvement")
+    train_batch_size: int = Field(256, ge=1, description="MLP training batch size")
+
+
+class ConfusionParams(StageParams):
+    """Parameters of the confusion stage: the rule that flags confused pairs."""
+
+    confusion_rule: Literal["sigma", "binomial"] = Field(
+        "binomial",
+        description="sigma: C_ij >= mu + k*sigma over off-diagonal cells (the seed's rule); "
+        "binomial: Benjamini-Hochberg q-value of a binomial test <= --confusion-alpha",
+    )
+    confusion_k: float = Field(5.0, ge=0, le=50, description="k of the sigma rule")
+    confusion_alpha: float = Field(
+        0.001, gt=0, lt=1, description="q-value bound of the binomial rule"
+    )
+
+
+class ReportParams(StageParams):
+    """Parameters of the report stage: image grids and how many pairs get figures."""
+
+    grid_images: int = Field(8, ge=1, le=64, description="images per class in sample grids")
+    report_pairs: int = Field(
+        12,
+        ge=0,
+        le=200,
+        description="flagged confusion pairs (highest MisRate first) that get their own UMAP "
+        "and image grid in the report",
+    )

@@ -1,0 +1,1 @@
+"""The report's pieces: data, figures, rendering, artifacts and the explorer page."""
