@@ -16,7 +16,7 @@ from storage.fs import Location
 from tasks import sources
 from tasks.core.params import ImagesParams, StageParams
 from tasks.core.stage import Output, Stage
-from tasks.sources import DatasetError, Source, imagefolder, synthetic
+from tasks.sources import DatasetError, Source, defects, imagefolder, synthetic
 from tasks.sources import cifar as cifar_source
 
 
@@ -42,7 +42,7 @@ def listing_fingerprint(root: Path) -> str:
 def open_source(params: ImagesParams) -> Source:
     """The source for ``params.dataset``; downloads CIFAR when absent."""
     if params.dataset == "synthetic":
-        return synthetic.make_synthetic(params.seed)
+        return synthetic.make_synthetic(params.seed, with_defects=params.synthetic_defects)
     if params.dataset in cifar_source.VARIANTS:
         return cifar_source.load_cifar(Path(params.data_dir), params.dataset, params.download_url)
     return imagefolder.ImageFolderSource(folder_of(params.dataset))
@@ -56,13 +56,15 @@ def check_dataset(params: StageParams) -> None:
 
 
 # the readers decide the images' bytes too: an edit to any of them must reload
-CODE = code_version(__file__, sources, cifar_source, imagefolder, synthetic)
+CODE = code_version(__file__, sources, cifar_source, imagefolder, synthetic, defects)
 
 
 def _key_params(params: ImagesParams) -> dict[str, Any]:
     inputs: dict[str, Any] = {"dataset": params.dataset, "shard_size": params.shard_size}
     if params.dataset == "synthetic":
         inputs["seed"] = params.seed
+        if params.synthetic_defects:  # a key field only when set: plain runs hash as before
+            inputs["defects"] = True
     root = folder_of(params.dataset)
     if root is not None:
         inputs["files"] = listing_fingerprint(root)

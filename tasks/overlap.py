@@ -12,7 +12,7 @@ from storage.fingerprint import code_version
 from storage.manifest import StageManifest
 from storage.schemas import overlap as schemas
 from storage.tables import embedding_matrix, stage_shards
-from tasks.algorithms import overlap_rules, pair_samples
+from tasks.algorithms import label_noise, overlap_rules, pair_samples
 from tasks.algorithms.overlap_rules import (
     flag_pairs,
     overlap_classes_table,
@@ -48,7 +48,7 @@ def _key_params(params: OverlapParams) -> dict[str, Any]:
     return {"rule": rule_params(params), "pair_samples": params.pair_samples}
 
 
-CODE = code_version(sys.modules[__name__], overlap_rules, pair_samples, schemas)
+CODE = code_version(sys.modules[__name__], overlap_rules, pair_samples, label_noise, schemas)
 STAGE = Stage("overlap", CODE, _key_params)
 
 
@@ -58,6 +58,7 @@ def overlap_task(
     similarity: StageManifest,
     embeddings: StageManifest,
     params: OverlapParams,
+    neighbours: StageManifest | None = None,
 ) -> Output:
     """Flag overlapping class pairs by the configured rule; write pairs, classes and samples."""
     dataset = images.info
@@ -69,9 +70,16 @@ def overlap_task(
     flagged = flag_pairs(cosine, ranks, **rule)
     centroids = embedding_matrix(registry.table("centroids").read(similarity.location), "centroid")
     shards = stage_shards(embeddings, ["sample_id", "split", "label", "class_name", "embedding"])
+    defects = None
+    if neighbours is not None:  # how much of each pair near-duplicates and suspects explain
+        defects = label_noise.pair_count_matrices(
+            len(names),
+            registry.table("near_duplicates").read(neighbours.location),
+            registry.table("label_suspects").read(neighbours.location, ["label", "majority_label"]),
+        )
     tables = {
         "overlap_pairs": overlap_pairs_table(
-            flagged, cosine, ranks, names, dataset.get("coarse_labels")
+            flagged, cosine, ranks, names, dataset.get("coarse_labels"), defects
         ),
         "overlap_classes": overlap_classes_table(flagged.pairs, cosine, names),
         "pair_samples": top_pair_samples(

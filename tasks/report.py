@@ -15,7 +15,14 @@ from storage.layout import slug
 from storage.manifest import StageManifest
 from tasks.core.params import ReportParams
 from tasks.core.stage import Output, Stage
-from tasks.reporting import figures, figures_pairs, report_artifacts, report_data, report_render
+from tasks.reporting import (
+    figures,
+    figures_pairs,
+    inside,
+    report_artifacts,
+    report_data,
+    report_render,
+)
 from tasks.reporting import report_sections as sections
 from tasks.reporting.report_data import RunTables
 from tasks.reporting.report_render import Block, Figure, Heading, Text
@@ -124,6 +131,8 @@ def run_blocks(
         [agreement, figure("agreement", "Model-free versus classifier", scatter)],
     )
     blocks += pair_section(stages, data, config)
+    if "neighbours" in stages:
+        blocks += inside.inside_section(stages, data.overlap_pairs, config.report_pairs, figure)
     blocks += sections.key_values("Parameters", dict(settings))
     blocks += sections.tables_section(stages)
     summary = [*overview, agreement, Heading("Top overlapping pairs (model-free)")]
@@ -190,7 +199,7 @@ def write_report(location: Location, title: str, blocks: list[Block]) -> dict[st
 
 
 CODE = code_version(
-    sys.modules[__name__], figures, figures_pairs, report_data, report_render, sections
+    sys.modules[__name__], figures, figures_pairs, inside, report_data, report_render, sections
 )
 STAGE = Stage("report", CODE)
 

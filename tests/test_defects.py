@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks import models
 from tasks.algorithms import duplicates as dp
 from tasks.algorithms import label_noise as ln
 from tasks.algorithms import neighbours as nb
-from tasks.embed import Extractor
+from tasks.models import models
+from tasks.models.embed import Extractor
 from tasks.sources import synthetic
 from tasks.sources.imagefolder import ImageFolderSource
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from storage.schemas.images import IMAGES, embedding_type
+from storage.schemas.neighbours import OVERLAP_DEFECTS
 
 
 def _pair_fields() -> list[pa.Field]:
@@ -48,6 +49,7 @@ OVERLAP_PAIRS = pa.schema(
         pa.field("rank_a", pa.int32(), nullable=False),
         pa.field("rank_b", pa.int32(), nullable=False),
         pa.field("same_superclass", pa.bool_()),
+        *OVERLAP_DEFECTS,
     ]
 )
 

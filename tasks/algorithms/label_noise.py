@@ -10,12 +10,13 @@ learning does with per-class thresholds: normalise by what the class normally lo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 from scipy.stats import binom
 
+from storage.schemas.neighbours import CONFUSION_DEFECTS, OVERLAP_DEFECTS
 from tasks.algorithms.duplicates import leaked_test_labels
 from tasks.algorithms.neighbours import Neighbours
 
@@ -26,6 +27,9 @@ DEFAULT_ALPHA = 1e-4
 # "Mostly another label": fewer than this share of the neighbours carry the image's own label.
 MAX_OWN_SHARE = 0.5
 MAX_SCORE = 300.0  # -log10 of the smallest p-value reported (p = 0 in float64)
+# The count columns of overlap_pairs and confusion_pairs, in ``defect_columns`` order.
+OVERLAP_DEFECT_COLUMNS = tuple(field.name for field in OVERLAP_DEFECTS)
+CONFUSION_DEFECT_COLUMNS = tuple(field.name for field in CONFUSION_DEFECTS)
 
 
 def neighbour_labels(neighbours: Neighbours, labels: np.ndarray) -> np.ndarray:
@@ -160,3 +164,38 @@ def pair_counts(
         "suspects_b_to_a": _count_pairs(given, voted, b, a),
         "leaked_test": (leaked_per_class[a] + leaked_per_class[b]).astype(np.int64),
     }
+
+
+def pair_count_matrices(
+    num_classes: int, duplicates: pa.Table, suspects: pa.Table
+) -> dict[str, np.ndarray]:
+    """``pair_counts`` for every ordered pair of classes, as C x C int64 matrices:
+    cross_class_duplicates[a, b] (symmetric), leaked_test[a, b] (test images of a or b leaked
+    from train), suspects[a, b] (suspects labelled a whose neighbours vote b)."""
+    a, b = np.divmod(np.arange(num_classes * num_classes), num_classes)
+    counts = pair_counts(a, b, duplicates, suspects)
+    shape = (num_classes, num_classes)
+    return {
+        "cross_class_duplicates": counts["cross_class_duplicates"].reshape(shape),
+        "leaked_test": counts["leaked_test"].reshape(shape),
+        "suspects": counts["suspects_a_to_b"].reshape(shape),
+    }
+
+
+def defect_columns(
+    matrices: Mapping[str, np.ndarray] | None,
+    a: np.ndarray,
+    b: np.ndarray,
+    names: Sequence[str],
+) -> dict[str, pa.Array]:
+    """The four per-pair count columns of pairs (a[i], b[i]), named ``names`` (cross-class
+    duplicates, leaked test images, suspects a -> b, suspects b -> a); null without matrices."""
+    if matrices is None:
+        return {name: pa.nulls(len(a), pa.int64()) for name in names}
+    values = [
+        matrices["cross_class_duplicates"][a, b],
+        matrices["leaked_test"][a, b],
+        matrices["suspects"][a, b],
+        matrices["suspects"][b, a],
+    ]
+    return {name: pa.array(v, pa.int64()) for name, v in zip(names, values, strict=True)}
