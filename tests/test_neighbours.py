@@ -1,11 +1,28 @@
-"""kNN over all embeddings: exact against brute force, streamed shards, approximate recall."""
+"""kNN over all embeddings: exact against brute force, streamed shards, approximate recall; the
+neighbours stage in flows: planted defects found and counted per pair, an image folder's copies."""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
+import json
+from pathlib import Path
 
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from prefect import flow
+
+from flows.config import RunConfig
+from flows.overlap_flow import class_overlap
+from storage import registry
+from storage.manifest import StageManifest
 from tasks.algorithms import neighbours as nb
+from tasks.core.params import EmbeddingsParams, ImagesParams, NeighboursParams
+from tasks.embeddings import embeddings_task
+from tasks.images import images_task
+from tasks.neighbours import neighbours_task
 
 
 def _unit(rows: int, dim: int, seed: int, clusters: int = 0) -> np.ndarray:
@@ -107,3 +124,127 @@ def test_ivf_training_sample_spans_every_shard_of_a_class_sorted_dataset() -> No
     np.testing.assert_array_equal(sample, x[::10])
     found = nb.knn(read, len(x), 32, k=10, gpu=False, kind="ivf", recall_sample=500)
     assert found.recall >= 0.95
+
+
+# --- the stage in flows ---
+
+
+@pytest.fixture(scope="module")
+def defects_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, dict]:
+    """The synthetic flow with planted defects, once for the tests below."""
+    out = tmp_path_factory.mktemp("defects") / "out"
+    config = RunConfig(dataset="synthetic", synthetic_defects=True, out=str(out))
+    return config, class_overlap(config)
+
+
+def _stage_dir(record: dict, stage: str) -> Path:
+    return Path(record["stages"][stage]["url"])
+
+
+def _planted(record: dict) -> dict:
+    manifest = json.loads((_stage_dir(record, "images") / "_manifest.json").read_text())
+    return manifest["info"]["planted_defects"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_a_run_finds_the_planted_defects_back(defects_run) -> None:
+    _config, record = defects_run
+    folder = _stage_dir(record, "neighbours")
+    info = json.loads((folder / "_manifest.json").read_text())["info"]
+    for table in ("near_duplicates", "label_suspects"):
+        assert info["planted"][table]["precision"] >= 0.95, info["planted"]
+        assert info["planted"][table]["recall"] >= 0.95, info["planted"]
+    pairs = pl.read_parquet(folder / "near_duplicates.parquet")
+    kinds = duckdb.sql(f"select kind, count(*) from '{folder}/near_duplicates.parquet' group by 1")
+    assert dict(kinds.fetchall()) == info["duplicates"]
+    assert pairs.height == sum(info["duplicates"].values())
+    knn = pq.read_table(folder / "neighbours.parquet")
+    assert knn.num_rows == 1200 + 3 * 8 and info["index"] == "flat" and info["recall_at_k"] == 1
+    leaks = [copy for _, copy, kind, _ in _planted(record)["duplicates"] if kind != "same_class"]
+    # Only the train_test_leak copies went to test; cross-class copies stayed in train.
+    test_copies = pl.read_parquet(_stage_dir(record, "images")).filter(
+        pl.col("sample_id").is_in(leaks) & (pl.col("split") == "test")
+    )
+    assert info["leaked_test_images"] == test_copies.height == 8
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_overlap_and_confusion_pairs_count_the_leaks_of_their_classes(defects_run) -> None:
+    _config, record = defects_run
+    images = pl.read_parquet(_stage_dir(record, "images")).select("sample_id", "label")
+    label = dict(images.iter_rows())
+    leaked = [
+        label[c] for _, c, kind, _ in _planted(record)["duplicates"] if kind == "train_test_leak"
+    ]
+    overlap = pl.read_parquet(_stage_dir(record, "overlap") / "overlap_pairs.parquet")
+    assert overlap.height > 0
+    for row in overlap.iter_rows(named=True):
+        assert row["leaked_test"] == leaked.count(row["label_a"]) + leaked.count(row["label_b"])
+        # The plants avoid the look-alike pairs: no duplicate or flip between them.
+        assert (
+            row["cross_class_duplicates"] == row["suspects_a_to_b"] == row["suspects_b_to_a"] == 0
+        )
+    confusion = pl.read_parquet(_stage_dir(record, "confusion") / "confusion_pairs.parquet")
+    subset = json.loads((_stage_dir(record, "subset") / "_manifest.json").read_text())
+    original = subset["info"]["original_labels"]
+    for row in confusion.iter_rows(named=True):
+        a, b = original[row["true_label"]], original[row["pred_label"]]
+        assert row["leaked_test"] == leaked.count(a) + leaked.count(b)
+        assert row["suspects_true_to_pred"] is not None
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_the_report_shows_what_is_inside_each_overlap(defects_run) -> None:
+    _config, record = defects_run
+    report = (_stage_dir(record, "report") / "report.md").read_text()
+    assert "Inside each overlap: duplicates, leaks and label suspects" in report
+    assert "test images with a near-copy in train | 8 of 248" in report
+    assert "inside-01-" in report  # a flagged pair's image grid
+
+
+@flow(name="neighbours-only")
+def neighbours_only(config: RunConfig) -> tuple[StageManifest, StageManifest]:
+    """Load, embed, neighbours: the stage and what it needs; the images and stage manifests."""
+    images = images_task(config.params_of(ImagesParams))
+    embeddings = embeddings_task(images, config.params_of(EmbeddingsParams))
+    return images, neighbours_task(images, embeddings, config.params_of(NeighboursParams))
+
+
+def _save(path: Path, pixels: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_an_image_folder_file_under_two_classes_and_both_splits(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    root = tmp_path / "folder"
+    for split, count in (("train", 12), ("test", 4)):
+        for name in ("cat", "dog"):
+            for i in range(count):
+                _save(root / split / name / f"{i}.png", rng.integers(0, 256, (32, 32, 3), np.uint8))
+    repeated = rng.integers(0, 256, (32, 32, 3), np.uint8)
+    for where in ("train/cat", "train/dog", "test/cat"):
+        _save(root / where / "same.png", repeated)
+    config = RunConfig(
+        dataset=f"imagefolder:{root}",
+        out=str(tmp_path / "out"),
+        model="vit_tiny_patch16_224",
+        image_size=64,
+        pretrained=False,
+    )
+    images, manifest = neighbours_only(config)
+    pairs = registry.table("near_duplicates").read(manifest.location).to_pylist()
+    rows = registry.table("images").read(images.location, ["sample_id", "image"]).to_pylist()
+    path = {row["sample_id"]: row["image"]["path"] for row in rows}
+    reported = {(path[r["sample_id_a"]], path[r["sample_id_b"]], r["kind"]) for r in pairs}
+    assert reported == {
+        ("train/cat/same.png", "train/dog/same.png", "cross_class"),
+        ("train/cat/same.png", "test/cat/same.png", "train_test_leak"),
+        ("train/dog/same.png", "test/cat/same.png", "cross_class"),
+    }
+    assert manifest.info["leaked_test_images"] == 1 and manifest.info["test_images"] == 9
