@@ -163,7 +163,7 @@ def test_a_run_finds_the_planted_defects_back(defects_run) -> None:
     assert knn.num_rows == 1200 + 3 * 8 and info["index"] == "flat" and info["recall_at_k"] == 1
     leaks = [copy for _, copy, kind, _ in _planted(record)["duplicates"] if kind != "same_class"]
     # Only the train_test_leak copies went to test; cross-class copies stayed in train.
-    test_copies = pl.read_parquet(_stage_dir(record, "images")).filter(
+    test_copies = pl.read_parquet(_stage_dir(record, "images") / "*.parquet").filter(
         pl.col("sample_id").is_in(leaks) & (pl.col("split") == "test")
     )
     assert info["leaked_test_images"] == test_copies.height == 8
@@ -173,7 +173,9 @@ def test_a_run_finds_the_planted_defects_back(defects_run) -> None:
 @pytest.mark.usefixtures("prefect_server")
 def test_overlap_and_confusion_pairs_count_the_leaks_of_their_classes(defects_run) -> None:
     _config, record = defects_run
-    images = pl.read_parquet(_stage_dir(record, "images")).select("sample_id", "label")
+    images = pl.read_parquet(_stage_dir(record, "images") / "*.parquet").select(
+        "sample_id", "label"
+    )
     label = dict(images.iter_rows())
     leaked = [
         label[c] for _, c, kind, _ in _planted(record)["duplicates"] if kind == "train_test_leak"

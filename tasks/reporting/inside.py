@@ -65,11 +65,12 @@ def between(table: pa.Table, a: int, b: int, first: str, second: str) -> pa.Tabl
 def grid_rows(
     pairs: pa.Table, suspects: pa.Table, neighbours: pa.Table
 ) -> list[tuple[str, list[int]]]:
-    """(caption, sample ids) rows: each duplicate pair side by side, each suspect then its
-    nearest neighbours."""
+    """(caption, sample ids) rows: each duplicate pair side by side (cross-class copies and
+    leaks), each suspect then its nearest neighbours."""
     rows = [
         (
-            f"{r['class_a']} | {r['class_b']}\ncosine {r['cosine']:.4f}",
+            f"{r['class_a']} ({r['split_a']}) | {r['class_b']} ({r['split_b']})\n"
+            f"{r['kind']}, cosine {r['cosine']:.4f}",
             [r["sample_id_a"], r["sample_id_b"]],
         )
         for r in pairs.slice(0, PAIR_DUPLICATES).to_pylist()
@@ -91,7 +92,6 @@ def grid_rows(
 def pair_blocks(
     rank: int,
     row: Mapping[str, Any],
-    pairs: pa.Table,
     suspects: pa.Table,
     images: Mapping[int, bytes],
     rows: list[tuple[str, list[int]]],
@@ -114,11 +114,25 @@ def pair_blocks(
         grid = figures_pairs.image_grid(
             [(caption, [images[i] for i in ids if i in images]) for caption, ids in rows],
             per_row=SHOWN_NEIGHBOURS + 1,
-            title=f"{a} / {b}: the same picture under both labels; suspects and their neighbours",
+            title=f"{a} / {b}: cross-class copies, leaks, suspects and their neighbours",
         )
         stem = f"inside-{rank:02d}-{slug(a, 30)}-{slug(b, 30)}"
-        blocks.append(draw(stem, f"Cross-class duplicates and label suspects of {a} and {b}", grid))
+        caption = f"Cross-class duplicates, train/test leaks and label suspects of {a} and {b}"
+        blocks.append(draw(stem, caption, grid))
     return blocks
+
+
+def pair_duplicates(duplicates: pa.Table, a: int, b: int) -> pa.Table:
+    """The near-duplicates behind pair (a, b): copies under its two labels, and test images of
+    either class with a copy in train (what ``leaked_test`` counts)."""
+    labels = pa.array([a, b])
+    touches = pc.or_(
+        pc.is_in(duplicates["label_a"], labels), pc.is_in(duplicates["label_b"], labels)
+    )
+    leak = pc.and_(pc.not_equal(duplicates["split_a"], duplicates["split_b"]), touches)
+    both = pc.and_(pc.is_in(duplicates["label_a"], labels), pc.is_in(duplicates["label_b"], labels))
+    cross = pc.and_(pc.equal(duplicates["kind"], "cross_class"), both)
+    return duplicates.filter(pc.or_(cross, leak))
 
 
 def inside_section(
@@ -137,30 +151,16 @@ def inside_section(
         arrow_table(overlap_pairs, COUNT_COLUMNS),
     ]
     duplicates = registry.table("near_duplicates").read(neighbours.location)
-    cross = duplicates.filter(pc.equal(duplicates.column("kind"), "cross_class"))
     suspects = registry.table("label_suspects").read(neighbours.location)
     knn = registry.table("neighbours").read(neighbours.location, ["sample_id", "neighbour_ids"])
-    chosen = overlap_pairs.slice(0, max_pairs).to_pylist()
     per_pair = []
-    for row in chosen:
+    for row in overlap_pairs.slice(0, max_pairs).to_pylist():
         a, b = row["label_a"], row["label_b"]
         mine = between(suspects, a, b, "label", "majority_label")
-        pairs = between(cross, a, b, "label_a", "label_b")
-        ids = set(mine["sample_id"].to_pylist())
-        per_pair.append(
-            (
-                row,
-                pairs,
-                mine,
-                grid_rows(
-                    pairs,
-                    mine,
-                    knn.filter(pc.is_in(knn["sample_id"], pa.array(sorted(ids), pa.int64()))),
-                ),
-            )
-        )
+        near = knn.filter(pc.is_in(knn["sample_id"], mine["sample_id"].combine_chunks()))
+        per_pair.append((row, mine, grid_rows(pair_duplicates(duplicates, a, b), mine, near)))
     wanted = {i for *_, rows in per_pair for _, ids in rows for i in ids}
     images = read_image_bytes(stages["images"], sorted(wanted)) if wanted else {}
-    for rank, (row, pairs, mine, rows) in enumerate(per_pair, start=1):
-        blocks += pair_blocks(rank, row, pairs, mine, images, rows, draw)
+    for rank, (row, mine, rows) in enumerate(per_pair, start=1):
+        blocks += pair_blocks(rank, row, mine, images, rows, draw)
     return blocks
