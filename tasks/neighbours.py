@@ -8,7 +8,7 @@ embeddings, and the overlap and confusion stages count them per pair.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,7 @@ TOP_CLASSES = 10  # classes with the most suspects, in the manifest
 def shard_reader(embeddings: StageManifest) -> knn.ShardReader:
     """The embedding shards as unit float32 matrices, re-readable, refusing NaN or inf."""
 
-    def read() -> Any:
+    def read() -> Iterator[np.ndarray]:
         for index, shard in enumerate(stage_shards(embeddings, ["embedding"])):
             matrix = embedding_matrix(shard)
             if not np.isfinite(matrix).all():
