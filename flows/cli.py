@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import shutil
 import sys
 import types
 import typing
@@ -16,11 +18,16 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from flows.config import RunConfig
-from flows.inspect_cmd import add_inspect_parser, inspect_command
+from flows.inspect_cmd import add_inspect_parser, inspect_command, print_top_confusion_pairs
+from flows.verify_cmd import add_verify_parser, verify_command
+from storage.escape import terminal
 from storage.fs import Location
 
 # Errors a user can fix by changing the call: shown as one line, no traceback.
 USER_ERRORS = (ValueError, PermissionError, FileNotFoundError)
+# Prefect waits 20 s for its temporary server by default; a loaded 2-core machine needs more.
+EPHEMERAL_STARTUP_VARIABLE = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+EPHEMERAL_STARTUP_SECONDS = "180"
 
 
 class _QuietOwnErrors(logging.Filter):
@@ -85,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_field(run, name, field)
     _add_analyze_parser(commands)
     add_inspect_parser(commands)
+    add_verify_parser(commands)
     return parser
 
 
@@ -119,9 +127,55 @@ def _validation_message(error: ValidationError) -> str:
     return f"{where}: {first['msg'].removeprefix('Value error, ')}"
 
 
+def _own_error(error: BaseException) -> bool:
+    """True for errors this project raises with a message for the user (tasks, storage)."""
+    return type(error).__module__.split(".")[0] in ("tasks", "storage")
+
+
+def _server_did_not_start(error: BaseException) -> bool:
+    """True for Prefect's error when its temporary API server does not answer in time."""
+    return "attempting to connect to ephemeral Prefect API server" in str(error)
+
+
+def server_hint() -> str:
+    """The line shown when Prefect's temporary server did not start."""
+    waited = os.environ.get(EPHEMERAL_STARTUP_VARIABLE, EPHEMERAL_STARTUP_SECONDS)
+    return (
+        f"Prefect's temporary API server did not start within {waited} s (a busy machine?); "
+        f"raise {EPHEMERAL_STARTUP_VARIABLE}, or start a server once with `prefect server start` "
+        "and run with PREFECT_API_URL=http://127.0.0.1:4200/api"
+    )
+
+
+def _disk_full(error: BaseException) -> OSError | None:
+    """The ENOSPC error in ``error``'s chain (causes and contexts), if any."""
+    seen: set[int] = set()
+    chain: BaseException | None = error
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, OSError) and chain.errno == errno.ENOSPC:
+            return chain
+        chain = chain.__cause__ or chain.__context__
+    return None
+
+
+def disk_full_message(error: OSError, fallback: str) -> str:
+    """One line for a full disk: where, how much is free there, what to do."""
+    where = str(error.filename or fallback)
+    folder = Path(where)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free if folder.exists() else 0
+    return (
+        f"no space left on device writing {where} ({free / 2**20:.1f} MiB free on that disk); "
+        "free space there (a CIFAR-100 run writes about 0.3 GiB of tables) or "
+        "choose another --out / --data-dir; nothing half-written is kept"
+    )
+
+
 def fail(message: str, code: int = 1) -> int:
     """Print a one-line error and return the exit code."""
-    print(f"overlap: error: {message}", file=sys.stderr)
+    print(terminal(f"overlap: error: {message}"), file=sys.stderr)  # messages quote user data
     return code
 
 
@@ -145,12 +199,18 @@ def run_command(args: argparse.Namespace) -> int:
         print("WARNING: random weights (--no-pretrained): embeddings and results are meaningless.")
     try:
         record = class_overlap(config)
-    except USER_ERRORS as error:
-        return fail(str(error))
+    except Exception as error:
+        if _server_did_not_start(error):
+            return fail(server_hint())
+        if (full := _disk_full(error)) is not None:
+            return fail(disk_full_message(full, config.out))
+        if isinstance(error, USER_ERRORS) or _own_error(error):
+            return fail(str(error))
+        raise
     report = record["stages"].get("report", {}).get("tables", {}).get("report.html")
-    print(f"outputs: {config.out}  (run record: runs/{record['name']}.json)")
+    print(terminal(f"outputs: {config.out}  (run record: runs/{record['name']}.json)"))
     if report:
-        print(f"report: {report}")
+        print(terminal(f"report: {report}"))
     return 0
 
 
@@ -160,6 +220,8 @@ def analyze_command(args: argparse.Namespace) -> int:
     from tasks.reporting.report_predictions import write_predictions_report
 
     defaults = RunConfig()
+    if not str(args.out).strip():
+        return fail("--out: the output location is empty; give a folder", code=2)
     try:
         Location(args.out).check_writable()
         manifest = analyze_predictions(
@@ -178,7 +240,8 @@ def analyze_command(args: argparse.Namespace) -> int:
     print(
         f"flagged confusion pairs: {info['flagged']} -> {manifest.path('confusion_pairs.parquet')}"
     )
-    print(f"report: {report.get('report.html', manifest.location.url)}")
+    print_top_confusion_pairs(manifest.location)
+    print(terminal(f"report: {report.get('report.html', manifest.location.url)}"))
     return 0
 
 
@@ -186,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``overlap`` command."""
     # The ephemeral server's telemetry heartbeat only logs "database is locked" noise here.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Before Prefect is imported: its settings are read once, at import.
+    os.environ.setdefault(EPHEMERAL_STARTUP_VARIABLE, EPHEMERAL_STARTUP_SECONDS)
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return run_command(args)
@@ -194,6 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "inspect":
         try:
             return inspect_command(args)
+        except USER_ERRORS as error:
+            return fail(str(error), code=2)
+    if args.command == "verify":
+        try:
+            return verify_command(args)
         except USER_ERRORS as error:
             return fail(str(error), code=2)
     return fail(f"unknown command {args.command}")

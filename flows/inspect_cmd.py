@@ -10,15 +10,33 @@ import textwrap
 from typing import Any, TextIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from storage import catalog
+from storage.escape import terminal
 from storage.fs import Location
 from storage.layout import OutputLayout
 from storage.registry import TABLES
 from storage.runs import read_latest
 from storage.schema_docs import described_columns
+from storage.tables import read_parquet
 
 WIDTH = 100
+CONFUSION_COLUMNS = ["True", "Pred", "MisRate", "F1(True)", "F1(Pred)", "q_value", "flagged"]
+SCIENTIFIC_COLUMNS = {"p_value", "q_value"}  # tiny and spanning many decades: 0.0000 hides them
+
+
+def top_count(text: str) -> int | None:
+    """``--top``: a positive count, or ``all`` (None); 0 and negatives are refused."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: pass a count of 1 or more, or 'all'")
+    return value
 
 
 def add_inspect_parser(commands: argparse._SubParsersAction) -> None:
@@ -30,7 +48,9 @@ def add_inspect_parser(commands: argparse._SubParsersAction) -> None:
         "run's parameters, top overlap pairs, top confusion pairs and report paths.",
     )
     parser.add_argument("out", help="output root: a folder or an fsspec URL (e.g. s3://b/p)")
-    parser.add_argument("--top", type=int, default=10, help="pairs shown per table (default: 10)")
+    parser.add_argument(
+        "--top", type=top_count, default=10, help="pairs shown per table, or 'all' (default: 10)"
+    )
     parser.add_argument(
         "--no-schema", dest="schema", action="store_false", help="leave out the column lists"
     )
@@ -67,6 +87,8 @@ def print_tables(tables: list[catalog.TableInfo], show_schema: bool, out: TextIO
         mark = "*" if t.latest else " "
         size = human_size(t.bytes)
         print(f"{mark} {t.folder:<42} {t.name + shards:<28} {t.rows:>12,} rows {size:>9}", file=out)
+        if t.damaged:
+            print(terminal(f"  DAMAGED {t.folder}/{t.damaged}; see `overlap verify`"), file=out)
         if show_schema:
             # a table's meaning and columns once; later folders of the same table list the types
             spec = TABLES.get(t.name) if t.name not in described else None
@@ -86,11 +108,20 @@ def print_params(record: dict[str, Any], out: TextIO) -> None:
     print(textwrap.indent("\n".join(textwrap.wrap("  ".join(items), WIDTH - 2)), "  "), file=out)
 
 
+def format_value(column: str, value: Any) -> str:
+    """One cell: floats to 4 decimals (p- and q-values in scientific notation), nulls as '-'."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2e}" if column in SCIENTIFIC_COLUMNS else f"{value:.4f}"
+    return terminal(str(value))  # class names are data: no control character reaches the terminal
+
+
 def format_table(table: pa.Table) -> str:
-    """A small Arrow table as aligned text (floats to 4 digits)."""
+    """A small Arrow table as aligned text (see ``format_value``)."""
     rows = [table.column_names]
     for row in table.to_pylist():
-        rows.append([f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()])
+        rows.append([format_value(c, v) for c, v in row.items()])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
     return "\n".join("  " + line.rstrip() for line in lines)
@@ -107,8 +138,38 @@ def print_pairs(title: str, table: pa.Table | None, out: TextIO) -> None:
         print(format_table(table), file=out)
 
 
+def enclosing_root(url: str) -> str | None:
+    """The output root above ``url`` (a dataset, stage or stage-key folder in it), or None."""
+    parts = url.rstrip("/").split("/")
+    for up in range(1, 4):  # OUT/<dataset>/<stage>/<key>
+        if len(parts) <= up or not parts[-up - 1]:
+            return None
+        parent = "/".join(parts[:-up])
+        layout = OutputLayout(Location(parent))
+        if layout.root.exists(layout.latest_name) or layout.runs.exists():
+            return parent
+    return None
+
+
+def top_confusion_table(pairs: pa.Table, n: int | None) -> pa.Table:
+    """The ``n`` flagged pairs of highest MisRate (all pairs when none is flagged).
+
+    Columns: True, Pred, MisRate, F1(True), F1(Pred), q_value, flagged (those present).
+    """
+    flagged = pairs.filter(pc.field("flagged"))
+    table = (flagged if flagged.num_rows else pairs).sort_by([("MisRate", "descending")])
+    columns = [c for c in CONFUSION_COLUMNS if c in table.column_names]
+    return table.select(columns).slice(0, n)
+
+
+def print_top_confusion_pairs(folder: Location, n: int = 10, out: TextIO | None = None) -> None:
+    """The top pairs of ``folder``'s confusion_pairs table, as ``overlap inspect`` shows them."""
+    pairs = top_confusion_table(read_parquet(folder, "confusion_pairs.parquet"), n)
+    print_pairs(f"Top confusion pairs (MisRate, at most {n})", pairs, out or sys.stdout)
+
+
 def inspect_root(
-    url: str, *, top: int = 10, show_schema: bool = True, out: TextIO | None = None
+    url: str, *, top: int | None = 10, show_schema: bool = True, out: TextIO | None = None
 ) -> int:
     """Print everything ``overlap inspect`` shows; return the exit code."""
     out = out or sys.stdout  # looked up at call time, so redirections of stdout apply
@@ -118,10 +179,16 @@ def inspect_root(
     tables = catalog.list_tables(url)
     record = read_latest(OutputLayout(root))
     if not tables and record is None:
+        parent = enclosing_root(url)
+        if parent is not None:
+            raise FileNotFoundError(
+                f"{url!r} is a folder inside the output root {parent!r}; "
+                f"pass the root: overlap inspect {parent}"
+            )
         raise FileNotFoundError(
             f"{url!r} holds no tables and no latest.json; is it an output root?"
         )
-    print(f"Output root: {root.url}", file=out)
+    print(terminal(f"Output root: {root.url}"), file=out)
     print_tables(tables, show_schema, out)
     if record is None:
         print("\nNo latest.json: no run has finished under this root.", file=out)
@@ -135,7 +202,10 @@ def inspect_root(
     )
     reports = catalog.report_paths(root, record)
     print("\nReports", file=out)
-    print("\n".join(f"  {p}" for p in reports) if reports else "  (none)", file=out)
+    print("\n".join(f"  {terminal(p)}" for p in reports) if reports else "  (none)", file=out)
+    explorer = [p for p in reports if p.endswith("/explorer.html")]
+    shown = terminal(explorer[0]) if explorer else "(none)"
+    print(f"\nExplorer (open in a browser): {shown}", file=out)
     print(f"\nRun records: {OutputLayout(root).runs.url}/  (latest.json = the newest)", file=out)
     return 0
 

@@ -14,8 +14,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from storage.fingerprint import hash_file
 from storage.fs import TMP_MARKER, Location
+from storage.integrity import FULL_HASH_MAX
 from storage.layout import OutputLayout
+from storage.manifest import read_manifest
 from storage.runs import read_latest
 from storage.tables import SHARD_PREFIX, read_parquet
 
@@ -36,6 +39,7 @@ class TableInfo:
     bytes: int = 0
     schema: pa.Schema | None = None
     latest: bool = False
+    damaged: str | None = None  # "file: why", when a file does not read or match its manifest
 
     @property
     def folder(self) -> str:
@@ -58,6 +62,28 @@ def _latest_folders(record: dict[str, Any] | None) -> set[str]:
     }
 
 
+def manifest_mismatch(folder: Location, file_name: str) -> str | None:
+    """``file: why`` when a file differs from its stage manifest (size; sha256 of small files).
+
+    Never changes anything (a run's cache check removes damaged files; inspecting does not), and
+    never reads a big file in full: ``overlap verify`` does that.
+    """
+    manifest = read_manifest(folder)
+    record = manifest.files.get(file_name) if manifest else None
+    if record is None:
+        return None
+    size = folder.size(file_name)
+    if size != record.bytes:
+        return f"{file_name}: {size} bytes, its manifest says {record.bytes}"
+    if size <= FULL_HASH_MAX and hash_file(folder, file_name) != record.sha256:
+        return f"{file_name}: content differs from its manifest"
+    return None
+
+
+class DamagedFileError(ValueError):
+    """A table of the latest run that does not read as the table it should be."""
+
+
 def list_tables(url: str) -> list[TableInfo]:
     """Every Parquet table under ``OUT/<dataset>/<stage>/<key>/``, sorted by folder and name."""
     root = Location(url)
@@ -78,10 +104,14 @@ def list_tables(url: str) -> list[TableInfo]:
                 dataset, stage, key, name, folder.url, latest=f"{dataset}/{stage}/{key}" in latest
             ),
         )
-        with folder.open(file_name) as handle:
-            parquet = pq.ParquetFile(handle)
-            table.rows += parquet.metadata.num_rows
-            table.schema = table.schema or parquet.schema_arrow
+        try:
+            with folder.open(file_name) as handle:
+                parquet = pq.ParquetFile(handle)
+                table.rows += parquet.metadata.num_rows
+                table.schema = table.schema or parquet.schema_arrow
+        except (OSError, ValueError) as error:  # pyarrow's errors for a file that is no Parquet
+            table.damaged = table.damaged or f"{file_name}: {str(error).splitlines()[0]}"
+        table.damaged = table.damaged or manifest_mismatch(folder, file_name)
         table.files.append(file_name)
         table.bytes += int(info.get("size") or folder.size(file_name))
     return sorted(tables.values(), key=lambda t: (t.dataset, t.stage, t.key, t.name))
@@ -102,7 +132,20 @@ def latest_table(root: Location, record: dict[str, Any], stage: str, name: str) 
     folder = stage_folder(root, record, stage)
     if folder is None or not folder.exists(name):
         return None
-    return read_parquet(folder, name)
+    try:
+        return read_parquet(folder, name)
+    except (OSError, ValueError) as error:
+        raise DamagedFileError(f"{folder.child(name).url}: {str(error).splitlines()[0]}") from None
+
+
+def _require(table: pa.Table, columns: list[str], folder: Location | None, name: str) -> None:
+    """Raise DamagedFileError when a table lacks columns its stage always writes (swapped)."""
+    missing = [c for c in columns if c not in table.column_names]
+    if missing and folder is not None:
+        url = folder.child(name).url
+        raise DamagedFileError(
+            f"{url}: no column {', '.join(missing)}; not the table its stage wrote"
+        )
 
 
 def top_overlap_pairs(root: Location, record: dict[str, Any], n: int) -> pa.Table | None:
@@ -110,8 +153,9 @@ def top_overlap_pairs(root: Location, record: dict[str, Any], n: int) -> pa.Tabl
     table = latest_table(root, record, "overlap", "overlap_pairs.parquet")
     if table is None:
         return None
-    table = table.sort_by([("cosine", "descending")]).slice(0, n)
-    return table.select(["class_a", "class_b", "cosine", "z", "same_superclass"])
+    columns = ["class_a", "class_b", "cosine", "z", "same_superclass"]
+    _require(table, columns, stage_folder(root, record, "overlap"), "overlap_pairs.parquet")
+    return table.sort_by([("cosine", "descending")]).slice(0, n).select(columns)
 
 
 def top_confusion_pairs(root: Location, record: dict[str, Any], n: int) -> pa.Table | None:
@@ -119,9 +163,10 @@ def top_confusion_pairs(root: Location, record: dict[str, Any], n: int) -> pa.Ta
     table = latest_table(root, record, "confusion", "confusion_pairs.parquet")
     if table is None:
         return None
+    columns = ["True", "Pred", "MisRate", "F1(True)", "F1(Pred)", "q_value", "flagged"]
+    _require(table, columns, stage_folder(root, record, "confusion"), "confusion_pairs.parquet")
     flagged = table.filter(pc.field("flagged"))
     table = (flagged if flagged.num_rows else table).sort_by([("MisRate", "descending")])
-    columns = ["True", "Pred", "MisRate", "F1(True)", "F1(Pred)", "q_value", "flagged"]
     return table.slice(0, n).select(columns)
 
 

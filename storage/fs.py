@@ -121,8 +121,11 @@ class Location:
             with self.fs.open(self.file(probe), "wb") as handle:
                 handle.write(b"ok")
             self.fs.rm(self.file(probe))
-        except OSError as error:
+        except Exception as error:
+            # fsspec back ends raise their own kinds: botocore's NoCredentialsError for a bucket
+            # without credentials is not an OSError
+            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
             raise PermissionError(
-                f"cannot write to output location {self.url!r} ({error.strerror or error}); "
+                f"cannot write to output location {self.url!r} ({reason}); "
                 "choose another with --out"
             ) from None

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from storage.fingerprint import hash_file, hash_value
 from storage.fs import Location
+from storage.integrity import Stamp, content_problem, stamp
 
 MANIFEST_NAME = "_manifest.json"
 
@@ -20,6 +21,9 @@ class FileRecord(BaseModel):
     rows: int | None = None
     bytes: int
     sha256: str
+    # big files only (storage/integrity.py): what the cheap check on each cache hit compares
+    mtime: str | None = None
+    sample: str | None = None
 
 
 class StageManifest(BaseModel):
@@ -58,12 +62,15 @@ class StageManifest(BaseModel):
     def problems(self) -> list[str]:
         """Why the files on disk no longer match this manifest ([] when they do).
 
-        Checks existence and size, which is cheap; a truncated or replaced file changes its size
-        in practice, and a full hash check is ``verify_hashes``.
+        Checks existence, size and content at a small cost (storage/integrity.py: small files
+        hashed in full, big ones by modification time and sampled blocks); ``verify_hashes``
+        reads every byte. A file whose content changed is removed. A big file re-hashed intact
+        under a new modification time (a copied output root) has its new time recorded, so the
+        next check is cheap again.
         """
         location = self.location
         found = set(location.listdir())
-        issues = []
+        issues, restamped = [], False
         for name, record in self.files.items():
             if name not in found:
                 issues.append(f"{name} is missing")
@@ -71,16 +78,43 @@ class StageManifest(BaseModel):
                 issues.append(
                     f"{name} changed size ({location.size(name)} != {record.bytes} bytes)"
                 )
+            else:
+                recorded = Stamp(record.mtime, record.sample)
+                problem, fresh = content_problem(
+                    location, name, record.bytes, record.sha256, recorded
+                )
+                if problem:
+                    # removed, so the stage recomputes it as it would a missing file (a shard
+                    # that still reads would otherwise count as done) and nobody reads it
+                    location.fs.rm(location.file(name))
+                    issues.append(f"{problem} (removed)")
+                if fresh is not None:
+                    record.mtime, record.sample, restamped = fresh.mtime, fresh.sample, True
+        if restamped and not issues:
+            write_manifest(self)
         return issues
 
     def verify_hashes(self) -> list[str]:
-        """Files whose sha256 no longer matches (slow: reads every byte)."""
-        return [n for n, r in self.files.items() if hash_file(self.location, n) != r.sha256]
+        """Files missing or whose sha256 no longer matches (slow: reads every byte)."""
+        location = self.location
+        return [
+            n
+            for n, r in self.files.items()
+            if not location.exists(n) or hash_file(location, n) != r.sha256
+        ]
 
 
 def record_file(location: Location, name: str, rows: int | None = None) -> FileRecord:
     """Describe a file already written in ``location``."""
-    return FileRecord(rows=rows, bytes=location.size(name), sha256=hash_file(location, name))
+    size = location.size(name)
+    checks = stamp(location, name, size)
+    return FileRecord(
+        rows=rows,
+        bytes=size,
+        sha256=hash_file(location, name),
+        mtime=checks.mtime,
+        sample=checks.sample,
+    )
 
 
 def write_manifest(manifest: StageManifest) -> StageManifest:

@@ -271,7 +271,7 @@ _SPECS = [
             "support": "test samples of the class (all test samples in summary rows)",
         },
         arrow=classifier.CLASSIFICATION_REPORT,
-        also_written_by=("analyze-predictions",),
+        also_written_by=("analyze_predictions",),
     ),
     TableSpec(
         "confusion_matrix",
@@ -287,7 +287,7 @@ _SPECS = [
             "rate": "count / row support; null when the true class has no test samples",
         },
         arrow=classifier.CONFUSION_MATRIX,
-        also_written_by=("analyze-predictions",),
+        also_written_by=("analyze_predictions",),
     ),
     TableSpec(
         "confusion_pairs",
@@ -323,7 +323,7 @@ _SPECS = [
             "suspects_pred_to_true": "label suspects labelled Pred whose neighbours vote True",
         },
         arrow=classifier.CONFUSION_PAIRS,
-        also_written_by=("analyze-predictions",),
+        also_written_by=("analyze_predictions",),
     ),
 ]
 

@@ -15,14 +15,18 @@ import pyarrow.parquet as pq
 
 from storage.fingerprint import code_version
 from storage.fs import Location
+from storage.layout import duplicate_names
 from storage.manifest import StageManifest
 from tasks import confusion, evaluate
 from tasks.algorithms import classification
 from tasks.confusion import Rule
 from tasks.core.params import ConfusionParams
 from tasks.core.stage import Output, Stage
+from tasks.reporting import explorer, explorer_data, explorer_js
 
 REQUIRED = ("y_true", "y_pred")
+# Without a class list the labels 0..max are the classes; beyond this the matrix alone is GiBs.
+MAX_CLASSES_WITHOUT_LIST = 10_000
 # The confusion stage's defaults, so the flow and analyze-predictions agree unless told otherwise.
 _DEFAULT = {
     name: ConfusionParams.model_fields[f"confusion_{name}"].default
@@ -46,8 +50,8 @@ def read_predictions(path: str | Path) -> pa.Table:
         raise PredictionsError(f"predictions file {path} is empty")
     try:
         if path.lower().endswith((".parquet", ".pq")):
-            return pq.read_table(io.BytesIO(data))
-        return pacsv.read_csv(io.BytesIO(data))
+            return pq.read_table(io.BytesIO(data), use_threads=False)
+        return pacsv.read_csv(io.BytesIO(data), read_options=pacsv.ReadOptions(use_threads=False))
     except pa.ArrowException as error:
         first_line = str(error).splitlines()[0]
         raise PredictionsError(f"cannot read predictions file {path}: {first_line}") from None
@@ -64,16 +68,43 @@ def read_class_names(path: str | Path) -> tuple[list[str], list[str | None] | No
         raise PredictionsError(f"class-names file {path} is empty")
     header = lines[0].split("\t")
     if "class_name" not in header:
-        return [line.strip() for line in lines], None
+        return _unique([line.strip() for line in lines], f"class-names file {path}"), None
     rows = [dict(zip(header, line.split("\t"), strict=False)) for line in lines[1:]]
     if "label" in header:
-        labels = sorted(int(row["label"]) for row in rows)
+        labels = sorted(_label_cell(path, header, number, row) for number, row in rows_at(rows))
         if labels != list(range(len(rows))):
             raise PredictionsError(f"labels in {path} must be 0..{len(rows) - 1}, each once")
-        rows.sort(key=lambda row: int(row["label"]))
+        rows.sort(key=lambda row: int(row["label"].strip()))
     names = [row["class_name"] for row in rows]
     coarse = [row.get("coarse_name") or None for row in rows] if "coarse_name" in header else None
-    return names, coarse
+    return _unique(names, f"class-names file {path}"), coarse
+
+
+def _unique(names: list[str], where: str) -> list[str]:
+    """``names`` when no two are equal (after Unicode normalisation); else a one-line error."""
+    if duplicates := duplicate_names(names):
+        raise PredictionsError(
+            f"{where} has duplicate class names: {', '.join(map(repr, duplicates))}; "
+            "give each class its own name"
+        )
+    return names
+
+
+def rows_at(rows: list[dict[str, str]]) -> list[tuple[int, dict[str, str]]]:
+    """Rows of a TSV body with their 1-based line numbers in the file (the header is line 1)."""
+    return [(number, row) for number, row in enumerate(rows, start=2)]
+
+
+def _label_cell(path: str | Path, header: list[str], line: int, row: dict[str, str]) -> int:
+    """The integer in a row's label column, or a line naming file, line and column."""
+    value = row.get("label", "")
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise PredictionsError(
+            f"{path}, line {line}, column {header.index('label') + 1} (label): {value!r} is not "
+            "an integer label"
+        ) from None
 
 
 def _name_map(table: pa.Table) -> dict[int, str]:
@@ -113,19 +144,30 @@ def validate_predictions(
         values = [table.column(c).to_pylist() for c in REQUIRED]
         seen = set(values[0]) | set(values[1])
         names = list(class_names) if class_names is not None else sorted(seen)
+        _unique(names, "the predictions' class names")
         index = {name: i for i, name in enumerate(names)}
         unknown = sorted(seen - set(index))
         if unknown:
             raise PredictionsError(f"class names not in the class list: {', '.join(unknown[:5])}")
         y_true, y_pred = (np.array([index[v] for v in vals], np.int64) for vals in values)
         return y_true, y_pred, names
+    for column in REQUIRED:
+        values = table.column(column)
+        if pa.types.is_floating(values.type) and (nans := int(np.isnan(values.to_numpy()).sum())):
+            raise PredictionsError(f"{column} has {nans} NaN value(s); every row needs a label")
     if not all(pa.types.is_integer(table.schema.field(c).type) for c in REQUIRED):
         raise PredictionsError("y_true and y_pred must both be integer labels or both class names")
     y_true, y_pred = (table.column(c).to_numpy().astype(np.int64) for c in REQUIRED)
     if class_names is None:
         mapping = _name_map(table)
         top = int(max(y_true.max(), y_pred.max()))
+        if top >= MAX_CLASSES_WITHOUT_LIST:  # the confusion matrix is classes x classes
+            raise PredictionsError(
+                f"label {top} without a class list would mean {top + 1} classes; pass "
+                "--class-names, or number the labels 0..N-1"
+            )
         class_names = [mapping.get(i, str(i)) for i in range(max(top, 0) + 1)]
+        _unique(class_names, "the predictions' true_name/pred_name columns")
     for column, values in (("y_true", y_true), ("y_pred", y_pred)):
         bad = np.unique(values[(values < 0) | (values >= len(class_names))])
         if bad.size:
@@ -137,7 +179,9 @@ def validate_predictions(
 
 
 # Writes into the folder it is given (``--out``), not under an output layout: no key, no cache.
-CODE = code_version(sys.modules[__name__], confusion, evaluate, classification)
+CODE = code_version(
+    sys.modules[__name__], confusion, evaluate, classification, explorer, explorer_data, explorer_js
+)
 STAGE = Stage("analyze_predictions", CODE)
 
 
@@ -169,9 +213,12 @@ def analysis(
         "base_rate": confusion.base_rate(counts),
         **confusion.pair_summary(pairs),
     }
+    page = explorer_data.gather_predictions(
+        f"Predictions explorer: {predictions_path}", counts, names, pairs
+    )
     return Output(
         tables={**tables, "confusion_pairs": pairs},
-        files=files,
+        files={**files, explorer.EXPLORER_HTML: explorer.explorer_html(page).encode()},
         params={"k": k, "rule": rule, "alpha": alpha},
         info=info,
     )

@@ -158,6 +158,32 @@ def train_mlp(
     return model.eval(), history
 
 
+def stopping(history: list[dict[str, Any]], params: TrainParams) -> dict[str, Any]:
+    """How training ended: epochs run, best epoch, and whether early stopping ended it."""
+    best = min(history, key=lambda row: row["val_loss"])
+    return {
+        "epochs_run": len(history),
+        "best_epoch": best["epoch"],
+        "stopped_early": len(history) < params.epochs,
+        "best_val_loss": best["val_loss"],
+        "best_val_accuracy": best["val_accuracy"],
+    }
+
+
+def stopping_text(stop: dict[str, Any], patience: int) -> str:
+    """One line on how training ended, for the log and the report."""
+    run = stop["epochs_run"]
+    how = (
+        f"stopped early at epoch {run} ({patience} epochs without a lower val loss)"
+        if stop["stopped_early"]
+        else f"ran all {run} epochs, no early stop (raise --epochs if the best is the last)"
+    )
+    return (
+        f"{how}; best epoch {stop['best_epoch']} "
+        f"(val loss {stop['best_val_loss']:.4f}, val accuracy {stop['best_val_accuracy']:.4f})"
+    )
+
+
 def history_table(history: list[dict[str, Any]]) -> pa.Table:
     """``training_history``: a row per epoch run; epoch, train_loss, val_loss, train_accuracy,
     val_accuracy."""
@@ -210,13 +236,8 @@ def classifier_task(
     class_names = list(subset.info["class_names"])
     (_, x_train, y_train), (_, x_val, y_val) = arrays["train"], arrays["val"]
     model, history = train_mlp(x_train, y_train, x_val, y_val, len(class_names), train)
-    best = min(history, key=lambda row: row["val_loss"])
-    get_run_logger().info(
-        "classifier: %d epochs, best epoch %d (val accuracy %.4f)",
-        len(history),
-        best["epoch"],
-        best["val_accuracy"],
-    )
+    stop = stopping(history, train)
+    get_run_logger().info("classifier: %s", stopping_text(stop, train.patience))
     model_config = dict(
         input_dim=int(x_train.shape[1]),
         num_classes=len(class_names),
@@ -229,10 +250,7 @@ def classifier_task(
         files={MODEL_FILE: model_bytes(model, model_config)},
         params=asdict(train),
         info={
-            "best_epoch": best["epoch"],
-            "best_val_loss": best["val_loss"],
-            "best_val_accuracy": best["val_accuracy"],
-            "epochs_run": len(history),
+            **stop,
             "train_rows": len(y_train),
             "val_rows": len(y_val),
         },

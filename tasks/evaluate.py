@@ -11,7 +11,7 @@ import torch
 from prefect import get_run_logger
 from torch import nn
 
-from storage import registry
+from storage import escape, registry
 from storage.fingerprint import code_version
 from storage.manifest import StageManifest
 from storage.schemas import classifier as schemas
@@ -68,7 +68,8 @@ def report_markdown(report: pa.Table, digits: int = 4) -> str:
     for row in report.to_pylist():
         label = "" if row["label"] is None else row["label"]
         metrics = " | ".join(f"{row[m]:.{digits}f}" for m in ("precision", "recall", "f1"))
-        lines.append(f"| {label} | {row['class_name']} | {metrics} | {row['support']} |")
+        name = escape.markdown(row["class_name"])  # a name is data: never markup or a new cell
+        lines.append(f"| {label} | {name} | {metrics} | {row['support']} |")
     return "\n".join(lines) + "\n"
 
 

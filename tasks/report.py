@@ -11,11 +11,14 @@ from prefect import get_run_logger, task
 
 from storage.fingerprint import code_version
 from storage.fs import Location
-from storage.layout import slug
+from storage.layout import class_folders
 from storage.manifest import StageManifest
 from tasks.core.params import ReportParams
 from tasks.core.stage import Output, Stage
 from tasks.reporting import (
+    explorer,
+    explorer_data,
+    explorer_js,
     figures,
     figures_pairs,
     inside,
@@ -78,7 +81,8 @@ def pair_figures(
     """UMAP and image grid (``rows``: caption and sample ids) of one flagged pair."""
     names = data.class_names
     a, b = (names[c] for c in pair)
-    stem = f"pair-{rank:02d}-{slug(a, 30)}-{slug(b, 30)}"
+    folders = class_folders([a, b], 30)  # names never build a path but through this mapping
+    stem = f"pair-{rank:02d}-{folders[a]}-{folders[b]}"
     points = report_data.pair_points(data.points, pair)
     which = "test split" if set(points.split) == {"test"} else "all splits"
     title = f"{a} vs {b}, {which}"
@@ -198,8 +202,31 @@ def write_report(location: Location, title: str, blocks: list[Block]) -> dict[st
     return dict.fromkeys(files)
 
 
+def explorer_page(
+    stages: Mapping[str, StageManifest], tables: RunTables, params: ReportParams
+) -> bytes:
+    """explorer.html, the interactive page of the run (see tasks/reporting/explorer.py)."""
+    data = explorer_data.gather_run(
+        stages,
+        tables,
+        title=f"Class overlap explorer: {params.dataset}",
+        report_pairs=params.report_pairs,
+        seed=params.seed,
+    )
+    return explorer.explorer_html(data).encode()
+
+
 CODE = code_version(
-    sys.modules[__name__], figures, figures_pairs, inside, report_data, report_render, sections
+    sys.modules[__name__],
+    figures,
+    figures_pairs,
+    inside,
+    report_data,
+    report_render,
+    sections,
+    explorer,
+    explorer_data,
+    explorer_js,
 )
 STAGE = Stage("report", CODE)
 
@@ -214,13 +241,16 @@ def report_task(
     target: Location,
 ) -> Output:
     """Figures, report.md, report.html and summary.md of a run; ``settings``: its parameters."""
-    blocks, summary = run_blocks(stages, report_data.read_run_tables(stages), params, settings)
+    tables = report_data.read_run_tables(stages)  # once, for the report and the explorer
+    blocks, summary = run_blocks(stages, tables, params, settings)
     files = report_files(f"Class overlap report: {params.dataset}", blocks)
     link = report_artifacts.report_link(target, REPORT_HTML)
     summary.append(Text(f"Full report with every figure: {link}"))
     files[SUMMARY_MD] = report_render.to_markdown("Class overlap", summary).encode()
+    files[explorer.EXPLORER_HTML] = explorer_page(stages, tables, params)
+    explorer_link = report_artifacts.report_link(target, explorer.EXPLORER_HTML)
     recorded = params.model_dump(include={"grid_images", "report_pairs", "seed"})
-    return Output(files=files, params=recorded, info={"report": link})
+    return Output(files=files, params=recorded, info={"report": link, "explorer": explorer_link})
 
 
 @task(name="publish report")
@@ -233,3 +263,5 @@ def publish_report_task(report: StageManifest, stages: dict[str, StageManifest])
         report.info["report"],
     )
     get_run_logger().info("report: %s", report.info["report"])
+    report_artifacts.publish_explorer_link(report.info["explorer"])
+    get_run_logger().info("explorer: %s", report.info["explorer"])

@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 from storage import registry
 from storage.fingerprint import code_version
 from storage.fs import Location
-from storage.layout import slug
+from storage.layout import CLASS_FOLDERS_FILE, class_folders, class_folders_tsv
 from storage.manifest import StageManifest
 from storage.schemas import overlap as schemas
 from storage.tables import stage_shards
@@ -47,12 +47,15 @@ def _stratified(index: np.ndarray, labels: np.ndarray, fraction: float, seed: in
     """Split ``index`` into (rest, held) with ``fraction`` held out per class, or say why not."""
     try:
         return train_test_split(index, test_size=fraction, stratify=labels, random_state=seed)
-    except ValueError as error:
+    except ValueError:
         counts = np.bincount(labels)
+        # scikit-learn's wording ("The least populated class in y has only 1 member") is not
+        # for the user: say which fix works instead.
         raise ValueError(
             f"cannot hold out {fraction:g} of {len(index)} images as {what}, stratified over "
-            f"{np.count_nonzero(counts)} classes (smallest has {counts[counts > 0].min()}): "
-            f"{error}; change --{what}-fraction or use a larger dataset"
+            f"{np.count_nonzero(counts)} classes (smallest has {counts[counts > 0].min()}, "
+            f"each needs at least 2 and enough for the share); add images to the small classes, "
+            f"use an overlap rule that leaves them out, or change --{what}-fraction"
         ) from None
 
 
@@ -108,12 +111,18 @@ def as_png(data: bytes) -> bytes:
 
 
 def export_pngs(location: Location, subset: pa.Table, split: np.ndarray) -> int:
-    """Write ``pngs/<split>/<class_name>/<sample_id>.png``; return the file count."""
+    """Write ``pngs/<split>/<class folder>/<sample_id>.png``; return the file count.
+
+    Class folders come from ``class_folders`` (unique and reversible); ``pngs/class_folders.tsv``
+    maps each folder back to its class name.
+    """
     images = subset.column("image").combine_chunks().field("bytes").to_pylist()
     ids = subset.column("sample_id").to_pylist()
     names = subset.column("class_name").to_pylist()
+    folders = class_folders(sorted(set(names)), 120)
+    location.child("pngs").write_bytes(CLASS_FOLDERS_FILE, class_folders_tsv(folders))
     for sample_id, name, part, data in zip(ids, names, split, images, strict=True):
-        folder = location.child("pngs", part, slug(name, 120))
+        folder = location.child("pngs", part, folders[name])
         folder.write_bytes(f"{sample_id}.png", as_png(data))
     return len(ids)
 

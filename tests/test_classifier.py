@@ -95,6 +95,21 @@ def test_early_stopping_keeps_best_epoch() -> None:
     assert val_loss == pytest.approx(best["val_loss"], rel=1e-4)
 
 
+def test_stopping_says_where_training_ended() -> None:
+    data = _arrays(*clf_clusters(5, 40, noise=0.4))
+    params = TrainParams(
+        hidden_size=64, epochs=300, patience=3, batch_size=16, learning_rate=1e-2, seed=0
+    )
+    _, history = train_mlp(*data["train"], *data["val"], 5, params)
+    stop = classifier.stopping(history, params)
+    assert stop["stopped_early"] and stop["epochs_run"] == stop["best_epoch"] + 3
+    assert "stopped early at epoch" in classifier.stopping_text(stop, params.patience)
+    # A run that used every epoch says so, and how to give it more.
+    full = classifier.stopping(history, TrainParams(epochs=len(history)))
+    assert not full["stopped_early"]
+    assert "raise --epochs" in classifier.stopping_text(full, 3)
+
+
 def test_needs_train_and_val() -> None:
     x, y = clf_clusters(2, 5)
     with pytest.raises(ValueError, match="train and val"):
@@ -114,6 +129,9 @@ def test_task_writes_model_and_history(tmp_path) -> None:
     history = pl.read_parquet(manifest.path("training_history.parquet"))
     assert history.columns == ["epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy"]
     assert history.height == manifest.info["epochs_run"]
+    best = history.sort("val_loss").row(0, named=True)["epoch"]
+    assert manifest.info["best_epoch"] == best
+    assert manifest.info["stopped_early"] == (history.height < config.epochs)
     _, saved = load_model(manifest.location.read_bytes("model.pt"))
     assert saved["num_classes"] == 5 and saved["input_dim"] == x.shape[1]
     assert read_parquet(manifest.location, "training_history.parquet").num_rows == history.height

@@ -6,9 +6,13 @@ the real flow again under the test server.
 
 from __future__ import annotations
 
+import io
+import struct
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -144,4 +148,71 @@ def test_a_truncated_manifest_rewrites_it_without_recomputing_shards(finished) -
     after = stamps(folder)
     assert {n: after[n] for n in shards} == shards  # every shard was already done: none redone
     assert valid_manifest(Location(str(folder))) is not None
+    assert again["stages"] == record["stages"]
+
+
+def flip_100_bytes(path: Path, offset: int) -> None:
+    """Invert 100 bytes in place: the file keeps its size."""
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 100] = bytes(b ^ 0xFF for b in data[offset : offset + 100])
+    path.write_bytes(bytes(data))
+
+
+def padded_parquet(table: pa.Table, size: int) -> bytes:
+    """A valid Parquet file of ``table`` padded to ``size`` bytes (before its footer)."""
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    data = buffer.getvalue()
+    footer_at = len(data) - 8 - struct.unpack("<i", data[-8:-4])[0]  # offsets stay valid
+    return data[:footer_at] + b"\0" * (size - len(data)) + data[footer_at:]
+
+
+def test_a_same_size_change_in_a_small_table_is_recomputed_alone(finished) -> None:
+    config, record = finished
+    folder = stage_dir(record, "subset")
+    table = folder / "splits.parquet"
+    before = table.read_bytes()
+    flip_100_bytes(table, len(before) // 2)
+
+    again, states, warnings = run(config)
+
+    assert_noticed(warnings, "subset", folder, "splits.parquet changed content (removed)")
+    assert_only(states, "subset")
+    assert table.read_bytes() == before
+    assert again["stages"] == record["stages"]
+
+
+def test_a_same_size_change_in_a_shard_is_recomputed_alone(finished) -> None:
+    config, record = finished
+    folder = stage_dir(record, "embeddings")
+    before = read_shards(Location(str(folder)))
+    shard = folder / shard_name(1)
+    flip_100_bytes(shard, shard.stat().st_size // 3)
+    untouched = {
+        n: s for n, s in stamps(folder).items() if n.startswith("part-") and n != shard.name
+    }
+
+    again, states, warnings = run(config)
+
+    assert_noticed(warnings, "embeddings", folder, f"{shard.name} changed content (removed)")
+    assert_only(states, "embeddings")
+    after = stamps(folder)
+    assert {n: after[n] for n in untouched} == untouched  # only the damaged shard is redone
+    assert read_shards(Location(str(folder))).equals(before)
+    assert again["stages"] == record["stages"]
+
+
+def test_a_valid_table_of_another_schema_padded_to_the_same_size_is_recomputed(finished) -> None:
+    config, record = finished
+    folder = stage_dir(record, "overlap")
+    table = folder / "overlap_pairs.parquet"
+    before = table.read_bytes()
+    table.write_bytes(padded_parquet(pa.table({"other": ["a", "b"]}), len(before)))
+    assert pq.read_table(table).column_names == ["other"]  # valid, and of the same size
+
+    again, states, warnings = run(config)
+
+    assert_noticed(warnings, "overlap", folder, "overlap_pairs.parquet changed content (removed)")
+    assert_only(states, "overlap")
+    assert table.read_bytes() == before
     assert again["stages"] == record["stages"]

@@ -83,6 +83,51 @@ def test_similarity_heatmap_with_groups_and_flagged_pairs() -> None:
     png_image(figures.png_bytes(fig))
 
 
+def _cell_texts(fig) -> dict[tuple[int, int], tuple[str, str]]:
+    """(row, column) -> (text, colour) of every annotated heatmap cell."""
+    ax = fig.axes[0]
+    return {
+        (round(t.get_position()[1]), round(t.get_position()[0])): (t.get_text(), t.get_color())
+        for t in ax.texts
+    }
+
+
+def test_similarity_annotations_readable_on_dark_and_light_cells() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(6, 8))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    fig = figures.similarity_heatmap(x @ x.T, [f"c{i}" for i in range(6)])
+    image = fig.axes[0].images[0]
+    cells = _cell_texts(fig)
+    assert len(cells) == 30  # every off-diagonal cell
+    dark = light = 0
+    for (i, j), (_, colour) in cells.items():
+        r, g, b, _ = image.cmap(image.norm(image.get_array()[i, j]))
+        luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
+        assert colour == ("black" if luminance > 0.45 else "white")
+        dark, light = dark + (luminance < 0.3), light + (luminance > 0.6)
+    assert dark and light  # both kinds of cell were checked
+    assert figures.text_colour((0.267, 0.005, 0.329)) == "white"  # viridis' darkest purple
+    assert figures.text_colour((0.993, 0.906, 0.144)) == "black"  # viridis' yellow
+
+
+def test_near_equal_cosines_are_told_apart() -> None:
+    rng = np.random.default_rng(3)
+    x = np.ones(8) + 1e-3 * rng.normal(size=(5, 8))  # a random-init model: all cosines ~0.99999
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    cosine = x @ x.T
+    fig = figures.similarity_heatmap(cosine, [f"c{i}" for i in range(5)])
+    cells = _cell_texts(fig)
+    texts = {text for text, _ in cells.values()}
+    assert len(texts) >= 5  # each distinct pair reads differently, not all "1.00"
+    assert "cosine - mean" in fig.axes[0].get_title()
+    off = cosine[~np.eye(5, dtype=bool)]
+    shown = sorted(float(text) for text, _ in cells.values())  # clustered order: compare sorted
+    assert shown == pytest.approx(sorted(off - off.mean()), rel=0.06)  # the real deviations
+    spread = figures.cell_labels(np.array([[0.5, 0.51], [0.52, np.nan]]))
+    assert spread[1] == ".3f"  # close but not equal: more decimals, still the cosine
+
+
 def test_spearman_and_agreement_scatter() -> None:
     counts = block_confusion(8)
     rng = np.random.default_rng(2)
@@ -111,7 +156,7 @@ def test_umap_is_seeded_and_adapts_to_small_inputs() -> None:
     wrong = np.zeros(60, bool)
     wrong[[3, 25]] = True
     fig = figures_pairs.umap_figure(first, labels, ["a", "b", "c"], wrong=wrong, title="t")
-    assert "misclassified (2)" in fig.axes[0].get_legend_handles_labels()[1]
+    assert "misclassified, test images only (2)" in fig.axes[0].get_legend_handles_labels()[1]
     png_image(figures.png_bytes(fig))
 
 

@@ -55,7 +55,7 @@ def test_every_stage_table_is_declared() -> None:
     for spec in TABLES.values():
         declared.setdefault(spec.stage, set()).add(spec.name)
     assert declared == written
-    analyze = {n for n, s in TABLES.items() if "analyze-predictions" in s.also_written_by}
+    analyze = {n for n, s in TABLES.items() if "analyze_predictions" in s.also_written_by}
     assert analyze == {"classification_report", "confusion_matrix", "confusion_pairs"}
 
 
@@ -186,7 +186,7 @@ def test_analyze_predictions_writes_exactly_its_declared_tables(tmp_path: Path) 
     out = tmp_path / "out"
     analyze_predictions(csv, None, out, k=0.0, rule="sigma")
     written = {p.stem: pq.read_schema(p) for p in out.glob("*.parquet")}
-    declared = {n for n, s in TABLES.items() if "analyze-predictions" in s.also_written_by}
+    declared = {n for n, s in TABLES.items() if "analyze_predictions" in s.also_written_by}
     assert set(written) == declared
     for name, schema in written.items():
         assert schema.remove_metadata().equals(table(name).schema()), name

@@ -220,9 +220,53 @@ def test_render_markdown_and_html() -> None:
     ]
     markdown, html = to_markdown("T", blocks), to_html("T", blocks)
     assert "| x\\|y | 0.1235 |" in markdown and "1.00e-07" in markdown
-    assert "![A <figure>](figure-x.png)" in markdown and "**WARNING:**" in markdown
+    assert "![A &lt;figure&gt;](figure-x.png)" in markdown and "**WARNING:**" in markdown
     assert "data:image/png;base64," in html and "A &lt;figure&gt;" in html
     assert "<td>x|y</td>" in html and external_references(html) == []
+
+
+def test_a_100_class_confusion_matrix_is_shown_full_size() -> None:
+    from tasks.reporting import figures
+
+    counts = np.diag(np.full(100, 20)) + np.eye(100, k=1, dtype=int)
+    png = figures.png_bytes(figures.confusion_heatmap(counts, [f"class_{i}" for i in range(100)]))
+    small = png_bytes_of_one_pixel()
+    html = to_html(
+        "T", [Figure("figure-confusion.png", "Confusion", png), Figure("s.png", "S", small)]
+    )
+    wide, narrow = html.split("<figure>")[1:]
+    assert '<div class="wide">' in wide and "scroll sideways" in wide  # its own size, not shrunk
+    assert ".wide img{max-width:none}" in html and "figure-confusion.png" in wide
+    assert '<div class="wide">' not in narrow
+    assert external_references(html) == []  # still one self-contained file
+
+
+def test_summary_rows_stay_short_and_floats_short() -> None:
+    from tasks.reporting.report_sections import key_values
+
+    prep = {
+        "image_size": 224,
+        "interpolation": "bicubic",
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "resize": "whole image to image_size, no crop",
+    }
+    table = key_values("Dataset and model", {"preprocessing": prep, "accuracy": 0.5583333333})[1]
+    rows = {name: value for name, value in table.rows}
+    assert rows["preprocessing: mean"] == "0.485, 0.456, 0.406"
+    assert len(rows) == 6 and rows["accuracy"] == "0.5583"
+    assert report_artifacts.plain(0.4878048780487805) == 0.4878
+
+
+def test_the_report_says_when_training_stopped() -> None:
+    from types import SimpleNamespace
+
+    from tasks.reporting.report_sections import training_text
+
+    stopped = SimpleNamespace(info={"stopped_early": True, "epochs_run": 54, "best_epoch": 44})
+    assert training_text(stopped) == "stopped early at epoch 54, best epoch 44"
+    full = SimpleNamespace(info={"stopped_early": False, "epochs_run": 100, "best_epoch": 100})
+    assert training_text(full) == "ran all 100 epochs (no early stop), best epoch 100"
 
 
 def png_bytes_of_one_pixel() -> bytes:

@@ -8,6 +8,8 @@ same exponential shape as the task's own, 10x faster); everything else is the ta
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from prefect.tasks import exponential_backoff
 from flows.config import RunConfig
 from storage.manifest import StageManifest
 from tasks.images import images_task, transient
-from tasks.sources import DatasetError, cifar
+from tasks.sources import DatasetError, cifar, download
 from tests.cifar_fixture import cifar100_archive, write_cifar100
 from tests.http_fixture import serve_file
 
@@ -86,8 +88,7 @@ def test_a_flaky_mirror_is_retried_with_backoff_until_it_answers(tmp_path: Path,
         manifest, attempts = load(_config(tmp_path, mirror["url"]))
     assert isinstance(manifest, StageManifest), manifest
     assert attempts == 3
-    # two refused requests, then torchvision's redirect probe and the download itself
-    assert mirror["requests"] == 4
+    assert mirror["requests"] == 3  # two refused requests, then the download itself
     gaps = np.diff(mirror["times"][:3])
     assert gaps[0] >= DELAYS[0] and gaps[1] >= DELAYS[1], gaps  # waited, and longer each time
     assert manifest.info["rows"] == 84 and manifest.info["class_names"][:2] == ["apple", "bear"]
@@ -114,9 +115,12 @@ def test_an_archive_failing_its_checksum_is_retried_then_refused(tmp_path: Path,
     cifar100_archive(write_cifar100(tmp_path / "other", seed=1), wrong)
     with serve_file(wrong) as mirror:
         error, attempts = load(_config(tmp_path, mirror["url"]))
-    assert attempts == 4 and mirror["requests"] == 8
+    assert attempts == 4 and mirror["requests"] == 4
     assert isinstance(error, cifar.ChecksumError)
-    assert "fails the cifar100 md5 checksum" in str(error)
+    assert str(error) == (
+        f"{mirror['url']} sent an archive that fails the cifar100 md5 checksum (the mirror "
+        "serves another file?); use --download-url MIRROR, or put cifar-100-python/ in --data-dir"
+    )
     assert _leftovers(tmp_path / "data") == []
 
 
@@ -161,4 +165,59 @@ def test_deterministic_errors_are_never_retried(
         error, attempts = load(config)
     assert attempts == 1 and mirror["requests"] == requests
     assert isinstance(error, Exception) and message in str(error)
+    assert _leftovers(tmp_path / "data") == []
+
+
+@pytest.fixture
+def short_timeout(monkeypatch: pytest.MonkeyPatch) -> float:
+    """A read timeout of half a second instead of a minute (the stalls are real)."""
+    monkeypatch.setattr(download, "READ_TIMEOUT_SECONDS", 0.5)
+    return 0.5
+
+
+def test_a_stalled_download_times_out_and_is_retried(tmp_path: Path, archive, short_timeout):
+    with serve_file(archive, stalls=1) as mirror:
+        manifest, attempts = load(_config(tmp_path, mirror["url"]))
+    assert isinstance(manifest, StageManifest), manifest
+    assert attempts == 2 and mirror["requests"] == 2
+    assert manifest.info["rows"] == 84
+    assert _leftovers(tmp_path / "data") == ["cifar-100-python"]  # no .download-* folder left
+
+
+def test_a_mirror_that_always_stalls_ends_in_one_line(tmp_path: Path, archive, short_timeout):
+    with serve_file(archive, stalls=1000) as mirror:
+        error, attempts = load(_config(tmp_path, mirror["url"]))
+    assert attempts == 4 and mirror["requests"] == 4
+    assert isinstance(error, cifar.DownloadError)
+    assert str(error) == (
+        f"could not download cifar100 from {mirror['url']} (timed out); check the network, "
+        "use --download-url MIRROR, or put cifar-100-python/ in --data-dir"
+    )
+    assert _leftovers(tmp_path / "data") == []
+
+
+def test_download_folders_of_killed_runs_are_swept_at_the_next_run(tmp_path: Path, archive):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    stale = tmp_path / "data" / f".download-{dead.stdout.strip()}-abcd"
+    stale.mkdir(parents=True)
+    (stale / "cifar-100-python.tar.gz").write_bytes(b"x" * 1000)  # what a killed run leaves
+    with serve_file(archive) as mirror:
+        manifest, _ = load(_config(tmp_path, mirror["url"]))
+    assert isinstance(manifest, StageManifest), manifest
+    assert _leftovers(tmp_path / "data") == ["cifar-100-python"]
+
+
+def test_a_missing_file_url_is_not_retried(tmp_path: Path) -> None:
+    url = (tmp_path / "nowhere.tar.gz").as_uri()
+    error, attempts = load(_config(tmp_path, url))
+    assert attempts == 1
+    assert str(error) == (
+        f"could not download cifar100 from {url}: no such file; use --download-url MIRROR, "
+        "or put cifar-100-python/ in --data-dir"
+    )
     assert _leftovers(tmp_path / "data") == []

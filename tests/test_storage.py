@@ -106,15 +106,17 @@ def test_manifest_notices_missing_and_truncated_files(tmp_path: Path) -> None:
     assert manifest.problems() == ["t.parquet is missing"]
 
 
-def test_verify_hashes_finds_a_same_size_change_the_size_check_misses(tmp_path: Path) -> None:
+def test_a_same_size_change_is_found_by_verify_and_by_the_cache_hit_check(tmp_path: Path) -> None:
     manifest = _manifest(tmp_path)
     assert manifest.verify_hashes() == []
     path = tmp_path / "stage" / "t.parquet"
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    assert manifest.problems() == []
     assert manifest.verify_hashes() == ["t.parquet"]
+    # the cache-hit check finds it too, and removes the file so its stage recomputes it
+    assert manifest.problems() == ["t.parquet changed content (removed)"]
+    assert not path.exists()
 
 
 def test_unwritable_output_is_a_one_line_error(tmp_path: Path) -> None:

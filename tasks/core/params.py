@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Literal, Self, TypeVar
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -38,6 +39,13 @@ class StageParams(BaseModel):
         "./outputs", description="output root: a folder or an fsspec URL (s3://bucket/prefix)"
     )
     seed: int = Field(0, ge=0, description="seed for synthetic data, splits, training and UMAP")
+
+    @field_validator("out")
+    @classmethod
+    def _some_out(cls, value: str) -> str:
+        if not value.strip():  # "" would write into whatever folder the command runs in
+            raise ValueError("the output location is empty; give a folder or bucket URL")
+        return value
 
     @field_validator("dataset")
     @classmethod
@@ -88,6 +96,8 @@ class ImagesParams(StageParams):
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://", "ftp://", "file://")):
             raise ValueError(f"{value!r} is not a URL; give an http(s):// or ftp:// mirror")
+        if value is not None and not value.startswith("file://") and not urlparse(value).hostname:
+            raise ValueError(f"{value!r} names no host; give a mirror such as http://host/path")
         return value
 
     @field_validator("data_dir")

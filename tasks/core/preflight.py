@@ -27,4 +27,7 @@ def check_run(params: EmbeddingsParams) -> None:
         )
     models.resolve_device(params.device)
     check_dataset(params)
+    if params.weights is None and params.pretrained:
+        # one probe, before a dataset download that would be wasted without the weights
+        models.check_pretrained_available(params.model)
     _PASSED.add(key)

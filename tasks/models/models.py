@@ -14,7 +14,7 @@ import timm
 import torch
 from torch import nn
 
-from tasks.models import fast_vit
+from tasks.models import fast_vit, weights_probe
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,14 @@ def load_weights_file(model: nn.Module, name: str, weights: Path) -> None:
     timm's own loader turns strict checking off once the head is dropped, which silently
     leaves a model of another architecture at random weights.
     """
-    state = timm.models.load_state_dict(str(weights))
+    try:
+        state = timm.models.load_state_dict(str(weights))
+    except Exception as error:  # safetensors, pickle and zip readers each raise their own kind
+        detail = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise ModelError(
+            f"weights file {weights} is not a readable checkpoint ({detail}); pass a complete "
+            ".safetensors or .pth file saved from the model's state_dict"
+        ) from None
     filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
     if filter_fn is not None:  # e.g. resample a ViT's position embedding to --image-size
         # a checkpoint the filter cannot handle is left to the strict check below, which names it
@@ -113,6 +120,16 @@ def _misfit(name: str, weights: Path, detail: str) -> ModelError:
     )
 
 
+def check_pretrained_available(name: str) -> None:
+    """Raise at once when the pretrained weights are neither cached nor reachable (one probe)."""
+    unreachable = weights_probe.hub_unreachable(name)
+    if unreachable:  # fail in seconds, not after a minute of the hub client's retries
+        raise ModelError(
+            f"could not download pretrained weights for {name} ({unreachable}); "
+            "no network? use --weights PATH, or --no-pretrained for a demo"
+        )
+
+
 def build_model(
     name: str,
     *,
@@ -133,6 +150,7 @@ def build_model(
         model = _create(name, image_size, pretrained=False)
         load_weights_file(model, name, weights)
     elif pretrained:
+        check_pretrained_available(name)
         try:
             model = _create(name, image_size, pretrained=True)
         except (OSError, RuntimeError) as error:

@@ -18,8 +18,11 @@ from scipy import stats
 from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
 
+from storage.escape import mathtext
+
 DPI = 100
 ANNOTATE_MAX = 12  # write the value into each cell up to this many classes
+NAME_LIMIT = 60  # characters of a class name shown in a figure (the tables have it whole)
 
 
 def png_bytes(figure: Figure) -> bytes:
@@ -64,17 +67,45 @@ def side_points(figure: Figure) -> float:
 def _class_ticks(ax, names: Sequence[str], fontsize: float) -> None:
     """Class names on both axes, x rotated, every class labelled."""
     ticks = np.arange(len(names))
+    names = [mathtext(name, limit=NAME_LIMIT) for name in names]  # names are data, not markup
     ax.set_xticks(ticks, names, rotation=90, fontsize=fontsize)
     ax.set_yticks(ticks, names, fontsize=fontsize)
     ax.tick_params(length=2, pad=1)
 
 
-def _annotate(ax, values: np.ndarray, fmt: str, threshold: float, skip_zero: bool) -> None:
-    """Write each cell's value, white on dark cells (zeros left blank when ``skip_zero``)."""
+def text_colour(rgba: Sequence[float]) -> str:
+    """Black on light cells, white on dark ones, by the cell colour's relative luminance."""
+    r, g, b = (float(c) for c in rgba[:3])
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "white"
+
+
+def _annotate(
+    ax, image, values: np.ndarray, shown: np.ndarray, fmt: str, skip_zero: bool, size: float = 8
+) -> None:
+    """Write each cell's ``shown`` value in a colour readable on the cell's own colour.
+
+    ``values`` are what the cell is coloured by; zeros are left blank when ``skip_zero``.
+    """
     for (i, j), value in np.ndenumerate(values):
         if np.isfinite(value) and not (skip_zero and value == 0):
-            colour = "white" if value > threshold else "black"
-            ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=8, color=colour)
+            colour = text_colour(image.cmap(image.norm(value)))
+            text = format(shown[i, j], fmt)
+            ax.text(j, i, text, ha="center", va="center", fontsize=size, color=colour)
+
+
+def cell_labels(values: np.ndarray) -> tuple[np.ndarray, str, str]:
+    """(numbers to write, format, note) that tell a heatmap's cells apart.
+
+    Two decimals when the values spread over 0.1 or more, up to four when they are closer;
+    nearer still (a random-init model's cosines all read 1.0000) the deviation from the mean.
+    """
+    finite = values[np.isfinite(values)]
+    spread = float(np.ptp(finite)) if finite.size else 0.0
+    decimals = 2 if spread >= 0.1 else int(np.ceil(-np.log10(max(spread, 1e-12)))) + 1
+    if decimals <= 4:
+        return values, f".{decimals}f", ""
+    mean = float(finite.mean())
+    return values - mean, "+.1e", f"cells: cosine - mean (mean = {mean:.6f})"
 
 
 def confusion_heatmap(
@@ -105,9 +136,9 @@ def confusion_heatmap(
     _class_ticks(ax, names, fontsize)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(f"{title} (row-normalised, {len(names)} classes, clustered order)")
+    ax.set_title(mathtext(f"{title} (row-normalised, {len(names)} classes, clustered order)"))
     if len(names) <= ANNOTATE_MAX:
-        _annotate(ax, rates, ".2f", 0.5, skip_zero=True)
+        _annotate(ax, image, rates, rates, ".2f", skip_zero=True)
     figure.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="share of the true class (sqrt)")
     return figure
 
@@ -152,10 +183,18 @@ def similarity_heatmap(
     if groups is not None:
         _group_strips(ax, [groups[i] for i in order])
         ax.tick_params(axis="y", pad=0.03 * side_points(figure))
+    notes = (
+        ["red boxes: flagged overlap pairs; strips: overlap groups"] if groups is not None else []
+    )
     if len(names) <= ANNOTATE_MAX:
-        _annotate(ax, shown, ".2f", (low + high) / 2 if high > low else np.inf, skip_zero=False)
-    note = "red boxes: flagged overlap pairs; strips: overlap groups" if groups is not None else ""
-    ax.set_title(f"{title}, {len(names)} classes, clustered order\n{note}", pad=14)
+        labels, fmt, how = cell_labels(shown)
+        size = 8 if fmt == ".2f" else 6.5
+        _annotate(ax, image, shown, labels, fmt, skip_zero=False, size=size)
+        notes += [how] if how else []
+    note = "; ".join(notes)
+    ax.set_title(
+        mathtext(f"{title}, {len(names)} classes, clustered order\n{note}", lines=True), pad=14
+    )
     figure.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="cosine (diagonal blank)")
     return figure
 
@@ -199,7 +238,7 @@ def agreement_scatter(
     top = np.argsort(-np.nan_to_num(y, nan=-1))[: min(label_top, len(y))]
     for t in top:
         if np.isfinite(y[t]) and y[t] > 0:
-            text = f"{class_names[i[t]]} / {class_names[j[t]]}"
+            text = " / ".join(mathtext(class_names[k[t]], limit=NAME_LIMIT) for k in (i, j))
             ax.annotate(text, (x[t], y[t]), fontsize=7, xytext=(4, 2), textcoords="offset points")
     shown = f"{rho:.3f}" if np.isfinite(rho) else "undefined"
     ax.text(

@@ -11,8 +11,10 @@ from matplotlib import patheffects
 from matplotlib.figure import Figure
 from PIL import Image
 
-from tasks.reporting.figures import (
-    plt,  # tasks.reporting.figures selects the headless backend before pyplot loads
+from storage.escape import mathtext
+from tasks.reporting.figures import (  # selects the headless backend before pyplot loads
+    NAME_LIMIT,
+    plt,
 )
 
 MIN_UMAP_POINTS = 5  # below this UMAP cannot build a neighbour graph; fall back to PCA
@@ -85,13 +87,13 @@ def umap_figure(
             color=colour,
             alpha=0.75,
             lw=0,
-            label=class_names[c],
+            label=mathtext(class_names[c], limit=NAME_LIMIT),
         )
         if many:
             # Names at each class's median point: more classes than any palette tells apart.
             anchors.append(np.median(coords[rows], axis=0))
     if many:
-        names = [class_names[c] for c in present]
+        names = [mathtext(class_names[c], limit=NAME_LIMIT) for c in present]
         for (x, y), name in zip(
             spread_labels(np.array(anchors), names, coords), names, strict=True
         ):
@@ -106,7 +108,8 @@ def umap_figure(
             c="black",
             lw=0.8,
             alpha=0.8,
-            label=f"misclassified ({int(np.sum(wrong))})",
+            # Predictions exist for the test split only, whatever splits the points come from.
+            label=f"misclassified, test images only ({int(np.sum(wrong))})",
         )
     if not many or (wrong is not None and np.any(wrong)):
         handles, names = ax.get_legend_handles_labels()
@@ -115,7 +118,7 @@ def umap_figure(
         ax.legend(handles, names, fontsize=8, loc="best", markerscale=1.5)
     if wrong is not None and not np.any(wrong):
         title += ", no misclassified test point"
-    ax.set_title(title)
+    ax.set_title(mathtext(title, lines=True, limit=2 * NAME_LIMIT + 40))
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_xlabel("UMAP 1")
@@ -163,7 +166,8 @@ def image_grid(rows: Sequence[tuple[str, Sequence[bytes]]], *, per_row: int, tit
                     side.set_visible(False)
                 if c == 0:
                     ax.text(0.5, 0.5, "(none)", ha="center", va="center", color="grey")
+        caption = mathtext(caption, lines=True, limit=NAME_LIMIT)
         axes[r, 0].set_ylabel(caption, rotation=0, ha="right", va="center", fontsize=9, labelpad=8)
-    figure.suptitle(title, fontsize=11)
+    figure.suptitle(mathtext(title, lines=True, limit=2 * NAME_LIMIT + 60), fontsize=11)
     figure.tight_layout()
     return figure

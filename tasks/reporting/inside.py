@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 from matplotlib.figure import Figure as MplFigure
 
 from storage import registry
-from storage.layout import slug
+from storage.layout import class_folders
 from storage.manifest import StageManifest
 from storage.tables import stage_shards
 from tasks.reporting import figures_pairs
@@ -116,7 +116,8 @@ def pair_blocks(
             per_row=SHOWN_NEIGHBOURS + 1,
             title=f"{a} / {b}: cross-class copies, leaks, suspects and their neighbours",
         )
-        stem = f"inside-{rank:02d}-{slug(a, 30)}-{slug(b, 30)}"
+        folders = class_folders([a, b], 30)  # names build a path only through this mapping
+        stem = f"inside-{rank:02d}-{folders[a]}-{folders[b]}"
         caption = f"Cross-class duplicates, train/test leaks and label suspects of {a} and {b}"
         blocks.append(draw(stem, caption, grid))
     return blocks

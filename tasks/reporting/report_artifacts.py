@@ -14,6 +14,7 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 
+from storage import escape
 from storage.fs import Location
 from tasks.reporting.report_data import flagged_pairs
 from tasks.reporting.report_sections import OVERLAP_COLUMNS, PAIR_COLUMNS
@@ -23,17 +24,23 @@ SUMMARY_KEY = "class-overlap-summary"
 OVERLAP_KEY = "overlap-pairs"
 CONFUSION_KEY = "confusion-pairs"
 REPORT_KEY = "overlap-report"
+EXPLORER_KEY = "overlap-explorer"
 TABLE_ROWS = 200
 
 
 def plain(value: Any) -> Any:
-    """A JSON-safe Python value: numpy scalars to int/float, NaN to None, lists recursively."""
+    """A JSON-safe Python value: numpy scalars to int/float (4 significant digits), NaN to None,
+    lists recursively, text visible."""
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, float):
+        return float(f"{value:.4g}")  # 0.4878048780487805 reads as 0.4878 in the UI's table
     if isinstance(value, list | tuple | np.ndarray):
         return [plain(v) for v in value]
+    if isinstance(value, str):  # a class name: no control character reaches the UI raw
+        return escape.visible(value)
     return value
 
 
@@ -76,3 +83,13 @@ def publish_artifacts(
             description="self-contained HTML report with every figure",
         ),
     }
+
+
+def publish_explorer_link(url: str) -> Any:
+    """A link artifact to explorer.html (inside a flow or task run); its id."""
+    return create_link_artifact(
+        url,
+        link_text="explorer.html",
+        key=EXPLORER_KEY,
+        description="interactive page: heatmaps, UMAPs and pair tables linked to their images",
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,7 +10,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from storage import escape
+
 MAX_TABLE_ROWS = 60  # longer tables are cut in the report; the Parquet file has them all
+PAGE_WIDTH_PX = 1150  # the page's content width (CSS max-width 1200px less padding)
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
@@ -21,6 +23,7 @@ th{background:#f0f0f0}td:first-child,td:nth-child(2){text-align:left}
 img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}
 .warning{background:#fdd;border:2px solid #c00;padding:0.8em;font-weight:bold}
 code{background:#f4f4f4;padding:1px 4px}
+.wide{overflow-x:auto;max-width:100%}.wide img{max-width:none}
 """
 
 
@@ -85,33 +88,66 @@ def arrow_table(table: pa.Table, columns: Sequence[str], limit: int = MAX_TABLE_
     return Table(list(columns), [[row[c] for c in columns] for row in shown], note)
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _md_text(text: str) -> str:
+    """Escaped text with `code` spans kept (authors write those; names never open one)."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # an odd backtick: no spans, all text
+        return escape.markdown(text)
+    return "".join(
+        f"`{escape.visible(p)}`" if i % 2 else escape.markdown(p) for i, p in enumerate(parts)
+    )
+
+
+def png_width(png: bytes) -> int:
+    """Width in pixels of PNG bytes (from the IHDR chunk, which always comes first)."""
+    return int.from_bytes(png[16:20], "big")
+
+
+def _html_figure(block: Figure) -> str:
+    """A figure as an inline image; one wider than the page keeps its full size in a scroll box.
+
+    Shrunk to page width, a 100-class confusion matrix has unreadable 2-pixel labels.
+    """
+    data = base64.b64encode(block.png).decode("ascii")
+    alt, name = escape.html(block.caption), escape.html(block.name)
+    image = f'<img src="data:image/png;base64,{data}" alt="{alt}">'
+    if png_width(block.png) > PAGE_WIDTH_PX:
+        image = f'<div class="wide">{image}</div>'
+        # Still self-contained: the file next to the report is named, not linked.
+        caption = (
+            f"{alt} (full size: scroll sideways; also <code>{name}</code> next to this report)"
+        )
+    else:
+        caption = f"{alt} (<code>{name}</code>)"
+    return f"<figure>{image}<figcaption>{caption}</figcaption></figure>"
 
 
 def to_markdown(title: str, blocks: Sequence[Block]) -> str:
     """The report as markdown; figures referenced by file name (they lie next to report.md)."""
-    out = [f"# {title}", ""]
+    out = [f"# {escape.markdown(title)}", ""]
     for block in blocks:
         if isinstance(block, Heading):
-            out += [f"{'#' * block.level} {block.text}", ""]
+            out += [f"{'#' * block.level} {escape.markdown(block.text)}", ""]
         elif isinstance(block, Text):
-            out += [f"> **WARNING:** {block.text}" if block.warning else block.text, ""]
+            text = _md_text(block.text)
+            out += [f"> **WARNING:** {text}" if block.warning else text, ""]
         elif isinstance(block, Table):
-            out.append("| " + " | ".join(map(_md_escape, block.columns)) + " |")
+            out.append("| " + " | ".join(map(escape.markdown, block.columns)) + " |")
             out.append("|" + " --- |" * len(block.columns))
             out += [
-                "| " + " | ".join(_md_escape(cell(v)) for v in row) + " |" for row in block.rows
+                "| " + " | ".join(escape.markdown(cell(v)) for v in row) + " |"
+                for row in block.rows
             ]
-            out += ["", f"_{block.note}_", ""] if block.note else [""]
+            out += ["", f"_{escape.markdown(block.note)}_", ""] if block.note else [""]
         else:
-            out += [f"![{block.caption}]({block.name})", "", f"_{block.caption}_", ""]
+            caption = escape.markdown(block.caption)
+            out += [f"![{caption}]({block.name})", "", f"_{caption}_", ""]
     return "\n".join(out)
 
 
 def _html_text(text: str) -> str:
     """Escaped text with `code` spans."""
-    parts = html.escape(text).split("`")
+    parts = escape.html(text).split("`")
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
@@ -120,31 +156,26 @@ def to_html(title: str, blocks: Sequence[Block]) -> str:
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
+        f"<title>{escape.html(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{escape.html(title)}</h1>",
     ]
     for block in blocks:
         if isinstance(block, Heading):
-            out.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+            out.append(f"<h{block.level}>{escape.html(block.text)}</h{block.level}>")
         elif isinstance(block, Text):
             css = ' class="warning"' if block.warning else ""
             prefix = "WARNING: " if block.warning else ""
             out.append(f"<p{css}>{prefix}{_html_text(block.text)}</p>")
         elif isinstance(block, Table):
-            head = "".join(f"<th>{html.escape(c)}</th>" for c in block.columns)
+            head = "".join(f"<th>{escape.html(c)}</th>" for c in block.columns)
             body = "".join(
-                "<tr>" + "".join(f"<td>{html.escape(cell(v))}</td>" for v in row) + "</tr>"
+                "<tr>" + "".join(f"<td>{escape.html(cell(v))}</td>" for v in row) + "</tr>"
                 for row in block.rows
             )
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
             if block.note:
-                out.append(f"<p><em>{html.escape(block.note)}</em></p>")
+                out.append(f"<p><em>{escape.html(block.note)}</em></p>")
         else:
-            data = base64.b64encode(block.png).decode("ascii")
-            alt = html.escape(block.caption)
-            out.append(
-                f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">'
-                f"<figcaption>{alt} (<code>{html.escape(block.name)}</code>)</figcaption></figure>"
-            )
+            out.append(_html_figure(block))
     out.append("</body></html>")
     return "\n".join(out)

@@ -38,7 +38,7 @@ def random_weights(stages: Mapping[str, StageManifest]) -> bool:
 def shown(value: Any) -> str:
     """A parameter or info value as short text: floats as %g, dicts as ``k: v`` pairs."""
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return f"{value:.4g}"
     if isinstance(value, Mapping):
         return "; ".join(f"{k}: {shown(v)}" for k, v in value.items())
     if isinstance(value, list | tuple):
@@ -47,8 +47,30 @@ def shown(value: Any) -> str:
 
 
 def key_values(title: str, values: Mapping[str, Any]) -> list[Block]:
-    """A heading and a two-column table of names and values."""
-    return [Heading(title), Table(["name", "value"], [[k, shown(v)] for k, v in values.items()])]
+    """A heading and a two-column table of names and values; a dict value gives a row per key.
+
+    One row per key keeps every cell short: a long cell is cut in narrow views (Prefect's UI).
+    """
+    rows = []
+    for key, value in values.items():
+        if isinstance(value, Mapping) and value:
+            rows += [[f"{key}: {k}", shown(v)] for k, v in value.items()]
+        else:
+            rows.append([key, shown(value)])
+    return [Heading(title), Table(["name", "value"], rows)]
+
+
+def training_text(classifier: StageManifest | None) -> str | None:
+    """How the classifier's training ended (stopping epoch, best epoch), when it is known."""
+    info = classifier.info if classifier is not None else {}
+    if "stopped_early" not in info:
+        return None
+    ending = (
+        f"stopped early at epoch {info['epochs_run']}"
+        if info["stopped_early"]
+        else f"ran all {info['epochs_run']} epochs (no early stop)"
+    )
+    return f"{ending}, best epoch {info['best_epoch']}"
 
 
 def run_overview(stages: Mapping[str, StageManifest], accuracy: float | None) -> list[Block]:
@@ -75,6 +97,7 @@ def run_overview(stages: Mapping[str, StageManifest], accuracy: float | None) ->
             "overlapping class pairs (model-free)": overlap.get("n_pairs"),
             "overlapping classes (the subset)": overlap.get("n_classes"),
             "subset images per split": subset.get("split_counts"),
+            "classifier training": training_text(stages.get("classifier")),
             "test accuracy of the classifier": accuracy,
             "flagged confusion pairs (directed)": confusion.get("flagged"),
         },

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from storage.layout import duplicate_names
 from storage.schemas.images import IMAGES
 
 
@@ -29,6 +30,14 @@ class DatasetInfo:
     coarse_names: list[str] | None = None
     planted_pairs: list[list[str]] = field(default_factory=list)
     planted_defects: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # two classes of one name would merge in every table keyed by class_name: refuse now
+        if duplicates := duplicate_names(self.class_names):
+            raise DatasetError(
+                f"dataset {self.name} has duplicate class names: "
+                f"{', '.join(map(repr, duplicates))}; rename the classes so each name is unique"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form for manifests."""

@@ -6,20 +6,25 @@ import logging
 import pickle
 import shutil
 import tarfile
-import tempfile
+import urllib.error
 import zlib
 from pathlib import Path
 
 import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
-from torchvision.datasets.utils import check_integrity, download_url, extract_archive
+from torchvision.datasets.utils import check_integrity, extract_archive
 
 from tasks.sources import ArraySource, DatasetError, DatasetInfo
+from tasks.sources.download import UnusableURLError, download_folder, fetch
 
 log = logging.getLogger(__name__)
 
 # torchvision's dataset classes carry the official URL, archive md5, folder and file names.
 VARIANTS = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+
+
+class DownloadError(OSError):
+    """A download that failed (network, mirror, stall): retried unless the cause is a 4xx answer."""
 
 
 class ChecksumError(OSError):
@@ -31,39 +36,56 @@ def cifar_folder(root: Path, name: str) -> Path:
     return Path(root) / VARIANTS[name].base_folder
 
 
-def download_cifar(root: Path, name: str, url: str | None = None) -> Path:
+def _reason(error: OSError) -> str:
+    """Why a download failed, in a few words ("HTTP Error 503: ...", "timed out")."""
+    if isinstance(error, urllib.error.HTTPError):
+        return str(error)
+    if isinstance(error, urllib.error.URLError):
+        return str(error.reason)
+    return str(error) or type(error).__name__
+
+
+def download_cifar(
+    root: Path, name: str, url: str | None = None, timeout: float | None = None
+) -> Path:
     """Download and extract the archive unless present; md5-checked; nothing half-extracted left.
 
     The archive is extracted into a temporary folder and moved into place only when complete,
     so an interrupted download or extraction never leaves a folder that looks like a dataset.
+    ``timeout``: seconds without data before the download counts as stalled (then retried);
+    default ``download.READ_TIMEOUT_SECONDS`` (a minute).
     """
     spec = VARIANTS[name]
     target = cifar_folder(root, name)
     if target.is_dir():
         return target
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
-        source = url or spec.url
+    source = url or spec.url
+    hint = f"use --download-url MIRROR, or put {spec.base_folder}/ in --data-dir"
+    with download_folder(Path(root)) as tmp:
         log.info("downloading %s from %s", name, source)
+        archive = tmp / spec.filename
         try:
-            download_url(source, tmp, filename=spec.filename)
+            fetch(source, archive, timeout)
+        except UnusableURLError as error:  # a retry cannot mend it: not an OSError
+            raise UnusableURLError(f"could not download {name} from {error}; {hint}") from None
         except OSError as error:
-            raise OSError(
-                f"could not download {name} from {source} ({error}); check the network, "
-                f"use --download-url MIRROR, or put {spec.base_folder}/ in --data-dir"
+            raise DownloadError(
+                f"could not download {name} from {source} ({_reason(error)}); "
+                f"check the network, {hint}"
             ) from error
-        archive = Path(tmp) / spec.filename
         if not check_integrity(str(archive), spec.tgz_md5):
-            raise ChecksumError(f"{source} sent an archive that fails the {name} md5 checksum")
+            raise ChecksumError(
+                f"{source} sent an archive that fails the {name} md5 checksum "
+                f"(the mirror serves another file?); {hint}"
+            )
         try:
-            extract_archive(archive, Path(tmp) / "extracted")
+            extract_archive(archive, tmp / "extracted")
         except (EOFError, tarfile.TarError, zlib.error) as error:  # md5 passed: a retry won't mend
             raise DatasetError(
                 f"the {name} archive from {source} passes its md5 check but does not unpack "
                 f"({error}); put an extracted {spec.base_folder}/ in --data-dir"
             ) from None
-        shutil.move(str(Path(tmp) / "extracted" / spec.base_folder), target)
+        shutil.move(str(tmp / "extracted" / spec.base_folder), target)
     return target
 
 

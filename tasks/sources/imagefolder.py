@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image, UnidentifiedImageError
 
 from tasks.sources import DatasetError, DatasetInfo, images_table
+from tasks.sources.decode import UnsupportedImageError, normalised_bytes
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +42,42 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _class_files(class_dir: Path) -> list[Path]:
+    """Image files under a class folder, sorted; OSError for a link that loops or leads nowhere.
+
+    Such a link would otherwise fail later, in the load stage's listing, with a traceback.
+    """
+    files = []
+    for path in sorted(class_dir.rglob("*")):
+        if path.is_symlink():
+            os.stat(path)  # ELOOP for a loop, ENOENT for a dangling link; carries the filename
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            files.append(path)
+    return files
+
+
 def scan_imagefolder(root: Path) -> tuple[list[str], list[ImageFile], bool]:
     """Class names, image files in a stable order, and whether a test split exists.
 
     Checks what can be checked cheaply before any image is decoded.
     """
     root = Path(root)
+    if root.is_file():
+        raise DatasetError(f"image folder {root} is a file; pass imagefolder:PATH of a folder")
     if not root.is_dir():
         raise DatasetError(f"image folder {root} does not exist; pass imagefolder:PATH of a folder")
+    try:
+        return _scan(root)
+    except OSError as error:  # a symlink loop, an unreadable sub-folder: name it, no traceback
+        where = error.filename or root
+        raise DatasetError(
+            f"image folder {root}: cannot read {where} ({error.strerror or error}); "
+            "remove or fix that entry"
+        ) from None
+
+
+def _scan(root: Path) -> tuple[list[str], list[ImageFile], bool]:
+    """scan_imagefolder's work on a folder known to exist."""
     roots = _split_roots(root)
     class_names = sorted({d.name for _, folder in roots for d in _class_dirs(folder)})
     if len(class_names) < 2:
@@ -62,8 +90,7 @@ def scan_imagefolder(root: Path) -> tuple[list[str], list[ImageFile], bool]:
         ImageFile(path, split, label_of[class_dir.name])
         for split, folder in roots
         for class_dir in _class_dirs(folder)
-        for path in sorted(class_dir.rglob("*"))
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+        for path in _class_files(class_dir)
     ]
     if not files:
         raise DatasetError(f"image folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -71,13 +98,11 @@ def scan_imagefolder(root: Path) -> tuple[list[str], list[ImageFile], bool]:
 
 
 def read_image_file(path: Path) -> bytes | None:
-    """The file's bytes when PIL can decode them, else None (read once, checked in memory)."""
+    """The file's bytes (an odd image: PNG of its 8-bit RGB picture, see ``decode``), or None."""
     try:
-        data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-        return data
-    except (UnidentifiedImageError, OSError, ValueError):
+        return normalised_bytes(path.read_bytes())
+    except (UnsupportedImageError, OSError) as error:
+        log.warning("cannot decode %s: %s", path, error)
         return None
 
 

@@ -1,0 +1,87 @@
+"""Names are data: one escaping helper per output kind, used wherever a name is shown.
+
+Class names, file names and paths come from other people's datasets and may hold markup, table
+syntax, ANSI escape sequences or bidirectional overrides. Every writer passes them through the
+helper of its output kind, so they show as the text they are:
+
+- ``markdown``: a table cell or inline text in Markdown (report.md, Prefect artifacts);
+- ``html``: text or an attribute value in HTML;
+- ``terminal``: a line printed to a terminal (``overlap inspect``, the CLI's messages);
+- ``mathtext``: a matplotlib title, label or tick (``$`` would start math mode).
+
+All of them first render invisible and control characters visibly (``visible``).
+"""
+
+from __future__ import annotations
+
+import html as _html
+import unicodedata
+
+# Invisible characters that change how text around them shows: controls (NUL, ESC, CR, ...),
+# format characters (bidirectional overrides, zero-width joiners), line and paragraph separators.
+_HIDDEN_CATEGORIES = {"Cc", "Cf", "Zl", "Zp"}
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"}
+# Characters with a meaning in Markdown (inline or in a table); the backslash escapes itself.
+_MARKDOWN_SPECIAL = set("\\|`*_[]#~")
+_MARKDOWN_ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+
+
+def _visible_char(char: str) -> str:
+    if char in _NAMED:
+        return _NAMED[char]
+    if unicodedata.category(char) not in _HIDDEN_CATEGORIES:
+        return char
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: object) -> str:
+    """``text`` with every control, format and separator character written as an escape."""
+    return "".join(_visible_char(c) for c in str(text))
+
+
+def terminal(text: object) -> str:
+    """Safe to print to a terminal: no ANSI sequence, carriage return or NUL reaches it raw."""
+    return visible(text)
+
+
+def markdown(text: object) -> str:
+    """Shows as ``text`` inside a Markdown table cell or paragraph, never as markup."""
+    shown = visible(text)
+    out = []
+    for i, char in enumerate(shown):
+        if char in _MARKDOWN_ENTITIES:
+            out.append(_MARKDOWN_ENTITIES[char])
+        elif char == "_" and _intraword(shown, i):
+            out.append(char)  # CommonMark: "_" between letters or digits never makes emphasis
+        elif char in _MARKDOWN_SPECIAL:
+            out.append("\\" + char)
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _intraword(text: str, i: int) -> bool:
+    """True when ``text[i]`` sits between two letters or digits (as in ``maple_tree``)."""
+    return 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()
+
+
+def html(text: object) -> str:
+    """Shows as ``text`` in HTML content or a quoted attribute value."""
+    return _html.escape(visible(text), quote=True)
+
+
+def mathtext(text: object, *, lines: bool = False, limit: int | None = None) -> str:
+    """Shows as ``text`` in a matplotlib title, label or tick label (no math mode).
+
+    ``lines`` keeps newlines as line breaks (a title made of lines); ``limit`` shortens to that
+    many characters with an ellipsis (a very long class name would stretch a figure without end).
+    """
+    if lines:
+        return "\n".join(mathtext(line, limit=limit) for line in str(text).split("\n"))
+    shown = visible(text)
+    if limit is not None and len(shown) > limit:
+        shown = shown[: limit - 1] + "\u2026"
+    # matplotlib counts ``$`` minus ``\$``: an even, non-zero rest starts math mode; otherwise it
+    # shows the text as is, with ``\$`` as ``$``. So escaping every ``$`` is enough.
+    return shown.replace("$", r"\$")
