@@ -16,6 +16,7 @@ from tasks.core.preflight import check_run
 from tasks.embeddings import embeddings as embeddings_stage
 from tasks.evaluate import evaluate_task
 from tasks.images import images as images_stage
+from tasks.neighbours import neighbours_task
 from tasks.overlap import overlap_task
 from tasks.record import record_task
 from tasks.report import publish_report_task, report_task
@@ -49,23 +50,34 @@ def overlap_stages(config: RunConfig) -> dict[str, Any]:
     embeddings = embeddings_stage(
         images, config.params_of(params.EmbeddingsParams), on_cluster=runners.on_cluster(config)
     )
+    neighbours = neighbours_task(images, embeddings, config.params_of(params.NeighboursParams))
     class_similarity = class_similarity_task(images, embeddings, common)
     overlap = overlap_task(
-        images, class_similarity, embeddings, config.params_of(params.OverlapParams)
+        images,
+        class_similarity,
+        embeddings,
+        config.params_of(params.OverlapParams),
+        neighbours=neighbours,
     )
     if not overlap.info.get("n_pairs"):  # nothing flagged: the model-free report, then stop
-        model_free = {"images": images, "embeddings": embeddings}
+        model_free = {"images": images, "embeddings": embeddings, "neighbours": neighbours}
         model_free |= {"class_similarity": class_similarity, "overlap": overlap}
         return report_and_record(model_free, config)
     subset = subset_task(images, overlap, config.params_of(params.SubsetParams))
     classifier = classifier_task(embeddings, subset, config.params_of(params.ClassifierParams))
     evaluate = evaluate_task(classifier, embeddings, subset, common)
     confusion = confusion_task(
-        images, evaluate, subset, class_similarity, config.params_of(params.ConfusionParams)
+        images,
+        evaluate,
+        subset,
+        class_similarity,
+        config.params_of(params.ConfusionParams),
+        neighbours=neighbours,
     )
     stages = {
         "images": images,
         "embeddings": embeddings,
+        "neighbours": neighbours,
         "class_similarity": class_similarity,
         "overlap": overlap,
         "subset": subset,

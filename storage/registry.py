@@ -8,7 +8,7 @@ per column; its Arrow schema comes from ``storage.schemas``. Stages write and re
 
 from __future__ import annotations
 
-from storage.schemas import classifier, images, overlap, trust
+from storage.schemas import classifier, images, neighbours, overlap, trust
 from storage.table_spec import TableSpec
 
 __all__ = ["TABLES", "TableSpec", "table"]
@@ -25,6 +25,12 @@ _PAIR = {
     "class_a": "name of class a",
     "label_b": "label of class b",
     "class_b": "name of class b",
+}
+# The neighbours stage's counts per class pair (overlap_pairs, confusion_pairs).
+_PAIR_DEFECTS = {
+    "cross_class_duplicates": "near-duplicate pairs with one copy in each of the two classes "
+    "(the same picture under both labels); null without the neighbours stage",
+    "leaked_test": "test images of either class with a near-copy in train, under any label",
 }
 _IMAGE = (
     "PNG bytes (CIFAR, synthetic) or the original file's bytes (image folders), and the "
@@ -65,6 +71,58 @@ _SPECS = [
         },
         sharded=True,
         arrow=images.embeddings_schema,
+    ),
+    TableSpec(
+        "neighbours",
+        "neighbours",
+        "One row per image: its `--knn-k` nearest other images by cosine, nearest first (FAISS: "
+        "exact up to 50,000 images and on a GPU, IVF beyond, its recall in the manifest).",
+        {
+            "sample_id": _KEYS["sample_id"],
+            "label": _KEYS["label"],
+            "neighbour_ids": "sample_ids of the nearest other images, nearest first",
+            "neighbour_labels": "their labels, in the same order",
+            "neighbour_cosines": "their cosines to this image, in the same order",
+        },
+        arrow=neighbours.NEIGHBOURS,
+    ),
+    TableSpec(
+        "near_duplicates",
+        "neighbours",
+        "Unordered pairs of images, among each other's nearest neighbours, with cosine ≥ the "
+        "duplicate threshold (the manifest's `duplicate_threshold`); most similar first.",
+        {
+            "sample_id_a": "the copy with the smaller sample_id",
+            "split_a": "its source split",
+            "label_a": "its label",
+            "class_a": "its class name",
+            "sample_id_b": "the other copy",
+            "split_b": "its source split",
+            "label_b": "its label",
+            "class_b": "its class name",
+            "cosine": "cosine of the two embeddings",
+            "kind": "`cross_class` (labels differ), `train_test_leak` (same label, one copy in "
+            "train and one in test) or `same_class`",
+        },
+        arrow=neighbours.NEAR_DUPLICATES,
+    ),
+    TableSpec(
+        "label_suspects",
+        "neighbours",
+        "Images whose neighbours mostly carry another label, more than their class explains; "
+        "most suspect first.",
+        {
+            **_KEYS,
+            "score": "−log10(`p_value`), capped at 300: higher is more suspect",
+            "p_value": "binomial P(X ≥ votes for `majority_label`) given `expected_share`",
+            "own_share": "share of the neighbours that carry the image's own label (< 0.5)",
+            "majority_label": "the most voted other label (ties: the nearer neighbour's)",
+            "majority_class": "its class name",
+            "majority_share": "its share of the neighbours",
+            "expected_share": "its share among the neighbours of the rest of the image's class "
+            "(leave-one-out, +1 smoothed)",
+        },
+        arrow=neighbours.LABEL_SUSPECTS,
     ),
     TableSpec(
         "centroids",
@@ -112,6 +170,9 @@ _SPECS = [
             "`--bootstrap-resamples 0`",
             "ci_high": "97.5% point of the same",
             "flag_rate": "share of bootstrap resamples in which the run's rule flags the pair",
+            **_PAIR_DEFECTS,
+            "suspects_a_to_b": "label suspects labelled a whose neighbours vote b",
+            "suspects_b_to_a": "label suspects labelled b whose neighbours vote a",
         },
         arrow=overlap.OVERLAP_PAIRS,
     ),
@@ -303,6 +364,10 @@ _SPECS = [
             "same_superclass": "both classes share a coarse label; null when unknown",
             "centroid_cosine": "cosine of the two class centroids (the model-free view); null "
             "for analyze-predictions",
+            **_PAIR_DEFECTS,
+            "suspects_true_to_pred": "label suspects labelled True whose neighbours vote Pred "
+            "(likely label errors behind the confusion)",
+            "suspects_pred_to_true": "label suspects labelled Pred whose neighbours vote True",
         },
         arrow=classifier.CONFUSION_PAIRS,
         also_written_by=("analyze_predictions",),

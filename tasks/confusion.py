@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -14,8 +14,9 @@ from storage import registry
 from storage.fingerprint import code_version
 from storage.manifest import StageManifest
 from storage.schemas import classifier as schemas
-from tasks.algorithms import classification
+from tasks.algorithms import classification, label_noise
 from tasks.algorithms.classification import class_scores
+from tasks.algorithms.label_noise import CONFUSION_DEFECT_COLUMNS, defect_columns
 from tasks.algorithms.overlap_rules import similarity_matrices
 from tasks.core.params import ConfusionParams
 from tasks.core.stage import Output, Stage
@@ -88,8 +89,12 @@ def confusion_pairs(
     rule: Rule,
     coarse_names: Sequence[str | None] | None = None,
     cosine: np.ndarray | None = None,
+    defects: Mapping[str, np.ndarray] | None = None,
 ) -> pa.Table:
     """The ``confusion_pairs`` table: directed pairs with count > 0, sorted by MisRate desc.
+
+    ``defects``: the neighbours stage's K x K count matrices over these labels
+    (``label_noise.pair_count_matrices``); without them those four columns are null.
 
     Every candidate cell (count 0 included) enters mu, sigma and the Benjamini-Hochberg
     correction, so dropping zero-count rows from the output changes no number in it.
@@ -142,6 +147,7 @@ def confusion_pairs(
             "flagged": flagged_sigma if rule == "sigma" else flagged_binomial,
             "same_superclass": pa.array(same, pa.bool_()),
             "centroid_cosine": pa.array(cosine[rows, cols], from_pandas=True),  # NaN -> null
+            **defect_columns(defects, rows, cols, CONFUSION_DEFECT_COLUMNS),
         },
         schema=registry.table("confusion_pairs").schema(),
     )
@@ -168,7 +174,7 @@ def rule_params(params: ConfusionParams) -> dict[str, Any]:
     return {"rule": params.confusion_rule, "k": params.confusion_k, "alpha": params.confusion_alpha}
 
 
-CODE = code_version(sys.modules[__name__], classification, schemas)
+CODE = code_version(sys.modules[__name__], classification, label_noise, schemas)
 STAGE = Stage("confusion", CODE, rule_params)
 
 
@@ -179,6 +185,7 @@ def confusion_task(
     subset: StageManifest,
     class_similarity: StageManifest | None,
     params: ConfusionParams,
+    neighbours: StageManifest | None = None,
 ) -> Output:
     """Flag the directed class pairs the classifier confuses; write ``confusion_pairs``."""
     class_names = list(subset.info["class_names"])
@@ -192,6 +199,15 @@ def confusion_task(
         all_cosine, _ = similarity_matrices(table, len(images.info["class_names"]))
         original = subset.info["original_labels"]
         cosine = all_cosine[np.ix_(original, original)]
+    defects = None
+    if neighbours is not None:  # the neighbours stage's counts, over the subset's classes
+        matrices = label_noise.pair_count_matrices(
+            len(images.info["class_names"]),
+            registry.table("near_duplicates").read(neighbours.location),
+            registry.table("label_suspects").read(neighbours.location, ["label", "majority_label"]),
+        )
+        original = subset.info["original_labels"]
+        defects = {name: m[np.ix_(original, original)] for name, m in matrices.items()}
     pairs = confusion_pairs(
         counts,
         class_names,
@@ -200,6 +216,7 @@ def confusion_task(
         rule=params.confusion_rule,
         coarse_names=subset.info.get("coarse_names"),
         cosine=cosine,
+        defects=defects,
     )
     summary = pair_summary(pairs)
     get_run_logger().info(

@@ -24,6 +24,7 @@ from tasks.core.stage import Output, Stage
 from tasks.sources import (
     DatasetError,
     Source,
+    defects,
     folder_delta,
     imagefolder,
     parquet,
@@ -61,7 +62,7 @@ def listing_fingerprint(root: Path) -> str:
 def open_source(params: ImagesParams) -> Source:
     """The source for ``params.dataset``; downloads CIFAR when absent."""
     if params.dataset == "synthetic":
-        return synthetic.make_synthetic(params.seed)
+        return synthetic.make_synthetic(params.seed, with_defects=params.synthetic_defects)
     if params.dataset in cifar_source.VARIANTS:
         return cifar_source.load_cifar(Path(params.data_dir), params.dataset, params.download_url)
     # unchanged files come from the last load's table; --rescan reads every file again
@@ -91,6 +92,7 @@ CODE = code_version(
     parquet,
     webdataset,
     sharded_load,
+    defects,
 )
 
 
@@ -98,6 +100,8 @@ def _key_params(params: ImagesParams) -> dict[str, Any]:
     inputs: dict[str, Any] = {"dataset": params.dataset, "shard_size": params.shard_size}
     if params.dataset == "synthetic":
         inputs["seed"] = params.seed
+        if params.synthetic_defects:  # a key field only when set: plain runs hash as before
+            inputs["defects"] = True
     root = folder_of(params.dataset)
     if root is not None:
         inputs["files"] = listing_fingerprint(root)

@@ -13,7 +13,7 @@ from storage.manifest import StageManifest
 from storage.schemas import overlap as schemas
 from storage.schemas import trust as trust_schemas
 from storage.tables import embedding_matrix, stage_shards
-from tasks.algorithms import bootstrap, calibration, overlap_rules, pair_samples
+from tasks.algorithms import bootstrap, calibration, label_noise, overlap_rules, pair_samples
 from tasks.algorithms.bootstrap import run_stability, with_stability
 from tasks.algorithms.calibration import apply_rule, calibration_table, suggest_setting
 from tasks.algorithms.overlap_rules import (
@@ -66,6 +66,7 @@ CODE = code_version(
     sys.modules[__name__],
     overlap_rules,
     pair_samples,
+    label_noise,
     calibration,
     bootstrap,
     schemas,
@@ -80,6 +81,7 @@ def overlap_task(
     similarity: StageManifest,
     embeddings: StageManifest,
     params: OverlapParams,
+    neighbours: StageManifest | None = None,
 ) -> Output:
     """Flag overlapping class pairs by the configured rule; write pairs, classes and samples."""
     dataset = images.info
@@ -108,9 +110,18 @@ def overlap_task(
         )
     centroids = embedding_matrix(registry.table("centroids").read(similarity.location), "centroid")
     shards = stage_shards(embeddings, ["sample_id", "split", "label", "class_name", "embedding"])
+    defects = None
+    if neighbours is not None:  # how much of each pair near-duplicates and suspects explain
+        defects = label_noise.pair_count_matrices(
+            len(names),
+            registry.table("near_duplicates").read(neighbours.location),
+            registry.table("label_suspects").read(neighbours.location, ["label", "majority_label"]),
+        )
     tables = {
         "overlap_pairs": with_stability(
-            overlap_pairs_table(flagged, cosine, ranks, names, dataset.get("coarse_labels")),
+            overlap_pairs_table(
+                flagged, cosine, ranks, names, dataset.get("coarse_labels"), defects
+            ),
             stability,
         ),
         "overlap_calibration": calibration_rows,

@@ -146,6 +146,10 @@ def run_blocks(
         [agreement, figure("agreement", "Model-free versus classifier", scatter)],
     )
     blocks += pair_section(stages, data, config)
+    if "neighbours" in stages:
+        from tasks.reporting import inside
+
+        blocks += inside.inside_section(stages, data.overlap_pairs, config.report_pairs, figure)
     blocks += sections.key_values("Parameters", dict(settings))
     blocks += sections.tables_section(stages)
     summary = [*overview, agreement, Heading("Top overlapping pairs (model-free)")]
@@ -235,6 +239,7 @@ CODE = code_version(
     source_file("tasks.reporting.figures"),
     source_file("tasks.reporting.figures_pairs"),
     source_file("tasks.reporting.figures_calibration"),
+    source_file("tasks.reporting.inside"),
     report_data,
     report_render,
     source_file("tasks.reporting.report_trust"),

@@ -19,6 +19,7 @@ DEFAULT_SUFFIX = re.compile(r"-[0-9a-f]{3}$")
 CACHED_STAGES = [
     "images",
     "embeddings",
+    "neighbours",
     "class_similarity",
     "overlap",
     "subset",

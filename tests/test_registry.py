@@ -43,6 +43,7 @@ def test_every_stage_table_is_declared() -> None:
     written = {
         "images": {"images"},
         "embeddings": {"embeddings"},
+        "neighbours": {"neighbours", "near_duplicates", "label_suspects"},
         "class_similarity": {"centroids", "class_similarity"},
         "overlap": {
             "overlap_pairs",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from storage.schemas.neighbours import CONFUSION_DEFECTS
+
 TRAINING_HISTORY = pa.schema(
     [
         pa.field("epoch", pa.int32(), nullable=False),
@@ -75,5 +77,6 @@ CONFUSION_PAIRS = pa.schema(
         pa.field("flagged", pa.bool_(), nullable=False),
         pa.field("same_superclass", pa.bool_()),
         pa.field("centroid_cosine", pa.float64()),
+        *CONFUSION_DEFECTS,
     ]
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from storage.schemas.images import IMAGES, embedding_type
+from storage.schemas.neighbours import OVERLAP_DEFECTS
 
 
 def _pair_fields() -> list[pa.Field]:
@@ -51,6 +52,7 @@ OVERLAP_PAIRS = pa.schema(
         pa.field("ci_low", pa.float64()),
         pa.field("ci_high", pa.float64()),
         pa.field("flag_rate", pa.float64()),
+        *OVERLAP_DEFECTS,
     ]
 )
 

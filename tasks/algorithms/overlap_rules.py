@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+
+from tasks.algorithms.label_noise import OVERLAP_DEFECT_COLUMNS, defect_columns
 
 RULES = ("sigma", "threshold", "topk")
 
@@ -119,9 +121,12 @@ def overlap_pairs_table(
     ranks: np.ndarray,
     names: Sequence[str],
     coarse_labels: Sequence[int] | None = None,
+    defects: Mapping[str, np.ndarray] | None = None,
 ) -> pa.Table:
     """``overlap_pairs``: a row per flagged pair, in the order of ``flagged.pairs``; label_a,
-    class_a, label_b, class_b, cosine, z, rank, rank_a, rank_b, same_superclass."""
+    class_a, label_b, class_b, cosine, z, rank, rank_a, rank_b, same_superclass, then the
+    neighbours stage's counts from ``defects`` (``label_noise.pair_count_matrices``; null
+    without): cross_class_duplicates, leaked_test, suspects_a_to_b, suspects_b_to_a."""
     a, b = flagged.pairs[:, 0], flagged.pairs[:, 1]
     values = cosine[a, b]
     z = (values - flagged.mu) / flagged.sigma if flagged.sigma > 0 else np.zeros(len(a))
@@ -136,6 +141,7 @@ def overlap_pairs_table(
             "same_superclass": _superclass(coarse_labels, a, b),
             # the bootstrap's columns, filled in by bootstrap.with_stability when it runs
             **{c: pa.nulls(len(a), pa.float64()) for c in ("ci_low", "ci_high", "flag_rate")},
+            **defect_columns(defects, a, b, OVERLAP_DEFECT_COLUMNS),
         }
     )
 

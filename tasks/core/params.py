@@ -120,6 +120,11 @@ class ImagesParams(StageParams):
         description="parquet/webdataset: text file of class names, one per line, in label order "
         "(default: the Parquet file's Hugging Face ClassLabel names, else the labels themselves)",
     )
+    synthetic_defects: bool = Field(
+        False,
+        description="--dataset synthetic only: plant near-duplicates, train/test leaks and "
+        "flipped labels (recorded in the images manifest), to check the neighbours stage",
+    )
 
     @field_validator("download_url")
     @classmethod
@@ -139,6 +144,12 @@ class ImagesParams(StageParams):
                 "and unpacked there); outputs can go to a bucket with --out"
             )
         return value
+
+    @model_validator(mode="after")
+    def _defects_need_synthetic(self) -> Self:
+        if self.synthetic_defects and self.dataset != "synthetic":
+            raise ValueError("--synthetic-defects plants defects in --dataset synthetic only")
+        return self
 
 
 class EmbeddingsParams(StageParams):
@@ -183,6 +194,26 @@ class EmbeddingsParams(StageParams):
     def random_weights(self) -> bool:
         """True when the model runs with random weights (results are then meaningless)."""
         return not self.pretrained
+
+
+class NeighboursParams(StageParams):
+    """Parameters of the neighbours stage: kNN, the near-duplicate and label-suspect rules."""
+
+    knn_k: int = Field(10, ge=1, le=1000, description="nearest neighbours per image (cosine)")
+    duplicate_threshold: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="cosine at or above which two images are near-duplicates; default: "
+        "1 - 0.25 x the median distance of each image to its nearest neighbour",
+    )
+    suspect_alpha: float = Field(
+        1e-4,
+        gt=0,
+        lt=1,
+        description="a label suspect's neighbours vote for another class with binomial tail "
+        "probability <= this, given how often its class's neighbours do",
+    )
 
 
 class OverlapParams(StageParams):

@@ -29,6 +29,7 @@ class DatasetInfo:
     coarse_labels: list[int] | None = None
     coarse_names: list[str] | None = None
     planted_pairs: list[list[str]] = field(default_factory=list)
+    planted_defects: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # two classes of one name would merge in every table keyed by class_name: refuse now

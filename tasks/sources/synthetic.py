@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.sources import ArraySource, DatasetInfo
+from tasks.sources import ArraySource, DatasetInfo, defects
 
 N_CLASSES = 12
 N_PLANTED_PAIRS = 3
@@ -36,8 +36,12 @@ def planted_pairs(seed: int) -> list[tuple[int, int]]:
     ]
 
 
-def make_synthetic(seed: int = 0) -> ArraySource:
-    """Train and test images of N_CLASSES classes; ``info.planted_pairs`` holds the ground truth."""
+def make_synthetic(seed: int = 0, *, with_defects: bool = False) -> ArraySource:
+    """Train and test images of N_CLASSES classes; ``info.planted_pairs`` holds the ground truth.
+
+    ``with_defects`` adds duplicates, train/test leaks and flipped labels (``defects``), recorded
+    in ``info.planted_defects``.
+    """
     rng = np.random.default_rng(seed + 1)
     protos = _prototypes(rng, N_CLASSES)
     for a, b in planted_pairs(seed):
@@ -51,14 +55,19 @@ def make_synthetic(seed: int = 0) -> ArraySource:
     brightness = rng.uniform(0.9, 1.1, size=(len(label_array), 1, 1, 1)).astype(np.float32)
     pixels = np.clip(protos[label_array] * brightness + noise, 0, 1)
     images = (pixels * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+    splits, record = np.array(splits), {}
+    if with_defects:
+        planted = defects.plant_defects(
+            images, label_array, splits, seed=seed, twin_pairs=planted_pairs(seed)
+        )
+        images, label_array, splits, record = planted.as_tuple()
     names = [f"class_{i:02d}" for i in range(N_CLASSES)]
     info = DatasetInfo(
         name="synthetic",
         class_names=names,
         has_test_split=True,
         planted_pairs=[[names[a], names[b]] for a, b in planted_pairs(seed)],
+        planted_defects=record,
     )
     paths = [f"synthetic_{i:05d}.png" for i in range(len(label_array))]
-    return ArraySource(
-        info=info, images=images, labels=label_array, splits=np.array(splits), paths=paths
-    )
+    return ArraySource(info=info, images=images, labels=label_array, splits=splits, paths=paths)

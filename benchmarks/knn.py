@@ -1,0 +1,93 @@
+"""kNN over all embeddings (60k x 384 by default): exact FAISS against HNSW and IVF, with recall.
+
+Runs the project's own functions (``tasks.algorithms.neighbours``) on clustered unit vectors fed
+as shards, so the streaming path is what is timed. Recall@k of each approximate index is
+measured against exact search on a sample of queries, as the stage does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from common import environment, timed, write_json
+
+from tasks.algorithms import neighbours as nb
+
+SHARD_ROWS = 8192
+
+
+def clustered(rows: int, dim: int, classes: int, spread: float, seed: int) -> np.ndarray:
+    """Unit float32 vectors around ``classes`` centres; ``spread`` 1 puts a row at cosine ~0.7 to
+    its centre, about what a DINO class looks like around its centroid."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim)).astype(np.float32)
+    noise = rng.normal(0, spread, size=(rows, dim)).astype(np.float32)
+    vectors = centres[np.arange(rows) % classes] + noise
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def reader(vectors: np.ndarray) -> nb.ShardReader:
+    """The vectors as a re-readable stream of shards."""
+    return lambda: (vectors[i : i + SHARD_ROWS] for i in range(0, len(vectors), SHARD_ROWS))
+
+
+def run_kind(vectors: np.ndarray, kind: nb.IndexKind, k: int, sample: int) -> dict[str, Any]:
+    """Build time, search time and sampled recall of one index kind over all rows."""
+    read, (rows, dim) = reader(vectors), vectors.shape
+    index, build_s = timed(lambda: nb.build_index(read, rows, dim, kind, gpu=False))
+    found, search_s = timed(lambda: nb.concat(nb.search_shards(index, read, k)))
+    recall = nb.sample_recall(found, read, k, size=sample)
+    return {
+        "kind": kind,
+        "build_s": round(build_s, 2),
+        "search_s": round(search_s, 2),
+        "total_s": round(build_s + search_s, 2),
+        "recall_at_k": round(recall, 4),
+    }
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=60_000)
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--spread", type=float, default=1.0)
+    parser.add_argument("--k", type=int, default=nb.DEFAULT_K)
+    parser.add_argument("--sample", type=int, default=nb.RECALL_SAMPLE, help="recall queries")
+    parser.add_argument("--kinds", default="flat,hnsw,ivf")
+    parser.add_argument("--nprobe", type=int, default=nb.IVF_NPROBE, help="IVF lists searched")
+    parser.add_argument("--ef-search", type=int, default=nb.HNSW_EF_SEARCH, help="HNSW breadth")
+    parser.add_argument("--json", type=Path, default=None, help="default benchmarks/out/knn.json")
+    return parser.parse_args()
+
+
+def main() -> int:
+    """Time each index kind and print one line per kind."""
+    args = parse_args()
+    nb.IVF_NPROBE, nb.HNSW_EF_SEARCH = args.nprobe, args.ef_search
+    vectors = clustered(args.rows, args.dim, args.classes, args.spread, seed=0)
+    print(f"{args.rows} x {args.dim}, k={args.k}, faiss threads {faiss.omp_get_max_threads()}")
+    results = []
+    for kind in args.kinds.split(","):
+        result = run_kind(vectors, kind, args.k, args.sample)  # type: ignore[arg-type]
+        print(result, flush=True)
+        results.append(result)
+    record = {
+        "command": "python benchmarks/knn.py " + " ".join(sys.argv[1:]),
+        "args": {key: str(value) for key, value in vars(args).items()},
+        "gpus": faiss.get_num_gpus(),
+        "results": results,
+        "environment": environment(),
+    }
+    print("wrote", write_json("knn", record, args.json))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

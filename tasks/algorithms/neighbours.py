@@ -1,0 +1,252 @@
+"""k nearest neighbours of every embedding by cosine (FAISS), streamed shard by shard.
+
+The index holds the vectors; queries go one shard at a time, so memory is the index plus one
+shard plus the k neighbours per row. Exact search (``IndexFlatIP``) on a GPU and for small sets;
+beyond ``EXACT_MAX_ROWS`` rows on a CPU an inverted-file index (IVF), whose recall against exact
+search is measured on a sample of queries (``sample_recall``) so that a run can log what it
+traded. HNSW is kept for comparison (``benchmarks/knn.py``): on 60k x 384 it was 1.6x slower
+than IVF at the same recall, and needs more memory (its graph).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import faiss
+import numpy as np
+
+IndexKind = Literal["flat", "hnsw", "ivf"]
+# A reader returns a fresh iterator over the unit float32 shards, in the same order every time.
+ShardReader = Callable[[], Iterable[np.ndarray]]
+
+DEFAULT_K = 10
+# Exact all-vs-all costs O(N^2 d): on 60k x 384 (2 loaded CPU cores, one run) exact took 257 s,
+# IVF 79 s at recall 0.9998, HNSW 125 s (benchmarks/knn.py, RESULTS.md). Below this, exact.
+EXACT_MAX_ROWS = 50_000
+# HNSW (for comparison): links per node and the search breadth; efSearch trades time for recall.
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 128
+# IVF: lists ~ 4 sqrt(N), trained on 64 rows per list; nprobe lists searched per query.
+IVF_TRAIN_PER_LIST = 64
+IVF_NPROBE = 32
+# GPU flat indexes answer at most 2048 neighbours per query.
+GPU_MAX_K = 2048
+RECALL_SAMPLE = 1000
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Each query row's k nearest other rows, best first.
+
+    ``positions`` are row numbers in reader order (-1 where fewer than k were found, cosine then
+    -inf); ``queries`` are the query rows' own positions.
+    """
+
+    queries: np.ndarray  # (n,) int64
+    positions: np.ndarray  # (n, k) int64
+    cosine: np.ndarray  # (n, k) float32
+
+    @property
+    def k(self) -> int:
+        """Neighbours per row."""
+        return int(self.positions.shape[1])
+
+
+def concat(parts: Iterable[Neighbours]) -> Neighbours:
+    """One ``Neighbours`` of several blocks, in order."""
+    parts = list(parts)
+    if not parts:
+        raise ValueError("no neighbour blocks to concatenate: the reader yielded no shards")
+    return Neighbours(
+        np.concatenate([p.queries for p in parts]),
+        np.concatenate([p.positions for p in parts]),
+        np.concatenate([p.cosine for p in parts]),
+    )
+
+
+def choose_index(rows: int, *, gpu: bool, exact_max_rows: int = EXACT_MAX_ROWS) -> IndexKind:
+    """Exact on a GPU and up to ``exact_max_rows``; IVF (approximate) beyond, on a CPU."""
+    return "flat" if gpu or rows <= exact_max_rows else "ivf"
+
+
+def ivf_lists(rows: int) -> int:
+    """IVF list count: about 4 sqrt(N), and never more lists than training rows allow."""
+    return max(1, min(int(4 * np.sqrt(rows)), rows // IVF_TRAIN_PER_LIST))
+
+
+def _stride_sample(read: ShardReader, rows: int, wanted: int) -> np.ndarray:
+    """About ``wanted`` rows spread evenly over all shards (a sorted dataset's first shard can hold
+    only a few classes, which would train IVF lists that miss the rest)."""
+    step = max(1, rows // wanted)
+    parts, seen = [], 0
+    for shard in read():
+        offset = (-seen) % step
+        parts.append(shard[offset::step])
+        seen += len(shard)
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+
+def build_index(
+    read: ShardReader, rows: int, dim: int, kind: IndexKind, *, gpu: bool
+) -> faiss.Index:
+    """An inner-product index holding every row of ``read()``, added shard by shard."""
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+        if gpu:
+            index = faiss.index_cpu_to_all_gpus(index)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+    elif kind == "ivf":
+        lists = ivf_lists(rows)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+        index.train(_stride_sample(read, rows, lists * IVF_TRAIN_PER_LIST))
+        index.nprobe = min(IVF_NPROBE, lists)
+    else:
+        raise ValueError(f"unknown index kind {kind!r}: use flat, hnsw or ivf")
+    for shard in read():
+        index.add(np.ascontiguousarray(shard, dtype=np.float32))
+    if index.ntotal != rows:
+        raise ValueError(
+            f"the shards hold {index.ntotal} rows, the manifest says {rows}: re-run extraction"
+        )
+    return index
+
+
+def drop_self(queries: np.ndarray, positions: np.ndarray, cosine: np.ndarray) -> Neighbours:
+    """k of k+1 hits without the query row itself (found by position, as exact duplicates tie
+    with it; where the search missed it, the last hit goes instead)."""
+    own = positions == queries[:, None]
+    own[~own.any(axis=1), -1] = True
+    # Exactly one True per row: keep the other k in their order.
+    first = own & (np.cumsum(own, axis=1) == 1)
+    keep = ~first
+    n, k = len(queries), positions.shape[1] - 1
+    return Neighbours(queries, positions[keep].reshape(n, k), cosine[keep].reshape(n, k))
+
+
+def _clean(positions: np.ndarray, cosine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FAISS marks missing hits with -1 and a huge negative score; make that -1 and -inf."""
+    positions = positions.astype(np.int64)
+    cosine = np.where(positions >= 0, cosine, -np.inf).astype(np.float32)
+    return positions, cosine
+
+
+def search_shards(
+    index: faiss.Index, read: ShardReader, k: int = DEFAULT_K
+) -> Iterator[Neighbours]:
+    """Every row's k nearest other rows, one block per shard of ``read()``."""
+    start = 0
+    for shard in read():
+        scores, hits = index.search(np.ascontiguousarray(shard, dtype=np.float32), k + 1)
+        queries = np.arange(start, start + len(shard), dtype=np.int64)
+        yield drop_self(queries, *_clean(hits, scores))
+        start += len(shard)
+
+
+def exact_neighbours(
+    queries: np.ndarray, vectors: np.ndarray, read: ShardReader, k: int = DEFAULT_K
+) -> Neighbours:
+    """Exact k nearest other rows of a few query rows (positions ``queries``, ``vectors``), by a
+    streamed brute force: the reference an approximate index is measured against."""
+    best_pos = np.full((len(queries), 0), -1, dtype=np.int64)
+    best_cos = np.empty((len(queries), 0), dtype=np.float32)
+    start = 0
+    for shard in read():
+        scores = vectors @ np.asarray(shard, dtype=np.float32).T
+        pos = np.broadcast_to(np.arange(start, start + len(shard)), scores.shape)
+        best_pos = np.concatenate([best_pos, pos], axis=1)
+        best_cos = np.concatenate([best_cos, scores], axis=1)
+        # Keep k+1 per row: the query itself is among them.
+        top = np.argsort(-best_cos, axis=1, kind="stable")[:, : k + 1]
+        best_pos = np.take_along_axis(best_pos, top, axis=1)
+        best_cos = np.take_along_axis(best_cos, top, axis=1)
+        start += len(shard)
+    return drop_self(np.asarray(queries, dtype=np.int64), best_pos, best_cos)
+
+
+def recall(approximate: Neighbours, exact: Neighbours) -> float:
+    """Mean share of each row's exact k neighbours that the approximate search found."""
+    found = [
+        np.intersect1d(a[a >= 0], e).size / e.size
+        for a, e in zip(approximate.positions, exact.positions, strict=True)
+    ]
+    return float(np.mean(found))
+
+
+def sample_rows(rows: int, size: int = RECALL_SAMPLE, seed: int = 0) -> np.ndarray:
+    """Sorted positions of a seeded random sample of at most ``size`` rows."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(rows, size=min(size, rows), replace=False))
+
+
+def gather(read: ShardReader, positions: np.ndarray) -> np.ndarray:
+    """The rows at sorted ``positions``, collected while streaming the shards."""
+    parts, start = [], 0
+    for shard in read():
+        inside = positions[(positions >= start) & (positions < start + len(shard))]
+        parts.append(np.asarray(shard[inside - start], dtype=np.float32))
+        start += len(shard)
+    return np.concatenate(parts)
+
+
+def sample_recall(
+    found: Neighbours,
+    read: ShardReader,
+    k: int = DEFAULT_K,
+    *,
+    size: int = RECALL_SAMPLE,
+    seed: int = 0,
+) -> float:
+    """Recall@k of ``found`` (all rows, in reader order) against exact search on a sample."""
+    rows = sample_rows(len(found.queries), size, seed)
+    exact = exact_neighbours(rows, gather(read, rows), read, k)
+    picked = Neighbours(found.queries[rows], found.positions[rows], found.cosine[rows])
+    return recall(picked, exact)
+
+
+@dataclass(frozen=True)
+class Knn:
+    """All rows' neighbours, the index kind that found them and its sampled recall (exact: 1)."""
+
+    neighbours: Neighbours
+    kind: IndexKind
+    recall: float
+
+
+def check_k(k: int, rows: int, *, gpu: bool) -> None:
+    """Refuse a k that the rows or the device cannot answer, before any index is built."""
+    if not 1 <= k < rows:
+        raise ValueError(f"k must lie in 1..{rows - 1} (one less than the {rows} rows), got {k}")
+    if gpu and k + 1 > GPU_MAX_K:
+        raise ValueError(f"k must be at most {GPU_MAX_K - 1} on a GPU (FAISS limit), got {k}")
+
+
+def knn(
+    read: ShardReader,
+    rows: int,
+    dim: int,
+    k: int = DEFAULT_K,
+    *,
+    gpu: bool | None = None,
+    kind: IndexKind | None = None,
+    exact_max_rows: int = EXACT_MAX_ROWS,
+    recall_sample: int = RECALL_SAMPLE,
+) -> Knn:
+    """Every row's k nearest other rows by cosine; ``read`` yields unit float32 shards.
+
+    ``kind`` None picks exact or IVF by size (``choose_index``); an approximate index's recall
+    is measured against exact search on ``recall_sample`` rows.
+    """
+    gpu = faiss.get_num_gpus() > 0 if gpu is None else gpu
+    check_k(k, rows, gpu=gpu)
+    kind = choose_index(rows, gpu=gpu, exact_max_rows=exact_max_rows) if kind is None else kind
+    index = build_index(read, rows, dim, kind, gpu=gpu and kind == "flat")
+    found = concat(search_shards(index, read, k))
+    del index  # the sample check below streams the shards again; the index is no longer needed
+    measured = 1.0 if kind == "flat" else sample_recall(found, read, k, size=recall_sample)
+    return Knn(found, kind, measured)
