@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import faiss
 import numpy as np
+
+if TYPE_CHECKING:  # FAISS loads where an index is built: importing the flow needs none
+    import faiss
 
 IndexKind = Literal["flat", "hnsw", "ivf"]
 # A reader returns a fresh iterator over the unit float32 shards, in the same order every time.
@@ -93,6 +95,8 @@ def build_index(
     read: ShardReader, rows: int, dim: int, kind: IndexKind, *, gpu: bool
 ) -> faiss.Index:
     """An inner-product index holding every row of ``read()``, added shard by shard."""
+    import faiss
+
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
         if gpu:
@@ -242,6 +246,8 @@ def knn(
     ``kind`` None picks exact or IVF by size (``choose_index``); an approximate index's recall
     is measured against exact search on ``recall_sample`` rows.
     """
+    import faiss
+
     gpu = faiss.get_num_gpus() > 0 if gpu is None else gpu
     check_k(k, rows, gpu=gpu)
     kind = choose_index(rows, gpu=gpu, exact_max_rows=exact_max_rows) if kind is None else kind
