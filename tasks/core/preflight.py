@@ -24,13 +24,15 @@ def check_run(params: EmbeddingsParams) -> None:
     if key in _PASSED:
         return
     Location(params.out).check_writable()
+    # First: whether the run's embeddings are finished lists the dataset's files, which must be
+    # readable (a symlink loop is refused here in one line).
+    check_dataset(params)
     # The model checks load timm and torch: a run whose embeddings are finished skips them
     # (they passed when the embeddings were made), so a cached run imports neither.
     needs_model = not embedded(params)
     if needs_model:
         check_model(params)
     hardware.device_name(params.device)
-    check_dataset(params)
     if needs_model and params.weights is None and params.pretrained:
         # one probe, before a dataset download that would be wasted without the weights
         models().check_pretrained_available(params.model)
