@@ -225,6 +225,7 @@ def explorer_page(
         stages,
         tables,
         title=f"Class overlap explorer: {params.dataset}",
+        max_images=params.explorer_images,
         report_pairs=params.report_pairs,
         seed=params.seed,
     )
@@ -252,7 +253,7 @@ CODE = code_version(
 
 def _key_params(params: ReportParams) -> dict[str, Any]:
     """The report's own parameters (the run's others reach it through ``settings``)."""
-    return params.model_dump(include={"grid_images", "report_pairs", "seed"})
+    return params.model_dump(include={"grid_images", "report_pairs", "explorer_images", "seed"})
 
 
 STAGE = Stage("report", CODE, _key_params)

@@ -24,6 +24,7 @@ from flows.cli import main
 from flows.config import SYNTHETIC_MODEL, RunConfig
 from flows.overlap_flow import class_overlap
 from storage.escape import visible
+from tests.browser import browser_fixture  # noqa: F401 (the ``browser`` fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -183,6 +184,33 @@ def test_report_html_in_chromium_holds_no_element_made_from_a_name(finished) -> 
             driver.switch_to.alert.text  # noqa: B018  (reading it is the check)
     finally:
         driver.quit()
+
+
+def test_explorer_in_chromium_holds_no_element_made_from_a_name(finished, browser) -> None:
+    _, record, names, _ = finished
+    browser.open(stage_file(record, "report", "explorer.html"))
+    # Fill the image panel the way a click does, for every pair of classes: names go into it.
+    count = len(names)
+    browser.driver.execute_script(
+        "for (let t = 0; t < arguments[0]; t++) for (let p = 0; p < arguments[0]; p++)"
+        " { window.overlapCell(t, p); window.overlapPair(O_NAMES[t], O_NAMES[p]); }".replace(
+            "O_NAMES", "window.OVERLAP.names"
+        ),
+        count,
+    )
+    page = browser.driver
+    from selenium.webdriver.common.by import By
+
+    for image in page.find_elements(By.TAG_NAME, "img"):
+        assert (image.get_attribute("src") or "").startswith("data:image/"), image
+        assert image.get_attribute("onerror") is None
+    panel = page.find_element(By.ID, "gallery").get_attribute("innerHTML")
+    assert "onerror" not in panel and "<img src=x" not in panel
+    assert browser.console_errors() == []
+    from selenium.common.exceptions import NoAlertPresentException
+
+    with pytest.raises(NoAlertPresentException):
+        page.switch_to.alert.text  # noqa: B018  (reading it is the check)
 
 
 def test_inspect_output_holds_no_raw_control_character(finished, capsys) -> None:

@@ -291,3 +291,10 @@ class ReportParams(StageParams):
         description="flagged confusion pairs (highest MisRate first) that get their own UMAP "
         "and image grid in the report",
     )
+    explorer_images: int = Field(
+        6000,
+        ge=1,
+        le=200_000,
+        description="images embedded in explorer.html at most (about 3.5 KB each at 32 px); "
+        "clicked views' images first, then a class-stratified sample for the UMAP thumbnails",
+    )

@@ -17,7 +17,8 @@ from storage.manifest import StageManifest
 from tasks.reporting import figures_pairs, report_data
 from tasks.reporting.report_data import Points, RunTables
 
-DEFAULT_MAX_IMAGES = 6000  # a 5,400-image CIFAR-sized subset fits whole (about 3 KB an image)
+# --explorer-images: a 5,400-image CIFAR-sized subset fits whole (about 3 KB an image)
+DEFAULT_MAX_IMAGES = 6000
 THUMB_PX = 64  # longest side of an embedded image; CIFAR's 32 px images stay at source size
 PAIR_IMAGES = 24  # pair_samples images per class of a pair that the page embeds
 CELL_IMAGES = 48  # misclassified test images per confusion cell that the page embeds
