@@ -39,10 +39,11 @@ HOSTILE = [
     "\u05e9\u05dc\u05d5\u05dd \u202eright-to-left",
 ]
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-# Every element report.html may hold; anything else would have been made from a name.
+# Every element report.html may hold (div: the scroll box of a figure wider than the page);
+# anything else would have been made from a name.
 REPORT_TAGS = {
     *("html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "em", "code"),
-    *("table", "thead", "tbody", "tr", "th", "td", "figure", "img", "figcaption"),
+    *("table", "thead", "tbody", "tr", "th", "td", "figure", "img", "figcaption", "div"),
 }
 
 
