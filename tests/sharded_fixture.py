@@ -148,9 +148,12 @@ def moto_s3(monkeypatch_context, bucket: str) -> Iterator[str]:
     env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     env.setenv("AWS_DEFAULT_REGION", "us-east-1")
     env.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+    # s3fs caches instances by their arguments: one made for an earlier test's server (now
+    # stopped) would be handed out again
+    fsspec.get_filesystem_class("s3").clear_instance_cache()
     fsspec.filesystem("s3").mkdir(bucket)
     try:
         yield endpoint
     finally:
-        fsspec.filesystem("s3").clear_instance_cache()
+        fsspec.get_filesystem_class("s3").clear_instance_cache()
         server.stop()
