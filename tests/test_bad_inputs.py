@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -136,6 +137,8 @@ def test_a_bucket_without_credentials_is_refused_before_any_work(
         code = main(["run", "--dataset", "synthetic", "--out", "s3://bucket/runs"])
     finally:
         server.stop()
+        # s3fs caches instances by their arguments: a credential-less one must not outlive this
+        fsspec.get_filesystem_class("s3").clear_instance_cache()
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.count("\n") == 1 and "cannot write to output location 's3://bucket/runs'" in err

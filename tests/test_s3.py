@@ -42,6 +42,7 @@ def s3_endpoint() -> Iterator[str]:
         env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         env.setenv("AWS_DEFAULT_REGION", "us-east-1")
         env.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+        fsspec.get_filesystem_class("s3").clear_instance_cache()  # none made for another server
         fsspec.filesystem("s3").mkdir(BUCKET)
         yield endpoint
         fsspec.filesystem("s3").clear_instance_cache()

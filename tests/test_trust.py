@@ -127,6 +127,7 @@ def test_a_rule_that_flags_nothing_ends_with_the_model_free_report(tiny, capsys)
     assert set(run.record["stages"]) == {
         "images",
         "embeddings",
+        "neighbours",
         "class_similarity",
         "overlap",
         "report",
