@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from types import ModuleType
+from typing import TYPE_CHECKING, TextIO
 
 import pyarrow as pa
 
@@ -13,15 +14,11 @@ from flows.inspect_cmd import format_table
 from storage import registry
 from storage.finished_run import FinishedRun, open_run
 from storage.fs import Location
-from tasks.algorithms.compare import (
-    RunPairs,
-    agreement_table,
-    by_run,
-    compare_pairs,
-    consensus_table,
-)
 from tasks.reporting import report_render
 from tasks.reporting.report_render import Block, Heading, Text
+
+if TYPE_CHECKING:
+    from tasks.algorithms.compare import RunPairs
 
 REPORT_MD = "compare.md"
 SHOWN_PAIRS = 30
@@ -50,6 +47,14 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
     )
 
 
+def algorithms() -> ModuleType:
+    """``tasks.algorithms.compare``, imported on use: it loads polars, which the CLI's other
+    commands (``overlap run`` included) never need."""
+    from tasks.algorithms import compare
+
+    return compare
+
+
 def run_pairs(run: FinishedRun) -> RunPairs:
     """What comparing needs of one finished run, read through the registry."""
     similarity = run.table("class_similarity", ["class_a", "class_b", "cosine", "rank"])
@@ -62,7 +67,7 @@ def run_pairs(run: FinishedRun) -> RunPairs:
     confusion = run.table("confusion_pairs", ["True", "Pred", "MisRate"])
     subset = run.manifest("subset")
     classes = None if subset is None else subset.info.get("class_names")
-    return RunPairs(run.name, similarity, flagged, confusion, classes)
+    return algorithms().RunPairs(run.name, similarity, flagged, confusion, classes)
 
 
 def run_names(sources: Sequence[str], names: str | None) -> list[str | None]:
@@ -80,7 +85,7 @@ def run_names(sources: Sequence[str], names: str | None) -> list[str | None]:
 def compare_report(pairs: pa.Table, agreement: pa.Table, consensus: pa.Table) -> list[Block]:
     """The short report: agreement per two runs, consensus, the top pairs side by side."""
     agreed = consensus.filter(consensus.column("consensus")).num_rows
-    wide = by_run(pairs, consensus)
+    wide = algorithms().by_run(pairs, consensus)
     return [
         Heading("Agreement of the runs"),
         Text(
@@ -112,11 +117,12 @@ def compare(
             FinishedRun(run.root, run.record, source)
             for run, source in zip(runs, sources, strict=True)
         ]
-    pairs = compare_pairs([run_pairs(run) for run in runs])
+    algorithm = algorithms()
+    pairs = algorithm.compare_pairs([run_pairs(run) for run in runs])
     tables = {
         "compare_pairs": pairs,
-        "compare_agreement": agreement_table(pairs),
-        "compare_consensus": consensus_table(pairs),
+        "compare_agreement": algorithm.agreement_table(pairs),
+        "compare_consensus": algorithm.consensus_table(pairs),
     }
     for name, table in tables.items():
         registry.table(name).write(target, table)

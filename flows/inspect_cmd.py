@@ -10,7 +10,6 @@ import textwrap
 from typing import Any, TextIO
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from storage import catalog
 from storage.escape import terminal
@@ -22,7 +21,6 @@ from storage.schema_docs import described_columns
 from storage.tables import read_parquet
 
 WIDTH = 100
-CONFUSION_COLUMNS = ["True", "Pred", "MisRate", "F1(True)", "F1(Pred)", "q_value", "flagged"]
 SCIENTIFIC_COLUMNS = {"p_value", "q_value"}  # tiny and spanning many decades: 0.0000 hides them
 
 
@@ -151,20 +149,9 @@ def enclosing_root(url: str) -> str | None:
     return None
 
 
-def top_confusion_table(pairs: pa.Table, n: int | None) -> pa.Table:
-    """The ``n`` flagged pairs of highest MisRate (all pairs when none is flagged).
-
-    Columns: True, Pred, MisRate, F1(True), F1(Pred), q_value, flagged (those present).
-    """
-    flagged = pairs.filter(pc.field("flagged"))
-    table = (flagged if flagged.num_rows else pairs).sort_by([("MisRate", "descending")])
-    columns = [c for c in CONFUSION_COLUMNS if c in table.column_names]
-    return table.select(columns).slice(0, n)
-
-
 def print_top_confusion_pairs(folder: Location, n: int = 10, out: TextIO | None = None) -> None:
     """The top pairs of ``folder``'s confusion_pairs table, as ``overlap inspect`` shows them."""
-    pairs = top_confusion_table(read_parquet(folder, "confusion_pairs.parquet"), n)
+    pairs = catalog.top_confusion(read_parquet(folder, "confusion_pairs.parquet"), n)
     print_pairs(f"Top confusion pairs (MisRate, at most {n})", pairs, out or sys.stdout)
 
 

@@ -65,8 +65,8 @@ def _latest_folders(record: dict[str, Any] | None) -> set[str]:
 def manifest_mismatch(folder: Location, file_name: str) -> str | None:
     """``file: why`` when a file differs from its stage manifest (size; sha256 of small files).
 
-    Never changes anything (a run's cache check removes damaged files; inspecting does not), and
-    never reads a big file in full: ``overlap verify`` does that.
+    Never changes anything (a stage about to recompute removes its damaged files; inspecting
+    does not), and never reads a big file in full: ``overlap verify`` does that.
     """
     manifest = read_manifest(folder)
     record = manifest.files.get(file_name) if manifest else None
@@ -158,16 +158,28 @@ def top_overlap_pairs(root: Location, record: dict[str, Any], n: int) -> pa.Tabl
     return table.sort_by([("cosine", "descending")]).slice(0, n).select(columns)
 
 
-def top_confusion_pairs(root: Location, record: dict[str, Any], n: int) -> pa.Table | None:
-    """The ``n`` flagged confusion pairs of highest MisRate (all pairs when none is flagged)."""
+CONFUSION_COLUMNS = ["True", "Pred", "MisRate", "F1(True)", "F1(Pred)", "q_value", "flagged"]
+
+
+def top_confusion(pairs: pa.Table, n: int | None) -> pa.Table:
+    """The ``n`` flagged pairs of ``pairs`` (a confusion_pairs table) of highest MisRate; all
+    pairs when none is flagged; ``n`` None: every one.
+
+    Columns: True, Pred, MisRate, F1(True), F1(Pred), q_value, flagged (those present).
+    """
+    flagged = pairs.filter(pc.field("flagged"))
+    table = (flagged if flagged.num_rows else pairs).sort_by([("MisRate", "descending")])
+    return table.select([c for c in CONFUSION_COLUMNS if c in table.column_names]).slice(0, n)
+
+
+def top_confusion_pairs(root: Location, record: dict[str, Any], n: int | None) -> pa.Table | None:
+    """``top_confusion`` of the latest run's confusion_pairs table (None when it has none)."""
     table = latest_table(root, record, "confusion", "confusion_pairs.parquet")
     if table is None:
         return None
-    columns = ["True", "Pred", "MisRate", "F1(True)", "F1(Pred)", "q_value", "flagged"]
-    _require(table, columns, stage_folder(root, record, "confusion"), "confusion_pairs.parquet")
-    flagged = table.filter(pc.field("flagged"))
-    table = (flagged if flagged.num_rows else table).sort_by([("MisRate", "descending")])
-    return table.slice(0, n).select(columns)
+    folder = stage_folder(root, record, "confusion")
+    _require(table, CONFUSION_COLUMNS, folder, "confusion_pairs.parquet")
+    return top_confusion(table, n)
 
 
 def report_paths(root: Location, record: dict[str, Any]) -> list[str]:

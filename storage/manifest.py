@@ -64,30 +64,30 @@ class StageManifest(BaseModel):
 
         Checks existence, size and content at a small cost (storage/integrity.py: small files
         hashed in full, big ones by modification time and sampled blocks); ``verify_hashes``
-        reads every byte. A file whose content changed is removed. A big file re-hashed intact
-        under a new modification time (a copied output root) has its new time recorded, so the
-        next check is cheap again.
+        reads every byte. Changes no file: a big file re-hashed intact under a new modification
+        time (a copied output root) only has its new time recorded in the manifest, so the next
+        check is cheap again.
         """
+        return [why for _name, why in self.damage()]
+
+    def damage(self) -> list[tuple[str, str]]:
+        """(file name, why) for each file missing, resized or changed (see ``problems``)."""
         location = self.location
         found = set(location.listdir())
         issues, restamped = [], False
         for name, record in self.files.items():
             if name not in found:
-                issues.append(f"{name} is missing")
+                issues.append((name, f"{name} is missing"))
             elif location.size(name) != record.bytes:
-                issues.append(
-                    f"{name} changed size ({location.size(name)} != {record.bytes} bytes)"
-                )
+                size = location.size(name)
+                issues.append((name, f"{name} changed size ({size} != {record.bytes} bytes)"))
             else:
                 recorded = Stamp(record.mtime, record.sample)
                 problem, fresh = content_problem(
                     location, name, record.bytes, record.sha256, recorded
                 )
                 if problem:
-                    # removed, so the stage recomputes it as it would a missing file (a shard
-                    # that still reads would otherwise count as done) and nobody reads it
-                    location.fs.rm(location.file(name))
-                    issues.append(f"{problem} (removed)")
+                    issues.append((name, problem))
                 if fresh is not None:
                     record.mtime, record.sample, restamped = fresh.mtime, fresh.sample, True
         if restamped and not issues:
@@ -129,6 +129,24 @@ def read_manifest(location: Location) -> StageManifest | None:
         return StageManifest.model_validate(json.loads(location.read_bytes(MANIFEST_NAME)))
     except (FileNotFoundError, ValueError):
         return None
+
+
+def remove_damaged(location: Location) -> list[str]:
+    """Before a stage recomputes into ``location``: remove the files its old manifest lists that
+    are there but no longer match it, and the manifest; return the files removed.
+
+    A changed file that still reads (a shard with its row count intact) would otherwise count as
+    done when the stage resumes; a file that is merely missing needs nothing.
+    """
+    manifest = read_manifest(location)
+    if manifest is None:
+        return []
+    found = set(location.listdir())
+    damaged = [name for name, _why in manifest.damage() if name in found]
+    for name in damaged:
+        location.fs.rm(location.file(name))
+    location.fs.rm(location.file(MANIFEST_NAME))  # it describes files that are about to change
+    return damaged
 
 
 def valid_manifest(location: Location) -> StageManifest | None:

@@ -70,14 +70,22 @@ def open_source(params: ImagesParams) -> Source:
     return ReusingImageFolderSource(folder_of(params.dataset), previous=previous)
 
 
-def check_dataset(params: StageParams) -> None:
-    """Cheap checks before any work: an image folder must exist and hold 2+ classes of images."""
+# classes of the built-in datasets, known without loading them
+BUILT_IN_CLASSES = {"synthetic": synthetic.N_CLASSES, "cifar10": 10, "cifar100": 100}
+
+
+def check_dataset(params: StageParams) -> int | None:
+    """Cheap checks before any work: an image folder must exist and hold 2+ classes of images.
+
+    Returns the dataset's number of classes when known without reading images, else None.
+    """
     root = folder_of(params.dataset)
     if root is not None:
-        imagefolder.scan_imagefolder(root)
+        return len(imagefolder.scan_imagefolder(root)[0])
     sharded = ShardedSource.of(params) if isinstance(params, ImagesParams) else None
     if sharded is not None:  # listing, credentials, columns, --class-names: all cheap
         sharded.check()
+    return BUILT_IN_CLASSES.get(params.dataset)
 
 
 # the readers decide the images' bytes too: an edit to any of them must reload

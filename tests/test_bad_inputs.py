@@ -92,6 +92,11 @@ def _file_as_folder(p: Path) -> list[str]:
     return ["--dataset", f"imagefolder:{p / 'images.zip'}"]
 
 
+def _more_overlap_classes_than_folders(p: Path) -> list[str]:
+    folder = _images(p / "three", {"a": 2, "b": 2, "c": 2})
+    return ["--dataset", folder, "--overlap-rule", "classes", "--overlap-classes", "4"]
+
+
 # (flags or a function of tmp_path giving them, the message the single error line must contain)
 REFUSED_BEFORE_ANY_WORK: list[tuple[list[str] | Callable[[Path], list[str]], str]] = [
     (_truncated_safetensors, "w.safetensors is not a readable checkpoint"),
@@ -108,6 +113,11 @@ REFUSED_BEFORE_ANY_WORK: list[tuple[list[str] | Callable[[Path], list[str]], str
     (["--overlap-top-k", "0"], "--overlap-top-k: Input should be greater than or equal to 1"),
     (["--image-size", "8"], "--image-size: Input should be greater than or equal to 16"),
     (["--shard-size", "0"], "--shard-size: Input should be greater than or equal to 1"),
+    (
+        ["--dataset", "synthetic", "--overlap-rule", "classes", "--overlap-classes", "13"],
+        "--overlap-classes 13 is more than the 12 classes of synthetic; pass --overlap-classes 2..",
+    ),
+    (_more_overlap_classes_than_folders, "more than the 3 classes of imagefolder:"),
 ]
 
 

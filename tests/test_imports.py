@@ -17,7 +17,10 @@ import pytest
 from tasks.models import hardware
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ["torch", "torchvision", "timm", "faiss", "umap", "matplotlib", "sklearn", "bokeh"]
+HEAVY = [
+    "torch", "torchvision", "timm", "faiss", "umap", "matplotlib", "sklearn", "scipy", "polars",
+    "bokeh",
+]  # fmt: skip
 LOADED = f"import json, sys; print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
 STAGES = [
     "images",

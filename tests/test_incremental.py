@@ -24,7 +24,7 @@ from tasks.embeddings import build_extractor, embeddings_task, extract_shards
 from tasks.images import images_task
 from tasks.models.reuse import Reuse
 from tasks.record import record_task
-from tasks.sources import folder_delta as folder_source
+from tasks.sources import imagefolder as imagefolder_source
 from tasks.sources.imagefolder import read_image_file
 from tasks.sources.synthetic import make_synthetic
 
@@ -219,7 +219,7 @@ def test_a_reload_reads_only_new_and_changed_files(
         read.append(path)
         return read_image_file(path)
 
-    monkeypatch.setattr(folder_source, "read_image_file", counting)
+    monkeypatch.setattr(imagefolder_source, "read_image_file", counting)
     again = _load(folder, out)
     assert again.info["files"] == {"new": 1, "changed": 1, "removed": 1, "unchanged": 16}
     assert sorted(p.name for p in read) == ["002.png", "new.png"]

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.cli import main
-from flows.inspect_cmd import format_table, top_confusion_table
+from flows.inspect_cmd import format_table
+from storage.catalog import top_confusion
 
 
 def _pairs(n: int) -> pa.Table:
@@ -56,7 +57,7 @@ def test_top_all_shows_every_flagged_pair(tmp_path: Path, capsys) -> None:
     assert main(["inspect", str(out), "--top", "all", "--no-schema"]) == 0
     shown = capsys.readouterr().out.split("Top confusion pairs")[1].split("Reports")[0]
     assert sum(line.strip().startswith("t") for line in shown.splitlines()) == 12
-    assert top_confusion_table(_pairs(12), None).num_rows == 12
+    assert top_confusion(_pairs(12), None).num_rows == 12
 
 
 @pytest.mark.parametrize("top", ["0", "-1", "x"])

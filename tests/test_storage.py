@@ -16,6 +16,7 @@ from storage.manifest import (
     StageManifest,
     read_manifest,
     record_file,
+    remove_damaged,
     valid_manifest,
     write_manifest,
 )
@@ -114,9 +115,22 @@ def test_a_same_size_change_is_found_by_verify_and_by_the_cache_hit_check(tmp_pa
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     assert manifest.verify_hashes() == ["t.parquet"]
-    # the cache-hit check finds it too, and removes the file so its stage recomputes it
-    assert manifest.problems() == ["t.parquet changed content (removed)"]
+    # the cache-hit check finds it too, and leaves the file where it is (inspecting changes nothing)
+    assert manifest.problems() == ["t.parquet changed content"]
+    assert path.exists()
+    # the stage about to recompute removes it, and the manifest that described it
+    assert remove_damaged(manifest.location) == ["t.parquet"]
     assert not path.exists()
+    assert read_manifest(manifest.location) is None
+
+
+def test_remove_damaged_leaves_intact_files_and_needs_a_manifest(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path)
+    path = tmp_path / "stage" / "t.parquet"
+    assert remove_damaged(manifest.location) == []  # intact: only the manifest goes
+    assert path.exists() and read_manifest(manifest.location) is None
+    assert remove_damaged(manifest.location) == []  # no manifest: nothing to compare against
+    assert path.exists()
 
 
 def test_unwritable_output_is_a_one_line_error(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ from storage.schemas.images import IMAGES, embedding_type
 from storage.schemas.neighbours import OVERLAP_DEFECTS
 
 
-def _pair_fields() -> list[pa.Field]:
-    """The two classes of a pair, by original label and name."""
+def pair_fields() -> list[pa.Field]:
+    """The two classes of a pair, by original label and name (how every pair table starts)."""
     return [
         pa.field("label_a", pa.int32(), nullable=False),
         pa.field("class_a", pa.string(), nullable=False),
@@ -33,7 +33,7 @@ def centroids_schema(dim: int) -> pa.Schema:
 # Both directions: (a, b) and (b, a) are separate rows; rank is b's place among a's neighbours.
 CLASS_SIMILARITY = pa.schema(
     [
-        *_pair_fields(),
+        *pair_fields(),
         pa.field("cosine", pa.float32(), nullable=False),
         pa.field("rank", pa.int32(), nullable=False),
     ]
@@ -42,7 +42,7 @@ CLASS_SIMILARITY = pa.schema(
 # Unordered flagged pairs, label_a < label_b, most similar first.
 OVERLAP_PAIRS = pa.schema(
     [
-        *_pair_fields(),
+        *pair_fields(),
         pa.field("cosine", pa.float32(), nullable=False),
         pa.field("z", pa.float64(), nullable=False),
         pa.field("rank", pa.int32(), nullable=False),
@@ -71,7 +71,7 @@ OVERLAP_CLASSES = pa.schema(
 PAIR_SAMPLES = pa.schema(
     [
         pa.field("pair_id", pa.int32(), nullable=False),
-        *_pair_fields(),
+        *pair_fields(),
         pa.field("sample_id", pa.int64(), nullable=False),
         pa.field("split", pa.string(), nullable=False),
         pa.field("label", pa.int32(), nullable=False),

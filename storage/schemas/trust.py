@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-
-def _pair_fields() -> list[pa.Field]:
-    """The two classes of a pair, by label and name (as the overlap tables start)."""
-    return [
-        pa.field("label_a", pa.int32(), nullable=False),
-        pa.field("class_a", pa.string(), nullable=False),
-        pa.field("label_b", pa.int32(), nullable=False),
-        pa.field("class_b", pa.string(), nullable=False),
-    ]
-
+from storage.schemas.overlap import pair_fields
 
 # One row per rule and value of its parameter.
 OVERLAP_CALIBRATION = pa.schema(
@@ -31,7 +22,7 @@ OVERLAP_CALIBRATION = pa.schema(
 # The flagged pairs, then the most similar pairs the rule left out.
 OVERLAP_STABILITY = pa.schema(
     [
-        *_pair_fields(),
+        *pair_fields(),
         pa.field("cosine", pa.float32(), nullable=False),
         pa.field("flagged", pa.bool_(), nullable=False),
         pa.field("ci_low", pa.float64(), nullable=False),

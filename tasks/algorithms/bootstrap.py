@@ -10,13 +10,13 @@ per-shard sums computed on different workers add up to the same answer.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from scipy import stats
 from threadpoolctl import threadpool_limits
 
 from storage.schemas.trust import OVERLAP_STABILITY
@@ -28,10 +28,17 @@ CHUNK_ROWS = 8192
 BELOW_CUT = 10
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-# floor(P(X <= j) * 2**64) for X ~ Poisson(1): a uniform 64-bit hash z gives X = #{j: T_j <= z}.
-_THRESHOLDS = np.array(
-    [int(p * 2.0**64) for p in stats.poisson.cdf(np.arange(32), 1.0) if p < 1.0], dtype=np.uint64
-)
+
+
+@functools.cache
+def _thresholds() -> np.ndarray:
+    """floor(P(X <= j) * 2**64) for X ~ Poisson(1): a uniform 64-bit hash z gives
+    X = #{j: T_j <= z}. Computed on first use: SciPy takes a second to import, which a cached
+    run must not pay."""
+    from scipy import stats
+
+    cdf = stats.poisson.cdf(np.arange(32), 1.0)
+    return np.array([int(p * 2.0**64) for p in cdf if p < 1.0], dtype=np.uint64)
 
 
 def _splitmix(z: np.ndarray) -> np.ndarray:
@@ -52,7 +59,7 @@ def poisson_weights(sample_ids: np.ndarray, resamples: int, seed: int) -> np.nda
         row_keys = _splitmix(ids * _GOLDEN + salt)
         steps = np.arange(1, resamples + 1, dtype=np.uint64)[:, None] * _MIX1
         hashes = _splitmix(row_keys[None, :] + steps)
-    return np.searchsorted(_THRESHOLDS, hashes, side="right").astype(np.float32)
+    return np.searchsorted(_thresholds(), hashes, side="right").astype(np.float32)
 
 
 @dataclass

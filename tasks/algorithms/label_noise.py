@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-from scipy.stats import binom
 
 from storage.schemas.neighbours import CONFUSION_DEFECTS, OVERLAP_DEFECTS
 from tasks.algorithms.duplicates import leaked_test_labels
@@ -97,6 +96,8 @@ def label_suspects(
     expected = (profile[own, picked] - majority_votes + 1) / (
         profile[own].sum(axis=1) - valid + num_classes
     )
+    from scipy.stats import binom  # 1 s to import: only when suspects are scored
+
     p_value = np.where(has, binom.sf(majority_votes - 1, valid, expected), 1.0)
     own_share = own_votes / np.maximum(valid, 1)
     flagged = has & (own_share < max_own_share) & (p_value <= alpha)

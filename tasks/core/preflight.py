@@ -6,7 +6,7 @@ from pathlib import Path
 from types import ModuleType
 
 from storage.fs import Location
-from tasks.core.params import EmbeddingsParams, ImagesParams
+from tasks.core.params import EmbeddingsParams, ImagesParams, OverlapParams
 from tasks.images import check_dataset
 from tasks.models import hardware
 
@@ -26,7 +26,7 @@ def check_run(params: EmbeddingsParams) -> None:
     Location(params.out).check_writable()
     # First: whether the run's embeddings are finished lists the dataset's files, which must be
     # readable (a symlink loop is refused here in one line).
-    check_dataset(params)
+    check_classes_rule(params, check_dataset(params))
     # The model checks load timm and torch: a run whose embeddings are finished skips them
     # (they passed when the embeddings were made), so a cached run imports neither.
     needs_model = not embedded(params)
@@ -37,6 +37,17 @@ def check_run(params: EmbeddingsParams) -> None:
         # one probe, before a dataset download that would be wasted without the weights
         models().check_pretrained_available(params.model)
     _PASSED.add(key)
+
+
+def check_classes_rule(params: EmbeddingsParams, num_classes: int | None) -> None:
+    """Refuse ``--overlap-classes`` above the dataset's class count before the extraction."""
+    if not isinstance(params, OverlapParams) or params.overlap_rule != "classes":
+        return
+    if num_classes is not None and params.overlap_classes > num_classes:
+        raise ValueError(
+            f"--overlap-classes {params.overlap_classes} is more than the {num_classes} classes "
+            f"of {params.dataset}; pass --overlap-classes 2..{num_classes}"
+        )
 
 
 def models() -> ModuleType:

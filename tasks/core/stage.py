@@ -33,6 +33,7 @@ from storage.manifest import (
     StageManifest,
     read_manifest,
     record_file,
+    remove_damaged,
     valid_manifest,
     write_manifest,
 )
@@ -184,6 +185,7 @@ class Stage:
         if (done := self.completed(**arguments)) is not None:
             return done
         location = self.location(**arguments)
+        remove_damaged(location)  # an earlier run's files that changed must be recomputed
         if TARGET in inspect.signature(body).parameters:
             arguments = {**arguments, TARGET: location}
         return self.save(location, body(**arguments))

@@ -14,7 +14,7 @@ from storage.fs import Location
 from storage.manifest import StageManifest
 from storage.tables import read_parquet, shard_name
 from tasks.algorithms.delta import FileStat, FolderDelta, content_hash, folder_delta
-from tasks.sources.imagefolder import ImageFile, ImageFolderSource, log, read_image_file
+from tasks.sources.imagefolder import ImageFile, ImageFolderSource
 
 
 def stat_files(root: os.PathLike[str] | str, files: list[ImageFile]) -> list[FileStat]:
@@ -68,28 +68,24 @@ class ReusingImageFolderSource(ImageFolderSource):
         earlier = _Earlier(self.previous) if self.previous is not None else None
         stats = stat_files(self.root, self.files)  # before reading: a later edit is seen next time
         self.delta = folder_delta(stats, earlier.stats() if earlier else {})
-        unchanged = set(self.delta.unchanged)
-        batch: list[tuple[int, ImageFile, bytes]] = []
+        return self._batched(self._indexed_samples(stats, earlier, rows), rows)
+
+    def _indexed_samples(
+        self, stats: list[FileStat], earlier: _Earlier | None, rows: int
+    ) -> Iterator[tuple[int, ImageFile, bytes]]:
+        """Each readable file's sample, recording its row of the file index as it goes."""
+        unchanged = set(self.delta.unchanged) if self.delta else set()
         for sample_id, (item, stat) in enumerate(zip(self.files, stats, strict=True)):
             if earlier is not None and stat.path in unchanged:
                 data, digest = earlier.image(stat.path), earlier.rows[stat.path]["content_hash"]
-            else:
-                data = read_image_file(item.path)
-                if data is None:
-                    self.skipped.append(str(item.path))
-                    log.warning("skipping unreadable image %s", item.path)
-                    continue
+            elif (data := self._read(item)) is not None:
                 digest = content_hash(data)
-            shard = shard_name(len(self.index) // rows)
-            self.index.append(
-                {**vars(stat), "content_hash": digest, "shard": shard, "row": len(batch)}
-            )
-            batch.append((sample_id, item, data))
-            if len(batch) == rows:
-                yield self._table(batch)
-                batch = []
-        if batch:
-            yield self._table(batch)
+            else:
+                continue
+            position = len(self.index)  # the sample's place in the shards being written
+            shard, row = shard_name(position // rows), position % rows
+            self.index.append({**vars(stat), "content_hash": digest, "shard": shard, "row": row})
+            yield sample_id, item, data
 
     def write_index(self, target: Location) -> dict[str, int]:
         """Write the file index next to the shards; return it as ``Output.written`` wants it."""

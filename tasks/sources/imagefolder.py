@@ -126,14 +126,28 @@ class ImageFolderSource:
 
     def chunks(self, rows: int) -> Iterator[pa.Table]:
         """Original file bytes (no re-encoding); sample_id is the file's index in the scan order."""
+        samples = (
+            (sample_id, item, data)
+            for sample_id, item in enumerate(self.files)
+            if (data := self._read(item)) is not None
+        )
+        return self._batched(samples, rows)
+
+    def _read(self, item: ImageFile) -> bytes | None:
+        """The file's bytes, or None for an unreadable one (warned and listed in ``skipped``)."""
+        data = read_image_file(item.path)
+        if data is None:
+            self.skipped.append(str(item.path))
+            log.warning("skipping unreadable image %s", item.path)
+        return data
+
+    def _batched(
+        self, samples: Iterator[tuple[int, ImageFile, bytes]], rows: int
+    ) -> Iterator[pa.Table]:
+        """Images-table chunks of ``rows`` samples (the last one shorter)."""
         batch: list[tuple[int, ImageFile, bytes]] = []
-        for sample_id, item in enumerate(self.files):
-            data = read_image_file(item.path)
-            if data is None:
-                self.skipped.append(str(item.path))
-                log.warning("skipping unreadable image %s", item.path)
-                continue
-            batch.append((sample_id, item, data))
+        for sample in samples:
+            batch.append(sample)
             if len(batch) == rows:
                 yield self._table(batch)
                 batch = []
