@@ -18,6 +18,18 @@ from tasks.core.stage import Stage
 # --- classifier builders ---
 
 
+# Five classes: 0-1 very close, 2-3 close, 1-2 a little; the rest far apart.
+FIVE_CLASS_COSINE = np.array(
+    [
+        [1.00, 0.95, 0.20, 0.10, 0.00],
+        [0.95, 1.00, 0.50, 0.15, 0.05],
+        [0.20, 0.50, 1.00, 0.80, 0.10],
+        [0.10, 0.15, 0.80, 1.00, 0.30],
+        [0.00, 0.05, 0.10, 0.30, 1.00],
+    ]
+)
+
+
 def clf_clusters(
     num_classes: int,
     per_class: int,

@@ -13,17 +13,7 @@ from tasks.algorithms.calibration import (
     suggest_setting,
 )
 from tasks.class_similarity import neighbour_ranks
-
-# Five classes: 0-1 very close, 2-3 close, 1-2 a little; the rest far apart.
-COSINE = np.array(
-    [
-        [1.00, 0.95, 0.20, 0.10, 0.00],
-        [0.95, 1.00, 0.50, 0.15, 0.05],
-        [0.20, 0.50, 1.00, 0.80, 0.10],
-        [0.10, 0.15, 0.80, 1.00, 0.30],
-        [0.00, 0.05, 0.10, 0.30, 1.00],
-    ]
-)
+from tests.builders import FIVE_CLASS_COSINE as COSINE
 
 
 def _classes(cosine: np.ndarray, n: int) -> list[list[int]]:

@@ -17,17 +17,9 @@ from tasks.algorithms.compare import (
 from tasks.algorithms.overlap_rules import flag_pairs, overlap_pairs_table
 from tasks.class_similarity import neighbour_ranks, similarity_table
 from tasks.confusion import confusion_pairs
+from tests.builders import FIVE_CLASS_COSINE as COSINE
 
 NAMES = ["girl", "woman", "oak", "maple", "bus"]
-COSINE = np.array(
-    [
-        [1.00, 0.95, 0.20, 0.10, 0.00],
-        [0.95, 1.00, 0.50, 0.15, 0.05],
-        [0.20, 0.50, 1.00, 0.80, 0.10],
-        [0.10, 0.15, 0.80, 1.00, 0.30],
-        [0.00, 0.05, 0.10, 0.30, 1.00],
-    ]
-)
 
 
 def _run(name: str, cosine: np.ndarray, names: list[str] = NAMES, **rule: object) -> RunPairs:

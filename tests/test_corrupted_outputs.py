@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     LogFilter,
@@ -24,8 +25,10 @@ from prefect.client.schemas.filters import (
 from flows.config import RunConfig
 from flows.overlap_flow import class_overlap
 from storage.fs import Location
-from storage.manifest import MANIFEST_NAME, valid_manifest
+from storage.manifest import MANIFEST_NAME, StageManifest, read_manifest, valid_manifest
 from storage.tables import read_shards, shard_name
+from tasks.core.params import EmbeddingsParams
+from tasks.embeddings import embeddings
 from tests.flow_states import assert_only, task_states
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -216,3 +219,45 @@ def test_a_valid_table_of_another_schema_padded_to_the_same_size_is_recomputed(f
     assert_only(states, "overlap")
     assert table.read_bytes() == before
     assert again["stages"] == record["stages"]
+
+
+@flow(name="embeddings on a cluster")
+def embeddings_on_a_cluster(images: StageManifest, params: EmbeddingsParams) -> StageManifest:
+    return embeddings(images, params, on_cluster=True)
+
+
+def info_logs(flow_run_id: object, wanted: str) -> list[str]:
+    """The flow run's INFO+ messages, once one containing ``wanted`` has reached the API."""
+    messages: list[str] = []
+    with get_client(sync_client=True) as client:
+        log_filter = LogFilter(
+            flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]), level=LogFilterLevel(ge_=20)
+        )
+        for _ in range(200):  # run logs reach the API in batches
+            messages = [log.message for log in client.read_logs(log_filter=log_filter)]
+            if any(wanted in m for m in messages):
+                break
+            time.sleep(0.1)
+    return messages
+
+
+def test_a_damaged_shard_is_embedded_again_by_its_cluster_task(finished) -> None:
+    config, record = finished
+    folder = stage_dir(record, "embeddings")
+    before = read_shards(Location(str(folder)))
+    shard = folder / shard_name(1)
+    flip_100_bytes(shard, shard.stat().st_size // 3)  # still a readable shard of the same rows
+    untouched = {
+        n: s for n, s in stamps(folder).items() if n.startswith("part-") and n != shard.name
+    }
+    images = read_manifest(Location(record["stages"]["images"]["url"]))
+    assert images is not None
+
+    state = embeddings_on_a_cluster(images, config.params_of(EmbeddingsParams), return_state=True)
+    state.result()
+
+    by_tasks = "embedded 1 shard(s) on the cluster (3 already done)"
+    assert any(by_tasks in m for m in info_logs(state.state_details.flow_run_id, by_tasks))
+    after = stamps(folder)
+    assert {n: after[n] for n in untouched} == untouched
+    assert read_shards(Location(str(folder))).equals(before)

@@ -26,6 +26,9 @@ from tasks.algorithms.pair_samples import top_pair_samples
 from tasks.class_similarity import class_similarity_task, neighbour_ranks
 from tasks.overlap import _log_summary, overlap_task, rule_params
 from tests.builders import (
+    FIVE_CLASS_COSINE as COSINE,
+)
+from tests.builders import (
     dataset_stage,
     ovl_clusters,
     ovl_config,
@@ -33,16 +36,6 @@ from tests.builders import (
     ovl_embeddings_table,
 )
 
-# Five classes: 0-1 very close, 2-3 close, 1-2 a little; the rest far apart.
-COSINE = np.array(
-    [
-        [1.00, 0.95, 0.20, 0.10, 0.00],
-        [0.95, 1.00, 0.50, 0.15, 0.05],
-        [0.20, 0.50, 1.00, 0.80, 0.10],
-        [0.10, 0.15, 0.80, 1.00, 0.30],
-        [0.00, 0.05, 0.10, 0.30, 1.00],
-    ]
-)
 NAMES = ["girl", "woman", "oak", "maple", "bus"]
 
 
