@@ -30,13 +30,11 @@ from prefect.client.schemas.actions import DeploymentUpdate
 from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterId,
-    FlowRunFilter,
-    FlowRunFilterId,
 )
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from tests.flow_states import assert_only
+from tests.flow_states import assert_only, settled_task_runs
 
 pytestmark = pytest.mark.slow
 
@@ -183,9 +181,7 @@ def _flow_run_id(cli_output: str) -> UUID:
 
 
 def _task_states(client: SyncPrefectClient, flow_run_id: UUID) -> dict[str, str]:
-    runs = client.read_task_runs(
-        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-    )
+    runs = settled_task_runs(client, flow_run_id)
     return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
 
 
