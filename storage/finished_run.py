@@ -15,6 +15,7 @@ from storage.fs import Location
 from storage.layout import OutputLayout
 from storage.manifest import StageManifest, read_manifest
 from storage.runs import read_latest
+from storage.tables import shard_names
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,10 @@ class FinishedRun:
         """A registry table of this run, or None when the run did not write it."""
         spec = registry.table(name)
         folder = stage_folder(self.root, self.record, spec.stage)
-        if folder is None or not folder.exists(spec.file_name):
+        if folder is None:
+            return None
+        # a sharded table's file_name is the glob of its shards: look for one shard
+        if not (shard_names(folder) if spec.sharded else folder.exists(spec.file_name)):
             return None
         return spec.read(folder, columns)
 
