@@ -274,20 +274,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command(args)
     if args.command == "analyze-predictions":
         return analyze_command(args)
-    if args.command in ("compare", "reference"):
+    reading = {  # commands over finished outputs: a bad argument ends in one line, exit 2
+        "compare": compare_command,
+        "reference": reference_command,
+        "inspect": inspect_command,
+        "verify": verify_command,
+    }
+    if args.command in reading:
         try:
-            command = compare_command if args.command == "compare" else reference_command
-            return command(args)
-        except USER_ERRORS as error:
-            return fail(str(error), code=2)
-    if args.command == "inspect":
-        try:
-            return inspect_command(args)
-        except USER_ERRORS as error:
-            return fail(str(error), code=2)
-    if args.command == "verify":
-        try:
-            return verify_command(args)
+            return reading[args.command](args)
         except USER_ERRORS as error:
             return fail(str(error), code=2)
     return fail(f"unknown command {args.command}")

@@ -7,9 +7,8 @@ import posixpath
 from collections.abc import Callable
 
 from storage.escape import terminal
-from storage.fingerprint import hash_file
 from storage.fs import Location
-from storage.manifest import MANIFEST_NAME, StageManifest, read_manifest
+from storage.manifest import MANIFEST_NAME, read_manifest
 
 
 def add_verify_parser(commands: argparse._SubParsersAction) -> None:
@@ -32,19 +31,6 @@ def stage_folders(root: Location) -> list[Location]:
     return [root.child(*p) for p in parts]
 
 
-def file_damage(manifest: StageManifest, name: str) -> str | None:
-    """Why one listed file does not match its manifest byte for byte (None when it does)."""
-    location = manifest.location
-    record = manifest.files[name]
-    if not location.exists(name):
-        return "missing"
-    if location.size(name) != record.bytes:
-        return f"{location.size(name)} bytes, manifest says {record.bytes}"
-    if hash_file(location, name) != record.sha256:
-        return "sha256 differs from its manifest"
-    return None
-
-
 def verify_root(url: str, emit: Callable[[str], None] = print) -> int:
     """Check every manifest's files under ``url``; emit one line per damaged file; exit code."""
     root = Location(url)
@@ -61,12 +47,10 @@ def verify_root(url: str, emit: Callable[[str], None] = print) -> int:
             damaged += 1
             continue
         manifest = manifest.model_copy(update={"url": folder.url})  # the root may have moved
-        for name in sorted(manifest.files):
-            checked += 1
-            reason = file_damage(manifest, name)
-            if reason is not None:
-                damaged += 1
-                emit(terminal(f"damaged: {folder.child(name).url} ({reason})"))
+        checked += len(manifest.files)
+        for name, reason in manifest.verify_hashes():
+            damaged += 1
+            emit(terminal(f"damaged: {folder.child(name).url} ({reason})"))
     if damaged:
         emit(
             f"{damaged} of {checked} files damaged; "

@@ -18,7 +18,7 @@ from storage.fingerprint import hash_file
 from storage.fs import TMP_MARKER, Location
 from storage.integrity import FULL_HASH_MAX
 from storage.layout import OutputLayout
-from storage.manifest import read_manifest
+from storage.manifest import StageManifest, read_manifest
 from storage.runs import read_latest
 from storage.tables import SHARD_PREFIX, read_parquet
 
@@ -62,17 +62,18 @@ def _latest_folders(record: dict[str, Any] | None) -> set[str]:
     }
 
 
-def manifest_mismatch(folder: Location, file_name: str) -> str | None:
-    """``file: why`` when a file differs from its stage manifest (size; sha256 of small files).
+def manifest_mismatch(
+    folder: Location, file_name: str, size: int, manifest: StageManifest | None
+) -> str | None:
+    """``file: why`` when a file of ``size`` bytes differs from ``manifest``, its stage's
+    (size; sha256 of small files); None when it matches or is not listed there.
 
     Never changes anything (a stage about to recompute removes its damaged files; inspecting
     does not), and never reads a big file in full: ``overlap verify`` does that.
     """
-    manifest = read_manifest(folder)
     record = manifest.files.get(file_name) if manifest else None
     if record is None:
         return None
-    size = folder.size(file_name)
     if size != record.bytes:
         return f"{file_name}: {size} bytes, its manifest says {record.bytes}"
     if size <= FULL_HASH_MAX and hash_file(folder, file_name) != record.sha256:
@@ -91,6 +92,7 @@ def list_tables(url: str) -> list[TableInfo]:
     latest = _latest_folders(read_latest(OutputLayout(root)))
     found = fs.glob(posixpath.join(base, "*", "*", "*", "*.parquet"), detail=True)
     tables: dict[tuple[str, str], TableInfo] = {}
+    manifests: dict[str, StageManifest | None] = {}
     for path, info in sorted(found.items()):
         relative = path.removeprefix(base).strip("/")
         dataset, stage, key, file_name = relative.split("/")
@@ -111,9 +113,13 @@ def list_tables(url: str) -> list[TableInfo]:
                 table.schema = table.schema or parquet.schema_arrow
         except (OSError, ValueError) as error:  # pyarrow's errors for a file that is no Parquet
             table.damaged = table.damaged or f"{file_name}: {str(error).splitlines()[0]}"
-        table.damaged = table.damaged or manifest_mismatch(folder, file_name)
+        size = int(info.get("size") or folder.size(file_name))
+        if folder.url not in manifests:  # once per folder, not once per shard
+            manifests[folder.url] = read_manifest(folder)
+        mismatch = manifest_mismatch(folder, file_name, size, manifests[folder.url])
+        table.damaged = table.damaged or mismatch
         table.files.append(file_name)
-        table.bytes += int(info.get("size") or folder.size(file_name))
+        table.bytes += size
     return sorted(tables.values(), key=lambda t: (t.dataset, t.stage, t.key, t.name))
 
 

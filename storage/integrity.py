@@ -11,7 +11,7 @@ hit costs a full read of the outputs (hundreds of MB for CIFAR-100's images and 
   re-hash; the sample catches a damaged footer, a swapped file and changes in the sampled ranges
   even when the modification time was put back.
 
-``overlap verify OUT`` (``verify_location``) reads every byte on demand.
+``overlap verify OUT`` (``StageManifest.verify_hashes``) reads every byte on demand.
 """
 
 from __future__ import annotations

@@ -94,14 +94,19 @@ class StageManifest(BaseModel):
             write_manifest(self)
         return issues
 
-    def verify_hashes(self) -> list[str]:
-        """Files missing or whose sha256 no longer matches (slow: reads every byte)."""
+    def verify_hashes(self) -> list[tuple[str, str]]:
+        """(file name, why) for each file missing, resized or whose sha256 no longer matches, in
+        name order (slow: reads every byte)."""
         location = self.location
-        return [
-            n
-            for n, r in self.files.items()
-            if not location.exists(n) or hash_file(location, n) != r.sha256
-        ]
+        damage = []
+        for name, record in sorted(self.files.items()):
+            if not location.exists(name):
+                damage.append((name, "missing"))
+            elif (size := location.size(name)) != record.bytes:
+                damage.append((name, f"{size} bytes, manifest says {record.bytes}"))
+            elif hash_file(location, name) != record.sha256:
+                damage.append((name, "sha256 differs from its manifest"))
+        return damage
 
 
 def record_file(location: Location, name: str, rows: int | None = None) -> FileRecord:
@@ -131,22 +136,25 @@ def read_manifest(location: Location) -> StageManifest | None:
         return None
 
 
-def remove_damaged(location: Location) -> list[str]:
-    """Before a stage recomputes into ``location``: remove the files its old manifest lists that
-    are there but no longer match it, and the manifest; return the files removed.
+def intact_or_cleared(location: Location) -> StageManifest | None:
+    """For a stage about to run into ``location``: the earlier manifest when every file it lists
+    is intact; else None, after removing the listed files that are there but changed, and the
+    manifest (it describes files that are about to change). One check of the files either way.
 
     A changed file that still reads (a shard with its row count intact) would otherwise count as
     done when the stage resumes; a file that is merely missing needs nothing.
     """
     manifest = read_manifest(location)
     if manifest is None:
-        return []
+        return None
+    damage = manifest.damage()
+    if not damage:
+        return manifest
     found = set(location.listdir())
-    damaged = [name for name, _why in manifest.damage() if name in found]
-    for name in damaged:
+    for name in (name for name, _why in damage if name in found):
         location.fs.rm(location.file(name))
-    location.fs.rm(location.file(MANIFEST_NAME))  # it describes files that are about to change
-    return damaged
+    location.fs.rm(location.file(MANIFEST_NAME))
+    return None
 
 
 def valid_manifest(location: Location) -> StageManifest | None:

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from storage.fs import Location
-from storage.tables import SHARD_PREFIX, read_parquet, read_shards, shard_name, write_parquet
+from storage.tables import (
+    SHARD_PREFIX,
+    read_parquet,
+    read_shards,
+    shard_name,
+    table_name,
+    write_parquet,
+)
 
 # A table's Arrow schema: fixed, or built from the embedding dimension (embeddings, centroids).
 SchemaSource = pa.Schema | Callable[[int], pa.Schema]
@@ -45,7 +52,7 @@ class TableSpec:
     @property
     def file_name(self) -> str:
         """``<name>.parquet``, or the shards' glob ``part-*.parquet`` of a sharded table."""
-        return f"{SHARD_PREFIX}*.parquet" if self.sharded else f"{self.name}.parquet"
+        return f"{SHARD_PREFIX}*.parquet" if self.sharded else table_name(self.name)
 
     def file(self, shard: int | None = None) -> str:
         """The file to write: ``<name>.parquet``, or shard ``shard``'s ``part-NNNNN.parquet``."""

@@ -41,15 +41,21 @@ def unit_rows(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.maximum(norms, np.finfo(np.float64).tiny)
 
 
+def check_labels(labels: np.ndarray, num_classes: int, where: str = "") -> np.ndarray:
+    """``labels`` as int64; ValueError (prefixed by ``where``) when one is outside 0..K-1."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"{where}labels must lie in 0..{num_classes - 1}, found {labels.min()}..{labels.max()}"
+        )
+    return labels
+
+
 def class_sums(
     labels: np.ndarray, embeddings: np.ndarray, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-class sums of unit embeddings (float64) and row counts: one shard's partial result."""
-    labels = np.asarray(labels, dtype=np.int64)
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"labels must lie in 0..{num_classes - 1}, found {labels.min()}..{labels.max()}"
-        )
+    labels = check_labels(labels, num_classes)
     import scipy.sparse as sp  # here, not at import: a cached run never needs it
 
     # A sparse one-hot (classes x rows) times the rows sums each class in one BLAS call.

@@ -28,7 +28,7 @@ from storage import registry
 from storage.embedding_store import EmbeddingStore, store_location
 from storage.fingerprint import code_version, hash_local_file, hash_value, source_file
 from storage.fs import Location
-from storage.manifest import StageManifest, remove_damaged, valid_manifest
+from storage.manifest import StageManifest, intact_or_cleared
 from storage.schemas.images import POINTER, embedding_type
 from storage.tables import listed_shards, parquet_rows, read_parquet, shard_index, shard_names
 from tasks.core.params import EmbeddingsParams
@@ -309,9 +309,9 @@ def embed_shard_task(
 def embeddings(images: StageManifest, params: EmbeddingsParams, on_cluster: bool) -> StageManifest:
     """The embeddings stage: one task on one machine, or one task per shard on a cluster first."""
     target = STAGE.location(images=images, params=params) if on_cluster else None
-    if target is not None and valid_manifest(target) is None:
+    # a damaged shard that still reads would count as done: cleared before the shard tasks look
+    if target is not None and intact_or_cleared(target) is None:
         target.remove_temporaries()
-        remove_damaged(target)  # a damaged shard that still reads would count as done
         names = listed_shards(images)
         futures = embed_shard_task.map(unmapped(images), unmapped(target), names, unmapped(params))
         wait(futures)

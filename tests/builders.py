@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from flows.config import RunConfig
@@ -16,6 +17,22 @@ from storage.manifest import StageManifest
 from tasks.core.stage import Stage
 
 # --- classifier builders ---
+
+
+# Real public data: CIFAR-100's test labels and a real model's predictions of them.
+REAL = Path(__file__).parent / "data" / "cifar100-test-predictions"
+
+
+def write_real_predictions(path: Path) -> Path:
+    """The real predictions as a Parquet file of y_true and y_pred at ``path``."""
+    table = pa.table(
+        {
+            "y_true": np.load(REAL / "test_labels.npy").astype(np.int64),
+            "y_pred": np.load(REAL / "cv_predicted_labels.npy").astype(np.int64),
+        }
+    )
+    pq.write_table(table, path)
+    return path
 
 
 # Five classes: 0-1 very close, 2-3 close, 1-2 a little; the rest far apart.

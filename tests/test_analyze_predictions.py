@@ -6,10 +6,8 @@ import shutil
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from tasks.analyze_predictions import (
@@ -18,23 +16,15 @@ from tasks.analyze_predictions import (
     read_class_names,
     validate_predictions,
 )
+from tests.builders import REAL, write_real_predictions
 
-REAL = Path(__file__).parent / "data" / "cifar100-test-predictions"
 TABLES = ["classification_report", "confusion_matrix", "confusion_pairs"]
 
 
 @pytest.fixture(scope="module")
 def cifar(tmp_path_factory) -> Path:
     """The real predictions as a Parquet file of y_true and y_pred."""
-    path = tmp_path_factory.mktemp("cifar") / "predictions.parquet"
-    table = pa.table(
-        {
-            "y_true": np.load(REAL / "test_labels.npy").astype(np.int64),
-            "y_pred": np.load(REAL / "cv_predicted_labels.npy").astype(np.int64),
-        }
-    )
-    pq.write_table(table, path)
-    return path
+    return write_real_predictions(tmp_path_factory.mktemp("cifar") / "predictions.parquet")
 
 
 def _top_pairs(pairs: pl.DataFrame, n: int) -> set[frozenset[str]]:

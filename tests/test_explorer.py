@@ -7,13 +7,10 @@ import io
 import time
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from test_analyze_predictions import REAL
 
 from flows.config import RunConfig
 from flows.overlap_flow import class_overlap
@@ -24,6 +21,7 @@ from tests.browser import (
     Browser,
     browser_fixture,  # noqa: F401 (the ``browser`` fixture)
 )
+from tests.builders import REAL, write_real_predictions
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 LOCAL = ("file:", "data:", "blob:", "about:")
@@ -161,16 +159,7 @@ def test_clicking_an_overlap_pair_shows_both_classes_closest_first(run, browser)
 
 
 def test_the_predictions_page_names_all_100_classes_on_hover(tmp_path, browser) -> None:
-    predictions = tmp_path / "predictions.parquet"
-    pq.write_table(
-        pa.table(
-            {
-                "y_true": np.load(REAL / "test_labels.npy").astype(np.int64),
-                "y_pred": np.load(REAL / "cv_predicted_labels.npy").astype(np.int64),
-            }
-        ),
-        predictions,
-    )
+    predictions = write_real_predictions(tmp_path / "predictions.parquet")
     manifest = analyze_predictions(predictions, REAL / "classes.tsv", tmp_path / "analysis")
     page = manifest.location.file(EXPLORER_HTML)
     browser.open(Path(page))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tasks.models import hardware
+from tests.flow_states import CACHED_STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = [
@@ -22,17 +23,6 @@ HEAVY = [
     "bokeh",
 ]  # fmt: skip
 LOADED = f"import json, sys; print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
-STAGES = [
-    "images",
-    "embeddings",
-    "class_similarity",
-    "overlap",
-    "subset",
-    "classifier",
-    "evaluate",
-    "confusion",
-    "report",
-]
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -87,5 +77,7 @@ def test_a_cached_run_loads_no_heavy_library_and_draws_no_figure(tmp_path: Path)
     assert _loaded(warm.stdout) == []
     log = warm.stdout + warm.stderr
     states = dict(re.findall(r"Task run '(\w+)-[0-9a-f]{3}' - Finished in state (\w+)", log))
-    assert {stage: states.get(stage) for stage in STAGES} == dict.fromkeys(STAGES, "Cached")
+    assert {stage: states.get(stage) for stage in CACHED_STAGES} == dict.fromkeys(
+        CACHED_STAGES, "Cached"
+    )
     assert "report: file://" in log  # the report's artifacts are published again

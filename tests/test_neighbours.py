@@ -4,6 +4,7 @@ neighbours stage in flows: planted defects found and counted per pair, an image 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import duckdb
@@ -188,13 +189,17 @@ def test_overlap_and_confusion_pairs_count_the_leaks_of_their_classes(defects_ru
         assert (
             row["cross_class_duplicates"] == row["suspects_a_to_b"] == row["suspects_b_to_a"] == 0
         )
+    assert leaked  # the plants include train -> test copies
+    suspects = pl.read_parquet(_stage_dir(record, "neighbours") / "label_suspects.parquet")
+    votes = Counter(zip(suspects["label"], suspects["majority_label"], strict=True))
     confusion = pl.read_parquet(_stage_dir(record, "confusion") / "confusion_pairs.parquet")
+    assert confusion.height > 0
     subset = json.loads((_stage_dir(record, "subset") / "_manifest.json").read_text())
     original = subset["info"]["original_labels"]
     for row in confusion.iter_rows(named=True):
         a, b = original[row["true_label"]], original[row["pred_label"]]
         assert row["leaked_test"] == leaked.count(a) + leaked.count(b)
-        assert row["suspects_true_to_pred"] is not None
+        assert row["suspects_true_to_pred"] == votes[(a, b)]  # labelled a, neighbours vote b
 
 
 @pytest.mark.slow

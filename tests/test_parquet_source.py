@@ -13,7 +13,7 @@ import pytest
 
 from tasks.sources import DatasetError
 from tasks.sources import parquet as source
-from tasks.sources.shards import combine, read_class_names, read_pointed
+from tasks.sources.shards import combine, read_class_names, read_pointed, try_index
 from tests.sharded_fixture import CLASSES, hf_table, moto_s3, pictures, write_hf_parquet
 
 BUCKET = "sources-test"
@@ -24,7 +24,9 @@ def load(spec: str, class_names: list[str] | None = None, **flags: str | None):
     shards = source.list_parquet(spec)
     columns, unreadable = source.check_source(shards, spec, **flags)
     readable = [s for s in shards if s.url not in {u.shard.url for u in unreadable}]
-    indexes = unreadable + source.index_parquet(readable, columns)
+    indexes = unreadable + [
+        try_index(lambda s: source.index_shard(s, columns), r) for r in readable
+    ]
     return combine(indexes, f"parquet:{spec}", class_names)
 
 

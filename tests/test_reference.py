@@ -10,7 +10,6 @@ from tasks.algorithms.reference import (
     beside_reference_text,
     pairs_beside_reference,
     summary_beside_reference,
-    two_standard_errors,
 )
 from tasks.confusion import confusion_pairs
 from tasks.evaluate import report_from_counts
@@ -61,7 +60,7 @@ def test_a_pair_never_confused_reads_zero_and_scores_from_the_report() -> None:
     assert girl_baby["Recall(True)"] == pytest.approx(0.70)
     assert girl_baby["Precision(Pred)"] == pytest.approx(1.0)
     assert girl_baby["confusion_flagged"] is False and girl_baby["overlap_flagged"] is False
-    assert girl_baby["spread"] == pytest.approx(two_standard_errors(0.14, 100))
+    assert girl_baby["spread"] == pytest.approx(2 * np.sqrt(0.14 * 0.86 / 100))
     assert girl_baby["close"] is False
 
 

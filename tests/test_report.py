@@ -14,7 +14,6 @@ from PIL import Image
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from test_analyze_predictions import REAL
 from test_figures import png_image, tiny_png
 
 from flows.config import RunConfig
@@ -35,6 +34,7 @@ from tasks.report import REPORT_HTML, REPORT_MD, publish_report_task, report_tas
 from tasks.reporting import report_artifacts
 from tasks.reporting.report_predictions import write_predictions_report
 from tasks.reporting.report_render import Figure, Heading, Table, Text, to_html, to_markdown
+from tests.builders import REAL, write_real_predictions
 
 NAMES = ["apple", "pear", "cat", "dog", "car", "bus"]
 PAIRS = ((0, 1), (2, 3))  # planted look-alikes; car and bus stay apart
@@ -342,18 +342,7 @@ def test_artifact_rows_are_plain_python() -> None:
 
 
 def test_predictions_report_on_real_cifar(tmp_path: Path) -> None:
-    predictions = tmp_path / "predictions.parquet"
-    import pyarrow.parquet as pq
-
-    pq.write_table(
-        pa.table(
-            {
-                "y_true": np.load(REAL / "test_labels.npy").astype(np.int64),
-                "y_pred": np.load(REAL / "cv_predicted_labels.npy").astype(np.int64),
-            }
-        ),
-        predictions,
-    )
+    predictions = write_real_predictions(tmp_path / "predictions.parquet")
     manifest = analyze_predictions(predictions, REAL / "classes.tsv", tmp_path / "analysis")
     out = Location(str(tmp_path / "analysis" / "report"))
     files = write_predictions_report(manifest, out)

@@ -10,13 +10,15 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from storage.finished_run import FinishedRun
 from storage.fs import Location
 from storage.layout import OutputLayout, slug
 from storage.manifest import (
+    MANIFEST_NAME,
     StageManifest,
+    intact_or_cleared,
     read_manifest,
     record_file,
-    remove_damaged,
     valid_manifest,
     write_manifest,
 )
@@ -114,22 +116,23 @@ def test_a_same_size_change_is_found_by_verify_and_by_the_cache_hit_check(tmp_pa
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    assert manifest.verify_hashes() == ["t.parquet"]
+    assert manifest.verify_hashes() == [("t.parquet", "sha256 differs from its manifest")]
     # the cache-hit check finds it too, and leaves the file where it is (inspecting changes nothing)
     assert manifest.problems() == ["t.parquet changed content"]
     assert path.exists()
     # the stage about to recompute removes it, and the manifest that described it
-    assert remove_damaged(manifest.location) == ["t.parquet"]
+    assert intact_or_cleared(manifest.location) is None
     assert not path.exists()
     assert read_manifest(manifest.location) is None
 
 
-def test_remove_damaged_leaves_intact_files_and_needs_a_manifest(tmp_path: Path) -> None:
+def test_an_intact_stage_folder_is_kept_and_one_without_manifest_left_alone(tmp_path: Path) -> None:
     manifest = _manifest(tmp_path)
     path = tmp_path / "stage" / "t.parquet"
-    assert remove_damaged(manifest.location) == []  # intact: only the manifest goes
-    assert path.exists() and read_manifest(manifest.location) is None
-    assert remove_damaged(manifest.location) == []  # no manifest: nothing to compare against
+    assert intact_or_cleared(manifest.location) == manifest
+    assert path.exists() and read_manifest(manifest.location) == manifest
+    (tmp_path / "stage" / MANIFEST_NAME).unlink()
+    assert intact_or_cleared(manifest.location) is None  # nothing to compare against
     assert path.exists()
 
 
@@ -159,3 +162,14 @@ def test_run_record_is_written_and_is_latest(tmp_path: Path) -> None:
     assert read_latest(layout) == record
     assert (tmp_path / "runs" / f"{record['name']}.json").is_file()
     assert record["stages"]["embeddings"]["rows"] == {"t.parquet": 4}
+
+
+def test_a_finished_run_reads_its_sharded_tables(tmp_path: Path) -> None:
+    folder = tmp_path / "out" / "synthetic" / "embeddings" / "k"
+    table = _embeddings(4, 4)
+    write_parquet(Location(str(folder)), shard_name(0), table, embeddings_schema(4))
+    run = FinishedRun(
+        Location(str(tmp_path / "out")), {"stages": {"embeddings": {"url": str(folder)}}}, "r"
+    )
+    assert run.table("embeddings").equals(read_shards(Location(str(folder))))
+    assert run.table("class_similarity") is None  # a stage the run did not record

@@ -17,6 +17,7 @@ from tasks.sources.shards import (
     read_class_names,
     read_pointed,
     split_of_path,
+    try_index,
 )
 from tests.sharded_fixture import CLASSES, add_member, pictures, write_tars
 
@@ -24,7 +25,7 @@ from tests.sharded_fixture import CLASSES, add_member, pictures, write_tars
 def load(pattern: str, class_names: list[str] | None = None, label_field: str = "label"):
     """List, index and combine like the images stage: (tables, class names, skipped)."""
     shards = source.list_webdataset(pattern)
-    indexes = source.index_webdataset(shards, label_field)
+    indexes = [try_index(lambda s: source.index_shard(s, label_field), s) for s in shards]
     return combine(indexes, f"webdataset:{pattern}", class_names)
 
 

@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from storage.schemas.trust import OVERLAP_STABILITY
 from tasks.algorithms.calibration import apply_rule
 from tasks.algorithms.overlap_rules import pair_columns
-from tasks.class_similarity import check_finite, neighbour_ranks, unit_rows
+from tasks.class_similarity import check_finite, check_labels, neighbour_ranks, unit_rows
 
 CHUNK_ROWS = 8192
 BELOW_CUT = 10
@@ -100,12 +100,7 @@ def bootstrap_class_sums(
         raise ValueError(f"resamples must be at least 1, got {resamples}")
     total: ClassSums | None = None
     for index, (sample_ids, labels, embeddings) in enumerate(shards):
-        labels = np.asarray(labels, dtype=np.int64)
-        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(
-                f"shard {index}: labels must lie in 0..{num_classes - 1}, "
-                f"found {labels.min()}..{labels.max()}"
-            )
+        labels = check_labels(labels, num_classes, f"shard {index}: ")
         check_finite(embeddings, np.asarray(sample_ids), f" in shard {index}")
         if total is None:
             dim = embeddings.shape[1]
@@ -236,16 +231,14 @@ def run_stability(
 
 
 def with_stability(pairs: pa.Table, stability: pa.Table | None) -> pa.Table:
-    """``overlap_pairs`` rows with ci_low, ci_high and flag_rate set (null without a bootstrap)."""
-    if stability is not None:
-        flagged = stability.slice(0, pairs.num_rows)  # the flagged pairs come first, in order
-        for column in ("label_a", "label_b"):
-            if flagged.column(column).to_pylist() != pairs.column(column).to_pylist():
-                raise ValueError("stability rows do not start with the flagged pairs, in order")
+    """``overlap_pairs`` rows (``overlap_pairs_table``'s, whose ci_low, ci_high and flag_rate are
+    null) with those columns taken from ``stability``; unchanged without a bootstrap."""
+    if stability is None:
+        return pairs
+    flagged = stability.slice(0, pairs.num_rows)  # the flagged pairs come first, in order
+    for column in ("label_a", "label_b"):
+        if flagged.column(column).to_pylist() != pairs.column(column).to_pylist():
+            raise ValueError("stability rows do not start with the flagged pairs, in order")
     for column in ("ci_low", "ci_high", "flag_rate"):
-        values = pa.nulls(pairs.num_rows, pa.float64()) if stability is None else flagged[column]
-        if column in pairs.column_names:  # overlap_pairs_table leaves them null
-            pairs = pairs.set_column(pairs.column_names.index(column), column, values)
-        else:
-            pairs = pairs.append_column(column, values)
+        pairs = pairs.set_column(pairs.column_names.index(column), column, flagged[column])
     return pairs

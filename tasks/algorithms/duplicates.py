@@ -114,7 +114,8 @@ def leaked_test_ids(duplicates: pa.Table) -> np.ndarray:
 
 def leaked_test_labels(duplicates: pa.Table) -> np.ndarray:
     """The label of each leaked test image (one entry per image, as ``leaked_test_ids``)."""
-    ids = np.concatenate([ids for ids, _ in _leaked_sides(duplicates)])
-    labels = np.concatenate([labels for _, labels in _leaked_sides(duplicates)])
+    sides = _leaked_sides(duplicates)
+    ids = np.concatenate([ids for ids, _ in sides])
+    labels = np.concatenate([labels for _, labels in sides])
     _, first = np.unique(ids, return_index=True)
     return labels[first].astype(np.int64)

@@ -31,9 +31,9 @@ from storage.layout import OutputLayout
 from storage.manifest import (
     MANIFEST_NAME,
     StageManifest,
+    intact_or_cleared,
     read_manifest,
     record_file,
-    remove_damaged,
     valid_manifest,
     write_manifest,
 )
@@ -182,10 +182,9 @@ class Stage:
 
     def run(self, body: Callable[..., Output], **arguments: Any) -> StageManifest:
         """The earlier run's manifest when intact, else the body's output, written."""
-        if (done := self.completed(**arguments)) is not None:
-            return done
         location = self.location(**arguments)
-        remove_damaged(location)  # an earlier run's files that changed must be recomputed
+        if (done := intact_or_cleared(location)) is not None:
+            return done
         if TARGET in inspect.signature(body).parameters:
             arguments = {**arguments, TARGET: location}
         return self.save(location, body(**arguments))

@@ -32,6 +32,7 @@ from bokeh.plotting import figure
 from bokeh.resources import Resources
 from bokeh.transform import linear_cmap
 
+from tasks.reporting import figures
 from tasks.reporting.explorer_data import ExplorerData, Scatter
 from tasks.reporting.explorer_js import GALLERY_JS, PAGE_CSS
 
@@ -124,9 +125,7 @@ def heatmap(
 
 def confusion_view(data: ExplorerData) -> Any:
     """The test confusion matrix, coloured by row rate; a click shows that cell's images."""
-    counts = data.counts.astype(float)
-    support = counts.sum(axis=1, keepdims=True)
-    rate = np.divide(counts, support, out=np.zeros_like(counts), where=support > 0)
+    rate = np.nan_to_num(figures.row_rates(data.counts))  # a class without test images: 0
     fig, source = heatmap(
         data.class_names,
         rate,
@@ -264,12 +263,11 @@ def gallery_state(data: ExplorerData) -> dict[str, Any]:
     """The JSON the gallery reads: images, captions, confusion cells and pair samples."""
     state: dict[str, Any] = {
         "thumbs": {str(k): v for k, v in data.thumbs.items()},
-        "captions": {str(k): v for k, v in data.captions.items() if k in data.thumbs},
+        "captions": {str(k): v for k, v in data.captions.items()},
         "names": data.class_names,
         "counts": data.counts.astype(int).tolist(),
         "cells": {f"{t},{p}": ids for (t, p), ids in data.cells.items()},
         "pairs": {},
-        "cosine": {},
     }
     if data.overlap_pairs is not None:
         for a, b, cos in zip(

@@ -125,7 +125,8 @@ def scatter_table(points: Points, coords: np.ndarray, names: Sequence[str]) -> p
 
 
 def captions(points: Points, names: Sequence[str]) -> dict[int, str]:
-    """sample_id -> "class · split · predicted name" for the gallery's image titles."""
+    """sample_id -> "class · split · predicted name" for the gallery's image titles (``points``:
+    those the page shows an image of)."""
     out = {}
     for sid, label, split, pred in zip(
         points.sample_id, points.label, points.split, points.y_pred, strict=True
@@ -191,10 +192,8 @@ def gather_run(
     thumbs = {sid: thumbnail_uri(images[sid]) for sid in chosen if sid in images}
     names, cosine = similarity_view(data)
     notes = [f"{len(thumbs)} images embedded (cap {max_images}; the `max_images` parameter)."]
-    if len(set(required)) > max_images:
-        notes.append(
-            f"{len(set(required)) - max_images} pair or confusion images left out by the cap."
-        )
+    if (left_out := len(set(required)) - max_images) > 0:
+        notes.append(f"{left_out} pair or confusion images left out by the cap.")
     return ExplorerData(
         title=title,
         class_names=list(data.class_names),
@@ -206,7 +205,9 @@ def gather_run(
         overlap_pairs=data.overlap_pairs,
         pair_samples=samples,
         scatters=scatters(points.take(rows), data.class_names, pairs, seed),
-        captions=captions(points, data.class_names),
+        captions=captions(
+            points.take(np.flatnonzero(np.isin(points.sample_id, list(thumbs)))), data.class_names
+        ),
         thumbs=thumbs,
         notes=notes,
     )

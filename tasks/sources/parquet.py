@@ -27,7 +27,6 @@ from tasks.sources.shards import (
     list_shards,
     pointer_columns,
     split_of_path,
-    try_index,
 )
 
 SUFFIXES = (".parquet", ".pq")
@@ -228,8 +227,3 @@ def index_shard(shard: SourceShard, columns: ParquetColumns) -> ShardIndex:
         **pointer_columns(shard.url, range(n), [columns.image] * n, [None] * n, [None] * n),
     }
     return ShardIndex(shard, pa.table(raw), class_names=hf_class_names(schema, columns.label))
-
-
-def index_parquet(shards: list[SourceShard], columns: ParquetColumns) -> list[ShardIndex]:
-    """Index every file on this machine, skipping (with a warning) the unreadable ones."""
-    return [try_index(lambda s: index_shard(s, columns), shard) for shard in shards]

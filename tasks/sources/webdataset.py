@@ -28,7 +28,6 @@ from tasks.sources.shards import (
     list_shards,
     pointer_columns,
     split_of_path,
-    try_index,
 )
 
 SUFFIXES = (".tar",)
@@ -155,10 +154,3 @@ def index_shard(shard: SourceShard, label_field: str = DEFAULT_LABEL_FIELD) -> S
 def list_webdataset(pattern: str) -> list[SourceShard]:
     """The tar shards of ``pattern``: brace pattern, glob, folder or file; local or fsspec URL."""
     return list_shards(pattern, SUFFIXES, "webdataset")
-
-
-def index_webdataset(
-    shards: list[SourceShard], label_field: str = DEFAULT_LABEL_FIELD
-) -> list[ShardIndex]:
-    """Index every shard on this machine, skipping (with a warning) the unreadable ones."""
-    return [try_index(lambda s: index_shard(s, label_field), shard) for shard in shards]
