@@ -50,7 +50,9 @@ def read_predictions(path: str | Path) -> pa.Table:
         raise PredictionsError(f"predictions file {path} is empty")
     try:
         if path.lower().endswith((".parquet", ".pq")):
-            return pq.read_table(io.BytesIO(data), use_threads=False)
+            # ParquetFile, not pq.read_table: that one scans through pyarrow.dataset, whose
+            # threads can outlive an early exit ('terminate called', exit 134: apache/arrow#34314)
+            return pq.ParquetFile(io.BytesIO(data)).read(use_threads=False)
         return pacsv.read_csv(io.BytesIO(data), read_options=pacsv.ReadOptions(use_threads=False))
     except pa.ArrowException as error:
         first_line = str(error).splitlines()[0]

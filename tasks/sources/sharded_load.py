@@ -130,7 +130,7 @@ def _write_index(folder: Location, name: str, index: ShardIndex) -> None:
 
 def _read_index(folder: Location, name: str, shard: SourceShard) -> ShardIndex:
     with folder.open(name) as handle:
-        table = pq.read_table(handle)
+        table = pq.ParquetFile(handle).read()  # not pq.read_table: no pyarrow.dataset scan
     names = json.loads((table.schema.metadata or {}).get(_NAMES_KEY, b"null"))
     return ShardIndex(shard, table.replace_schema_metadata(None), class_names=names)
 
