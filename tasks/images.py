@@ -22,6 +22,7 @@ from tasks import sources
 from tasks.core.params import ImagesParams, StageParams
 from tasks.core.stage import Output, Stage
 from tasks.sources import (
+    ArraySource,
     DatasetError,
     Source,
     defects,
@@ -33,6 +34,7 @@ from tasks.sources import (
     webdataset,
 )
 from tasks.sources import cifar as cifar_source
+from tasks.sources import idx as idx_source
 from tasks.sources import shards as source_shards
 from tasks.sources.folder_delta import ReusingImageFolderSource
 from tasks.sources.parquet import ParquetColumns
@@ -60,18 +62,35 @@ def listing_fingerprint(root: Path) -> str:
 
 
 def open_source(params: ImagesParams) -> Source:
-    """The source for ``params.dataset``; downloads CIFAR when absent."""
-    if params.dataset == "synthetic":
-        return synthetic.make_synthetic(params.seed, with_defects=params.synthetic_defects)
-    if params.dataset in cifar_source.VARIANTS:
-        return cifar_source.load_cifar(Path(params.data_dir), params.dataset, params.download_url)
+    """The source for ``params.dataset``; downloads CIFAR and (Fashion-)MNIST when absent."""
+    built_in = built_in_source(params)
+    if built_in is not None:
+        if params.max_per_class is not None:
+            return built_in.per_class(params.max_per_class, params.seed)
+        return built_in
     # unchanged files come from the last load's table; --rescan reads every file again
     previous = None if params.rescan else last_load(params.out, params.dataset)
     return ReusingImageFolderSource(folder_of(params.dataset), previous=previous)
 
 
+def built_in_source(params: ImagesParams) -> ArraySource | None:
+    """The whole built-in dataset ``params.dataset`` (read or downloaded), else None."""
+    if params.dataset == "synthetic":
+        return synthetic.make_synthetic(params.seed, with_defects=params.synthetic_defects)
+    if params.dataset in cifar_source.VARIANTS:
+        return cifar_source.load_cifar(Path(params.data_dir), params.dataset, params.download_url)
+    if params.dataset in idx_source.VARIANTS:
+        return idx_source.load_idx(Path(params.data_dir), params.dataset, params.download_url)
+    return None
+
+
 # classes of the built-in datasets, known without loading them
-BUILT_IN_CLASSES = {"synthetic": synthetic.N_CLASSES, "cifar10": 10, "cifar100": 100}
+BUILT_IN_CLASSES = {
+    "synthetic": synthetic.N_CLASSES,
+    "cifar10": 10,
+    "cifar100": 100,
+    **{name: len(spec.class_names) for name, spec in idx_source.VARIANTS.items()},
+}
 
 
 def check_dataset(params: StageParams) -> int | None:
@@ -93,6 +112,7 @@ CODE = code_version(
     __file__,
     sources,
     cifar_source,
+    idx_source,
     imagefolder,
     synthetic,
     folder_delta,
@@ -110,6 +130,9 @@ def _key_params(params: ImagesParams) -> dict[str, Any]:
         inputs["seed"] = params.seed
         if params.synthetic_defects:  # a key field only when set: plain runs hash as before
             inputs["defects"] = True
+    if params.max_per_class is not None:  # key fields only when set, as above
+        inputs["max_per_class"] = params.max_per_class
+        inputs["seed"] = params.seed
     root = folder_of(params.dataset)
     if root is not None:
         inputs["files"] = listing_fingerprint(root)

@@ -18,13 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 KNOWN_DATASETS = (
     "cifar100",
     "cifar10",
+    "fashion-mnist",
+    "mnist",
     "synthetic",
     "imagefolder:PATH",
     "parquet:PATH_OR_URL",
     "webdataset:PATTERN",
 )
 # The rule behind KNOWN_DATASETS, for the validator and for the JSON schema of deployments.
-DATASET_PATTERN = r"^(cifar100|cifar10|synthetic|(imagefolder|parquet|webdataset):.+)$"
+DATASET_PATTERN = (
+    r"^(cifar100|cifar10|fashion-mnist|mnist|synthetic|(imagefolder|parquet|webdataset):.+)$"
+)
 
 P = TypeVar("P", bound="StageParams")
 
@@ -36,7 +40,8 @@ class StageParams(BaseModel):
 
     dataset: str = Field(
         "cifar100",
-        description="cifar100, cifar10, synthetic, imagefolder:PATH (class sub-folders, "
+        description="cifar100, cifar10, fashion-mnist, mnist (the four IDX files in "
+        "--data-dir, downloaded when absent), synthetic, imagefolder:PATH (class sub-folders, "
         "optionally under train/ and test/), parquet:PATH_OR_URL (Parquet files with an image "
         "and a label column: a file, folder, glob or s3:// URL) or webdataset:PATTERN (tar "
         "shards, e.g. shard-{000000..000099}.tar); the last two are read in place",
@@ -86,7 +91,9 @@ class ImagesParams(StageParams):
         "./data", description="local folder where datasets are downloaded and cached"
     )
     download_url: str | None = Field(
-        None, description="mirror URL of the dataset archive (cifar10/cifar100); default: official"
+        None,
+        description="mirror URL of the dataset archive (cifar10/cifar100) or of the folder "
+        "holding the IDX files (mnist/fashion-mnist); default: the official mirrors",
     )
     shard_size: int = Field(
         8192,
@@ -120,6 +127,13 @@ class ImagesParams(StageParams):
         description="parquet/webdataset: text file of class names, one per line, in label order "
         "(default: the Parquet file's Hugging Face ClassLabel names, else the labels themselves)",
     )
+    max_per_class: int | None = Field(
+        None,
+        ge=1,
+        description="built-in datasets (cifar10/100, mnist, fashion-mnist, synthetic): keep at "
+        "most this many images of each class in each split, drawn at random with --seed "
+        "(a stratified subset for a quick look); default: every image",
+    )
     synthetic_defects: bool = Field(
         False,
         description="--dataset synthetic only: plant near-duplicates, train/test leaks and "
@@ -144,6 +158,19 @@ class ImagesParams(StageParams):
                 "and unpacked there); outputs can go to a bucket with --out"
             )
         return value
+
+    @model_validator(mode="after")
+    def _subset_of_built_in(self) -> Self:
+        if self.max_per_class is not None and ":" in self.dataset:
+            raise ValueError(
+                "--max-per-class subsets the built-in datasets only (cifar10, cifar100, mnist, "
+                "fashion-mnist, synthetic); select the images of a folder or file yourself"
+            )
+        if self.max_per_class is not None and self.synthetic_defects:
+            raise ValueError(
+                "--max-per-class would drop planted defects of --synthetic-defects; use one"
+            )
+        return self
 
     @model_validator(mode="after")
     def _defects_need_synthetic(self) -> Self:

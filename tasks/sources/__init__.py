@@ -55,7 +55,7 @@ class Source(Protocol):
 
 
 def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of an H x W x 3 uint8 array."""
+    """PNG bytes of an H x W x 3 (RGB) or H x W (grayscale) uint8 array."""
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -98,23 +98,46 @@ def images_table(
 
 @dataclass
 class ArraySource:
-    """A dataset held as one uint8 array (CIFAR, synthetic): encoded to PNG chunk by chunk."""
+    """A dataset held as one uint8 array (CIFAR, MNIST, synthetic), PNG-encoded chunk by chunk."""
 
     info: DatasetInfo
-    images: np.ndarray  # N x H x W x 3 uint8
+    images: np.ndarray  # N x H x W x 3 uint8, or N x H x W for grayscale (written as such)
     labels: np.ndarray
     splits: np.ndarray  # N strings
     paths: list[str]
+    # each row's sample_id; default the row index (a subset keeps its rows' original ids)
+    sample_ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def per_class(self, limit: int, seed: int) -> ArraySource:
+        """At most ``limit`` rows of each class in each split, drawn at random with ``seed``,
+        in the original order and with their original sample ids."""
+        rng = np.random.default_rng(seed)
+        keep = []
+        for split in np.unique(self.splits):
+            for label in np.unique(self.labels):
+                rows = np.flatnonzero((self.splits == split) & (self.labels == label))
+                keep.append(rng.permutation(rows)[:limit] if len(rows) > limit else rows)
+        rows = np.sort(np.concatenate(keep))
+        ids = np.arange(len(self)) if self.sample_ids is None else self.sample_ids
+        return ArraySource(
+            info=self.info,
+            images=self.images[rows],
+            labels=self.labels[rows],
+            splits=self.splits[rows],
+            paths=[self.paths[i] for i in rows],
+            sample_ids=ids[rows],
+        )
+
     def chunks(self, rows: int) -> Iterator[pa.Table]:
-        """The images table in chunks of ``rows``; sample_id is the row index."""
+        """The images table in chunks of ``rows``; sample_id is the row index unless set."""
+        ids = np.arange(len(self)) if self.sample_ids is None else self.sample_ids
         for start in range(0, len(self), rows):
             stop = min(start + rows, len(self))
             yield images_table(
-                np.arange(start, stop),
+                ids[start:stop],
                 self.splits[start:stop].tolist(),
                 self.labels[start:stop],
                 self.info,

@@ -6,7 +6,6 @@ import logging
 import pickle
 import shutil
 import tarfile
-import urllib.error
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -15,7 +14,14 @@ from typing import Any
 import numpy as np
 
 from tasks.sources import ArraySource, DatasetError, DatasetInfo
-from tasks.sources.download import UnusableURLError, download_folder, fetch
+from tasks.sources.download import (
+    ChecksumError,
+    DownloadError,
+    UnusableURLError,
+    download_folder,
+    failure_reason,
+    fetch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,26 +50,9 @@ class _Variants(Mapping[str, Any]):
 VARIANTS = _Variants()
 
 
-class DownloadError(OSError):
-    """A download that failed (network, mirror, stall): retried unless the cause is a 4xx answer."""
-
-
-class ChecksumError(OSError):
-    """A downloaded archive whose md5 does not match: retried, since downloads break."""
-
-
 def cifar_folder(root: Path, name: str) -> Path:
     """Where the extracted pickles of ``name`` live under ``root``."""
     return Path(root) / VARIANTS[name].base_folder
-
-
-def _reason(error: OSError) -> str:
-    """Why a download failed, in a few words ("HTTP Error 503: ...", "timed out")."""
-    if isinstance(error, urllib.error.HTTPError):
-        return str(error)
-    if isinstance(error, urllib.error.URLError):
-        return str(error.reason)
-    return str(error) or type(error).__name__
 
 
 def download_cifar(
@@ -93,7 +82,7 @@ def download_cifar(
             raise UnusableURLError(f"could not download {name} from {error}; {hint}") from None
         except OSError as error:
             raise DownloadError(
-                f"could not download {name} from {source} ({_reason(error)}); "
+                f"could not download {name} from {source} ({failure_reason(error)}); "
                 f"check the network, {hint}"
             ) from error
         if not check_integrity(str(archive), spec.tgz_md5):

@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,23 @@ from tasks.sources import DatasetError
 READ_TIMEOUT_SECONDS = 60.0
 TEMP_PREFIX = ".download-"
 CHUNK = 1 << 20
+
+
+class DownloadError(OSError):
+    """A download that failed (network, mirror, stall): retried unless the cause is a 4xx answer."""
+
+
+class ChecksumError(OSError):
+    """A downloaded file whose md5 does not match: retried, since downloads break."""
+
+
+def failure_reason(error: OSError) -> str:
+    """Why a download failed, in a few words ("HTTP Error 503: ...", "timed out")."""
+    if isinstance(error, urllib.error.HTTPError):
+        return str(error)
+    if isinstance(error, urllib.error.URLError):
+        return str(error.reason)
+    return str(error) or type(error).__name__
 
 
 class UnusableURLError(DatasetError):
