@@ -51,7 +51,9 @@ def overlap_stages(config: RunConfig) -> dict[str, Any]:
         images, config.params_of(params.EmbeddingsParams), on_cluster=runners.on_cluster(config)
     )
     neighbours = neighbours_task(images, embeddings, config.params_of(params.NeighboursParams))
-    class_similarity = class_similarity_task(images, embeddings, common)
+    class_similarity = class_similarity_task(
+        images, embeddings, config.params_of(params.SimilarityParams)
+    )
     overlap = overlap_task(
         images,
         class_similarity,

@@ -91,6 +91,20 @@ def stage_shards(manifest: StageManifest, columns: list[str] | None = None) -> I
     return (read_parquet(manifest.location, name, columns) for name in names)
 
 
+def split_shards(
+    manifest: StageManifest, split: str, columns: list[str] | None = None
+) -> Iterator[pa.Table]:
+    """The shards a manifest lists, read one at a time, keeping the rows of ``split`` only
+    ("all": every row); a table with a ``split`` column (images, embeddings)."""
+    if split == "all":
+        return stage_shards(manifest, columns)
+    wanted = None if columns is None else [*columns, "split"]
+    return (
+        shard.filter(pc.equal(shard.column("split"), split)).select(columns or shard.column_names)
+        for shard in stage_shards(manifest, wanted)
+    )
+
+
 def embedding_matrix(table: pa.Table, name: str = "embedding") -> np.ndarray:
     """A fixed-size-list column (``embedding``, ``centroid``) as an (n, dim) float32 array."""
     column = table.column(name)

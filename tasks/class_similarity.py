@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -12,9 +13,9 @@ from prefect import get_run_logger
 from storage.fingerprint import code_version
 from storage.manifest import StageManifest
 from storage.schemas import overlap as schemas
-from storage.tables import embedding_matrix, stage_shards
+from storage.tables import embedding_matrix, split_shards
 from tasks.algorithms.overlap_rules import pair_columns
-from tasks.core.params import StageParams
+from tasks.core.params import SimilarityParams
 from tasks.core.stage import Output, Stage
 
 # GPU flat indexes answer at most 2048 neighbours per query; more classes stay on the CPU.
@@ -168,23 +169,33 @@ def similarity_table(cosine: np.ndarray, names: Sequence[str]) -> pa.Table:
     )
 
 
+def _key_params(params: SimilarityParams) -> dict[str, Any]:
+    # a key field only when set: runs of the default hash as before
+    return {} if params.centroid_split == "all" else {"centroid_split": params.centroid_split}
+
+
 CODE = code_version(sys.modules[__name__], schemas)
-STAGE = Stage("class_similarity", CODE)
+STAGE = Stage("class_similarity", CODE, _key_params)
 
 
 @STAGE.task()
 def class_similarity_task(
-    images: StageManifest, embeddings: StageManifest, params: StageParams
+    images: StageManifest, embeddings: StageManifest, params: SimilarityParams
 ) -> Output:
-    """Class centroids and the cosine similarity of every pair of classes."""
+    """Class centroids (of ``--centroid-split``'s images) and the cosine of every pair."""
     import faiss
 
     names = list(images.info["class_names"])
-    shards = stage_shards(embeddings, ["sample_id", "label", "embedding"])
+    split = params.centroid_split
+    shards = split_shards(embeddings, split, ["sample_id", "label", "embedding"])
     centroids, counts = stream_centroids(shards, names, embeddings.info.get("dim"))
     similarity = similarity_table(cosine_matrix(centroids), names)
     get_run_logger().info(
-        "class similarity: %d classes, %d pairs", len(names), similarity.num_rows // 2
+        "class similarity: %d classes, %d pairs, centroids of %s images (%d)",
+        len(names),
+        similarity.num_rows // 2,
+        split,
+        int(counts.sum()),
     )
     return Output(
         tables={
@@ -195,5 +206,8 @@ def class_similarity_task(
             "dim": int(centroids.shape[1]),
             "num_classes": len(names),
             "gpu": faiss.get_num_gpus() > 0,
+            "centroid_split": split,
+            "centroid_images": int(counts.sum()),
         },
+        params={"centroid_split": split},
     )

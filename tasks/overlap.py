@@ -12,7 +12,7 @@ from storage.fingerprint import code_version
 from storage.manifest import StageManifest
 from storage.schemas import overlap as schemas
 from storage.schemas import trust as trust_schemas
-from storage.tables import embedding_matrix, stage_shards
+from storage.tables import embedding_matrix, split_shards, stage_shards
 from tasks.algorithms import bootstrap, calibration, label_noise, overlap_rules, pair_samples
 from tasks.algorithms.bootstrap import run_stability, with_stability
 from tasks.algorithms.calibration import apply_rule, calibration_table, suggest_setting
@@ -59,6 +59,8 @@ def _key_params(params: OverlapParams) -> dict[str, Any]:
         "rule": rule_params(params),
         "pair_samples": params.pair_samples,
         **_bootstrap_params(params),
+        # the bootstrap resamples the centroids' images: a key field only when not all of them
+        **({} if params.centroid_split == "all" else {"centroid_split": params.centroid_split}),
     }
 
 
@@ -97,7 +99,7 @@ def overlap_task(
         columns = ["sample_id", "label", "embedding"]
         arrays = (
             (s.column("sample_id").to_numpy(), s.column("label").to_numpy(), embedding_matrix(s))
-            for s in stage_shards(embeddings, columns)
+            for s in split_shards(embeddings, params.centroid_split, columns)
         )
         stability = run_stability(
             arrays,

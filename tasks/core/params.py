@@ -243,7 +243,18 @@ class NeighboursParams(StageParams):
     )
 
 
-class OverlapParams(StageParams):
+class SimilarityParams(StageParams):
+    """Parameters of the class-similarity stage: which images make the class centroids."""
+
+    centroid_split: Literal["all", "train"] = Field(
+        "all",
+        description="images whose embeddings make the class centroids (and their bootstrap): "
+        "all (train and test, as the reference did: test images then help pick the classes the "
+        "classifier is scored on) or train (the test split stays unseen until evaluation)",
+    )
+
+
+class OverlapParams(SimilarityParams):
     """Parameters of the overlap stage: the rule that flags class pairs, images per pair."""
 
     overlap_rule: Literal["sigma", "threshold", "topk", "classes"] = Field(
