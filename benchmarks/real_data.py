@@ -97,8 +97,70 @@ def agreement(suspects: set[int], issues: list[int], top: int = 100) -> dict[str
     }
 
 
+def test_split_neighbours(vectors: np.ndarray, k: int = 10) -> Any:
+    """Exact cosine kNN among the test images only (self excluded), as the neighbours stage
+    computes it over every image."""
+    import faiss
+
+    from tasks.algorithms.neighbours import Neighbours
+
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    cosine, positions = index.search(vectors, k + 1)
+    return Neighbours(
+        queries=np.arange(len(vectors)),
+        positions=positions[:, 1:].astype(np.int64),
+        cosine=cosine[:, 1:],
+    )
+
+
+def calibration(test: Any, vectors: np.ndarray, issues: list[int], names: list[str]) -> dict:
+    """On the test split alone: the suspect rule at other alphas and own shares, plain kNN
+    majority voting, each against cleanlab's issues; where nearest-neighbour distances lie."""
+    import pyarrow as pa
+
+    from tasks.algorithms import duplicates, label_noise
+
+    found = test_split_neighbours(vectors)
+    labels = test["label"].to_numpy()
+    ids = test["sample_id"].to_numpy()
+    keys = pa.table(
+        {
+            "sample_id": ids,
+            "split": test["split"].tolist(),
+            "label": labels.astype(np.int32),
+            "class_name": test["class_name"].tolist(),
+        }
+    )
+    sweep = []
+    for alpha in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6):
+        for own in (0.5, 0.3):
+            found_ids = label_noise.label_suspects(
+                found, keys, names, alpha=alpha, max_own_share=own
+            ).column("sample_id")
+            sweep.append(
+                {
+                    "alpha": alpha,
+                    "max_own_share": own,
+                    **agreement(set(found_ids.to_pylist()), issues),
+                }
+            )
+    votes = label_noise.neighbour_labels(found, labels)
+    plain = ids[(votes == labels[:, None]).mean(axis=1) < 0.5]
+    distance = 1.0 - found.cosine[:, 0].astype(np.float64)
+    return {
+        "suspect_sweep": sweep,
+        "plain_knn_majority": agreement(set(plain.tolist()), issues),
+        "auto_duplicate_threshold": duplicates.auto_threshold(found.cosine[:, 0]),
+        "nearest_distance_over_median": {
+            q: float(np.quantile(distance, q) / np.median(distance)) for q in (0.0, 0.001, 0.01)
+        },
+    }
+
+
 def label_noise_agreement(run: Any, seed: int) -> dict[str, Any]:
-    """The neighbours stage's suspects of the test split against cleanlab's on the same images."""
+    """The neighbours stage's suspects of the test split against cleanlab's on the same images,
+    and the rule's calibration on the test split alone."""
     table = run.table("embeddings").to_pandas()
     test = table[table["split"] == "test"].reset_index(drop=True)
     vectors = np.stack(test["embedding"].to_numpy()).astype(np.float32)
@@ -111,6 +173,8 @@ def label_noise_agreement(run: Any, seed: int) -> dict[str, Any]:
     result = agreement(test_suspects, ids[ranked].tolist())
     result.update(test_images=len(test), cleanlab_seconds=round(seconds, 1))
     result["cleanlab_top10"] = ids[ranked[:10]].tolist()
+    names = list(run.manifest("images").info["class_names"])
+    result["calibration"] = calibration(test, vectors, ids[ranked].tolist(), names)
     return result
 
 
@@ -188,6 +252,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--overlap-classes", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("/tmp/real-data-bench"))
+    parser.add_argument(
+        "--summarise-only",
+        action="store_true",
+        help="read the figures of the runs already under --out, without running the flow",
+    )
     return parser.parse_args()
 
 
@@ -201,7 +270,7 @@ def main() -> None:
     for short, limit in zip(args.models, limits, strict=True):
         config = config_for(args, short, limit)
         print(f"\n{short}: {config.model}, --max-per-class {limit}, load {os.getloadavg()}")
-        run = run_once(config)
+        run = {"tasks": {}} if args.summarise_only else run_once(config)
         figures = summarise(args.out / short, args.seed)
         record["runs"][short] = {"max_per_class": limit, **run, **figures}
         for name, task in run["tasks"].items():
