@@ -6,6 +6,7 @@ import argparse
 import posixpath
 from collections.abc import Callable
 
+from storage.embedding_store import store_manifests
 from storage.escape import terminal
 from storage.fs import Location
 from storage.manifest import MANIFEST_NAME, read_manifest
@@ -24,7 +25,8 @@ def add_verify_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def stage_folders(root: Location) -> list[Location]:
-    """Every ``OUT/<dataset>/<stage>/<key>/`` folder that holds a manifest, sorted."""
+    """Every ``OUT/<dataset>/<stage>/<key>/`` folder that holds a manifest, sorted (the
+    embedding store's folders are ``store_manifests``)."""
     base = root.path.rstrip("/")
     found = root.fs.glob(posixpath.join(base, "*", "*", "*", MANIFEST_NAME))
     parts = sorted(p.removeprefix(base).strip("/").split("/")[:3] for p in found)
@@ -36,7 +38,7 @@ def verify_root(url: str, emit: Callable[[str], None] = print) -> int:
     root = Location(url)
     if not root.exists():
         raise FileNotFoundError(f"no output root at {url!r}; pass the --out of a run")
-    folders = stage_folders(root)
+    folders = stage_folders(root) + store_manifests(root)
     if not folders:
         raise FileNotFoundError(f"{url!r} holds no stage manifests; is it an output root?")
     checked = damaged = 0

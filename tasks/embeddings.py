@@ -118,10 +118,13 @@ def _key_params(params: EmbeddingsParams) -> dict[str, Any]:
 STAGE = Stage("embeddings", CODE, _key_params)
 
 
-def embedding_store(params: EmbeddingsParams) -> EmbeddingStore:
-    """The store of every embedding this model (weights, preprocessing, code) made under --out."""
+def embedding_store(
+    params: EmbeddingsParams, warn: Callable[[str], None] | None = None
+) -> EmbeddingStore:
+    """The store of every embedding this model (weights, preprocessing, code) made under --out;
+    ``warn`` gets a line per damaged store file dropped."""
     fingerprint = hash_value({"code": CODE, **_key_params(params)})
-    return EmbeddingStore.open(store_location(params.out, fingerprint))
+    return EmbeddingStore.open(store_location(params.out, fingerprint), warn)
 
 
 class Progress:
@@ -223,7 +226,7 @@ def embeddings_task(images: StageManifest, params: EmbeddingsParams, target: Loc
     progress = Progress(total=images.info["rows"])
     try:
         reuse = Reuse()
-        store = embedding_store(params)
+        store = embedding_store(params, logger.warning)
         rows = extract_shards(
             extractor, images.location, target, progress, logger, store=store, tally=reuse
         )
@@ -295,7 +298,8 @@ def embed_shard_task(
     if shard_done(target, shard, rows):
         return {"shard": shard, "rows": rows, "skipped": True}
     extractor = worker_extractor(params)
-    reuse = embed_shard(extractor, images.location, target, shard, embedding_store(params))
+    store = embedding_store(params, get_run_logger().warning)
+    reuse = embed_shard(extractor, images.location, target, shard, store)
     get_run_logger().info(
         "%s: %d images embedded on %s, %d reused",
         shard,
