@@ -21,6 +21,7 @@ from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import wait
 from prefect.logging import get_run_logger
+from prefect.runtime import flow_run as current_flow_run
 from prefect.utilities.annotations import unmapped
 from tqdm.auto import tqdm
 
@@ -193,7 +194,8 @@ def extract_shards(
 ) -> dict:
     """Embed every images shard that has no finished embeddings shard; return rows per shard.
 
-    With a ``store``, only images it has not seen are embedded; ``tally`` adds up how many.
+    With a ``store``, only images it has not seen are embedded; ``tally`` adds up what was done
+    (embedded, reused from the store, cached in shards finished before).
     """
     rows = {}
     todo = []
@@ -203,7 +205,10 @@ def extract_shards(
             todo.append(name)
     if todo and len(todo) < len(rows):
         logger.info("resuming: %d of %d shards already done", len(rows) - len(todo), len(rows))
-    progress.start_at(sum(rows.values()) - sum(rows[name] for name in todo))
+    finished = sum(rows.values()) - sum(rows[name] for name in todo)
+    progress.start_at(finished)
+    if tally is not None:
+        tally.cached += finished
     for name in todo:
         done = embed_shard(extractor, images, target, name, store, on_batch=progress)
         if tally is not None:
@@ -245,14 +250,18 @@ def embeddings_task(images: StageManifest, params: EmbeddingsParams, target: Loc
         "dataset_fingerprint": images.fingerprint,
         "embedded": reuse.embedded,
         "reused": reuse.reused,
+        "cached": reuse.cached,
+        "flow_run": current_flow_run.id,  # a later run that finds this cached did none of it
     }
     logger.info(
-        "embedded %d images with %s (%s, %s); %d reused from earlier runs",
+        "embedded %d images with %s (%s, %s); %d reused from the embedding store; "
+        "%d already in finished shards",
         reuse.embedded,
         params.model,
         extractor.precision,
         extractor.device,
         reuse.reused,
+        reuse.cached,
     )
     recorded = {
         "model": params.model,

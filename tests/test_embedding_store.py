@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+from prefect.logging import disable_run_logger
 
 from flows.config import RunConfig
 from flows.verify_cmd import verify_root
 from storage.embedding_store import EmbeddingStore, store_location
 from storage.fs import Location
-from storage.manifest import MANIFEST_NAME, read_manifest
+from storage.manifest import MANIFEST_NAME, StageManifest, read_manifest
 from storage.schemas.images import IMAGES
-from storage.tables import read_shards, shard_name, write_parquet
+from storage.tables import read_parquet, read_shards, shard_name, write_parquet
 from tasks.algorithms.delta import content_hashes
-from tasks.core.params import EmbeddingsParams
+from tasks.core.params import EmbeddingsParams, StageParams
 from tasks.embeddings import build_extractor, extract_shards
+from tasks.models.reuse import Reuse
+from tasks.record import record_task
 from tasks.sources.synthetic import make_synthetic
 
 
@@ -129,3 +135,73 @@ def test_verify_covers_the_store(tmp_path: Path, damage: str) -> None:
     lines.clear()
     assert verify_root(str(out), lines.append) == 1
     assert lines[0].startswith(f"damaged: {path} (")
+
+
+def test_concurrent_writers_never_store_one_content_twice(tmp_path: Path) -> None:
+    location = Location(str(tmp_path / "store"))
+    writers = [EmbeddingStore.open(location) for _ in range(4)]  # each saw an empty store
+    hashes = content_hashes([bytes([i]) for i in range(40)])
+    vectors = np.random.default_rng(0).random((40, 8), dtype=np.float32)
+    spans = [(0, 20), (10, 30), (20, 40), (0, 40)]  # overlapping contents
+    barrier = threading.Barrier(len(writers))
+
+    def write(store: EmbeddingStore, span: tuple[int, int]) -> int:
+        barrier.wait()
+        return store.add(hashes[span[0] : span[1]], vectors[span[0] : span[1]])
+
+    with ThreadPoolExecutor(len(writers)) as pool:
+        stored = list(pool.map(write, writers, spans))
+    assert sum(stored) == 40
+    reader = EmbeddingStore.open(location)
+    rows = [h for name in reader.files for h in read_parquet(location, name).column(0).to_pylist()]
+    assert sorted(rows) == sorted(hashes)  # each content once
+    got = reader.vectors(hashes)
+    assert np.array_equal(np.stack([got[h] for h in hashes]), vectors)
+
+
+class _Killed(_Progress):
+    """Progress stand-in that kills the run at its ``after``-th call (a crash mid-shard)."""
+
+    def __init__(self, after: int) -> None:
+        self.calls, self.after = 0, after
+
+    def __call__(self, n: int) -> None:
+        self.calls += 1
+        if self.calls >= self.after:
+            raise KeyboardInterrupt("killed mid-shard")
+
+
+def test_a_resumed_run_counts_what_it_did(tmp_path: Path) -> None:
+    config = RunConfig(dataset="synthetic", out=str(tmp_path), batch_size=16, image_size=16)
+    extractor = build_extractor(config.params_of(EmbeddingsParams))
+    images = _synthetic_images(Location(str(tmp_path / "images")), shards=3)
+    store = EmbeddingStore.open(Location(str(tmp_path / "store")))
+    target = Location(str(tmp_path / "emb"))
+    with pytest.raises(KeyboardInterrupt):  # shard 0 written, shard 1 killed after its 1st batch
+        extract_shards(extractor, images, target, _Killed(after=4), store=store)
+    tally = Reuse()
+    extract_shards(extractor, images, target, _Progress(), store=store, tally=tally)
+    # shard 1's first batch was not stored (the store is written per shard): embedded again
+    assert (tally.embedded, tally.reused, tally.cached) == (60, 0, 30)
+
+
+def _manifest(stage: str, info: dict) -> StageManifest:
+    return StageManifest(stage=stage, key="k", url="/nowhere", code_version="c", info=info)
+
+
+@pytest.mark.parametrize(
+    ("made_by", "counts"),
+    [(None, {"embedded": 5, "reused": 3, "cached": 2}), ("an earlier run", {"cached": 10})],
+)
+def test_the_run_record_counts_this_runs_work(
+    tmp_path: Path, made_by: str | None, counts: dict
+) -> None:
+    images = _manifest("images", {"rows": 10, "files": {"new": 1, "unchanged": 9}})
+    info = {"rows": 10, "embedded": 5, "reused": 3, "cached": 2, "flow_run": made_by}
+    params = RunConfig(dataset="synthetic", out=str(tmp_path)).params_of(StageParams)
+    with disable_run_logger():  # outside a flow run: the current flow run is None
+        record = record_task.fn({"images": images, "embeddings": _manifest("embeddings", info)},
+                                {}, params)  # fmt: skip
+    expected = {"new": 1, "unchanged": 9, "embedded": 0, "reused": 0} | counts
+    assert record["changes"] == expected
+    assert json.loads((tmp_path / "latest.json").read_text())["changes"] == expected
