@@ -224,9 +224,6 @@ def embeddings_task(images: StageManifest, params: EmbeddingsParams, target: Loc
     logger = get_run_logger()
     if params.random_weights:
         logger.warning("RANDOM WEIGHTS (--no-pretrained): embeddings and results are meaningless")
-    stale = target.remove_temporaries()
-    if stale:
-        logger.info("removed %d unfinished shard file(s) of an interrupted run", len(stale))
     extractor = build_extractor(params)
     progress = Progress(total=images.info["rows"])
     try:
