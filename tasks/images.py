@@ -14,6 +14,7 @@ from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import unmapped
 
 from storage import registry
+from storage.escape import terminal
 from storage.file_index import last_load
 from storage.fingerprint import code_version, hash_value
 from storage.fs import Location
@@ -67,7 +68,14 @@ def open_source(params: ImagesParams) -> Source:
         return cifar_source.load_cifar(Path(params.data_dir), params.dataset, params.download_url)
     # unchanged files come from the last load's table; --rescan reads every file again
     previous = None if params.rescan else last_load(params.out, params.dataset)
-    return ReusingImageFolderSource(folder_of(params.dataset), previous=previous)
+    return ReusingImageFolderSource(
+        folder_of(params.dataset), max_pixels=pixel_limit(params), previous=previous
+    )
+
+
+def pixel_limit(params: ImagesParams) -> int | None:
+    """The most pixels an image may have to be loaded; None: no limit."""
+    return params.max_image_pixels or None
 
 
 # classes of the built-in datasets, known without loading them
@@ -115,6 +123,8 @@ def _key_params(params: ImagesParams) -> dict[str, Any]:
         inputs["files"] = listing_fingerprint(root)
         if params.rescan:  # its own folder: a cached load must not stand in for a re-read
             inputs["rescan"] = True
+    if params.max_image_pixels != ImagesParams.model_fields["max_image_pixels"].default:
+        inputs["max_image_pixels"] = params.max_image_pixels  # a key field only when set
     sharded = ShardedSource.of(params)
     if sharded is not None:  # sizes and ETags or mtimes of the source's files, flags, names
         inputs["source"] = sharded.key_inputs(sharded.list())
@@ -173,6 +183,15 @@ def images_task(params: ImagesParams, target: Location) -> Output:
             info["rows"],
             len(info["class_names"]),
         )
+        if skipped := info["skipped_files"]:
+            logger.warning(
+                "%s: skipped %d unreadable shard(s) or undecodable image(s), listed in the "
+                "manifest's skipped_files: %s",
+                params.dataset,
+                len(skipped),
+                ", ".join(terminal(name) for name in skipped[:5])
+                + (" ..." if len(skipped) > 5 else ""),
+            )
         return Output(written=written, params={"dataset": params.dataset}, info=info)
     target.remove_tree()  # whatever is there is incomplete, or it would have been reused
     source = open_source(params)

@@ -216,9 +216,9 @@ def test_a_reload_reads_only_new_and_changed_files(
 
     read: list[Path] = []
 
-    def counting(path: Path) -> bytes | None:
+    def counting(path: Path, **options: int | None) -> bytes | None:
         read.append(path)
-        return read_image_file(path)
+        return read_image_file(path, **options)
 
     monkeypatch.setattr(imagefolder_source, "read_image_file", counting)
     again = _load(folder, out)

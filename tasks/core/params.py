@@ -120,6 +120,12 @@ class ImagesParams(StageParams):
         description="parquet/webdataset: text file of class names, one per line, in label order "
         "(default: the Parquet file's Hugging Face ClassLabel names, else the labels themselves)",
     )
+    max_image_pixels: int = Field(
+        89_478_485,  # Pillow's own default for Image.MAX_IMAGE_PIXELS
+        ge=0,
+        description="images with more pixels (width x height) are skipped by name at load, as "
+        "decompression bombs (Pillow's Image.MAX_IMAGE_PIXELS); 0: no limit",
+    )
     synthetic_defects: bool = Field(
         False,
         description="--dataset synthetic only: plant near-duplicates, train/test leaks and "

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.sources import DatasetError, DatasetInfo, images_table
-from tasks.sources.decode import UnsupportedImageError, normalised_bytes
+from tasks.sources.decode import DEFAULT_MAX_PIXELS, UnsupportedImageError, normalised_bytes
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,11 @@ def _scan(root: Path) -> tuple[list[str], list[ImageFile], bool]:
     return class_names, files, len(roots) == 2
 
 
-def read_image_file(path: Path) -> bytes | None:
-    """The file's bytes (an odd image: PNG of its 8-bit RGB picture, see ``decode``), or None."""
+def read_image_file(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bytes | None:
+    """The file's bytes (an odd image: PNG of its 8-bit RGB picture, see ``decode``), or None
+    for a file that does not decode or has more than ``max_pixels`` pixels."""
     try:
-        return normalised_bytes(path.read_bytes())
+        return normalised_bytes(path.read_bytes(), max_pixels)
     except (UnsupportedImageError, OSError) as error:
         log.warning("cannot decode %s: %s", path, error)
         return None
@@ -111,6 +112,7 @@ class ImageFolderSource:
     """Streams an image folder into images-table chunks, skipping unreadable files (warned)."""
 
     root: Path
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
     info: DatasetInfo = field(init=False)
     files: list[ImageFile] = field(init=False)
     skipped: list[str] = field(default_factory=list, init=False)
@@ -135,7 +137,7 @@ class ImageFolderSource:
 
     def _read(self, item: ImageFile) -> bytes | None:
         """The file's bytes, or None for an unreadable one (warned and listed in ``skipped``)."""
-        data = read_image_file(item.path)
+        data = read_image_file(item.path, max_pixels=self.max_pixels)
         if data is None:
             self.skipped.append(str(item.path))
             log.warning("skipping unreadable image %s", item.path)
