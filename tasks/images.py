@@ -179,7 +179,7 @@ def images_task(params: ImagesParams, target: Location) -> Output:
         written, info = sharded_load.load_sharded(sharded, target, params.dataset)
         logger.info(
             "%s: %d images in %d classes, read in place",
-            params.dataset,
+            terminal(params.dataset),
             info["rows"],
             len(info["class_names"]),
         )
@@ -187,7 +187,7 @@ def images_task(params: ImagesParams, target: Location) -> Output:
             logger.warning(
                 "%s: skipped %d unreadable shard(s) or undecodable image(s), listed in the "
                 "manifest's skipped_files: %s",
-                params.dataset,
+                terminal(params.dataset),
                 len(skipped),
                 ", ".join(terminal(name) for name in skipped[:5])
                 + (" ..." if len(skipped) > 5 else ""),
@@ -205,16 +205,26 @@ def images_task(params: ImagesParams, target: Location) -> Output:
     if len(counts) < 2 or empty:
         target.remove_tree()
         raise DatasetError(
-            f"{params.dataset}: classes without readable images: {', '.join(empty[:10])}; "
-            "add images or remove those folders"
+            f"{terminal(params.dataset)}: classes without readable images: "
+            f"{', '.join(map(terminal, empty[:10]))}; add images or remove those folders"
         )
     skipped = getattr(source, "skipped", [])
     info = {**source.info.as_dict(), "rows": sum(counts.values()), "skipped_files": skipped}
-    logger.info("%s: %d images in %d classes", params.dataset, info["rows"], len(counts))
+    if hidden := getattr(source, "hidden", []):
+        info["skipped_folders"] = hidden
+        logger.warning(
+            "%s: skipped %d hidden folder(s), not classes (names start with '.'): %s; rename "
+            "one to include its images",
+            terminal(params.dataset),
+            len(hidden),
+            ", ".join(map(terminal, hidden)),
+        )
+    logger.info("%s: %d images in %d classes", terminal(params.dataset), info["rows"], len(counts))
     if isinstance(source, ReusingImageFolderSource) and source.delta is not None:
         shards.update(source.write_index(target))
         info["files"] = source.delta.counts()
-        logger.info("%s: files %s since the last load", params.dataset, source.delta.counts())
+        changes = source.delta.counts()
+        logger.info("%s: files %s since the last load", terminal(params.dataset), changes)
     return Output(written=shards, params={"dataset": params.dataset}, info=info)
 
 

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from storage.escape import terminal
 from storage.schemas.images import POINTER
 from tasks.sources import DatasetError
 
@@ -233,7 +234,7 @@ def try_index(index: Callable[[SourceShard], ShardIndex], shard: SourceShard) ->
     try:
         return index(shard)
     except UnreadableShardError as error:
-        log.warning("skipping unreadable shard %s: %s", shard.url, error)
+        log.warning("skipping unreadable shard %s: %s", terminal(shard.url), terminal(error))
         return ShardIndex(shard, None, error=str(error))
 
 
@@ -349,7 +350,8 @@ def without_undecodable(index: ShardIndex, problem: Callable[[bytes], str | None
             if (why := problem(data)) is None:
                 keep.append(start + offset)
             else:
-                log.warning("skipping image %s of %s: %s", name, index.shard.url, why)
+                where = terminal(index.shard.url)
+                log.warning("skipping image %s of %s: %s", terminal(name), where, terminal(why))
                 skipped.append(name)
     table = index.table.take(pa.array(keep, pa.int64()))
     return ShardIndex(index.shard, table, index.class_names, index.error, skipped)
