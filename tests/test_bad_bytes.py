@@ -3,6 +3,7 @@ refused in one line) at load, before any model is built."""
 
 from __future__ import annotations
 
+import logging
 import struct
 import tarfile
 import zlib
@@ -94,12 +95,19 @@ def _folder(root: Path, side: int = 8) -> Path:
     return root
 
 
-def test_a_decompression_bomb_in_an_image_folder_is_skipped_by_name(tmp_path: Path) -> None:
+def test_a_decompression_bomb_in_an_image_folder_is_skipped_by_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     root = _folder(tmp_path / "folder")
     (root / "cat" / "bomb.png").write_bytes(bomb_png())
-    manifest = load(f"imagefolder:{root}", tmp_path / "out")
+    with caplog.at_level(logging.WARNING, logger="tasks.sources"):
+        manifest = load(f"imagefolder:{root}", tmp_path / "out")
     assert manifest.info["skipped_files"] == [str(root / "cat" / "bomb.png")]
     assert manifest.info["rows"] == 6
+    assert (
+        f"cannot decode {root}/cat/bomb.png: 20000 x 20000 = 400000000 pixels, over the "
+        "limit of 89478485 (a decompression bomb?); raise --max-image-pixels" in caplog.text
+    )
 
 
 def test_the_pixel_limit_is_a_setting(tmp_path: Path) -> None:

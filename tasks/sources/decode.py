@@ -69,22 +69,16 @@ def _is_plain(image: Image.Image) -> bool:
     return image.mode in ("RGB", "L") and not rotated and not animated and not _has_alpha(image)
 
 
-def allow_pixels(max_pixels: int | None) -> None:
-    """Let Pillow open images up to ``max_pixels`` (None: any size), so that ``_open`` applies
-    the limit itself. Pillow refuses images over twice its ``Image.MAX_IMAGE_PIXELS`` on open;
-    the global is only ever raised here, never lowered."""
-    current = Image.MAX_IMAGE_PIXELS
-    if current is not None and (max_pixels is None or 2 * current < max_pixels):
-        Image.MAX_IMAGE_PIXELS = max_pixels
-
-
 def _open(data: bytes, max_pixels: int | None) -> Image.Image:
-    """The decoded image; ``UnsupportedImageError`` over ``max_pixels`` (before decoding)."""
-    allow_pixels(max_pixels)
-    try:
-        image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as error:
-        raise UnsupportedImageError(f"a decompression bomb? {error}") from None
+    """The decoded image; ``UnsupportedImageError`` over ``max_pixels`` (before decoding).
+
+    The limit is checked here, on the size the header declares, so that the message names the
+    file and the setting. Pillow's own check (``Image.MAX_IMAGE_PIXELS``) is turned off for the
+    process: it raises before the size is known to the caller, and at twice its limit only; every
+    image the pipeline decodes later passed this check at load.
+    """
+    Image.MAX_IMAGE_PIXELS = None
+    image = Image.open(io.BytesIO(data))
     pixels = image.width * image.height
     if max_pixels is not None and pixels > max_pixels:
         image.close()
