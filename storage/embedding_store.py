@@ -127,7 +127,14 @@ class EmbeddingStore:
         checked, the intact ones indexed."""
         store = cls(location, warn or log.warning)
         with store._locked():
-            store.sweep()
+            unlisted = [name for name in store.sweep() if TMP_MARKER not in name]
+        if unlisted:
+            store.warn(
+                f"embedding store: removed {len(unlisted)} file(s) of {location.url} that its "
+                f"manifest does not list ({', '.join(unlisted[:3])}"
+                f"{' ...' if len(unlisted) > 3 else ''}: written before the store had a manifest, "
+                "or by a writer killed before listing them); their images are embedded again"
+            )
         store.refresh()
         return store
 

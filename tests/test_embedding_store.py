@@ -86,7 +86,10 @@ def test_files_a_killed_writer_left_are_removed(tmp_path: Path) -> None:
     store, _, _ = two_files(tmp_path / "store")
     (tmp_path / "store" / "vectors-abc.parquet.tmp-0123abcd").write_bytes(b"half")
     (tmp_path / "store" / "vectors-unlisted.parquet").write_bytes(b"renamed, never listed")
-    EmbeddingStore.open(store.location)
+    warnings: list[str] = []
+    EmbeddingStore.open(store.location, warnings.append)
+    assert len(warnings) == 1 and "removed 1 file(s)" in warnings[0]
+    assert "vectors-unlisted.parquet" in warnings[0]
     names = sorted(p.name for p in (tmp_path / "store").iterdir() if p.name != ".store.lock")
     assert names == [MANIFEST_NAME, *sorted(store.files)]
 
