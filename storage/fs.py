@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import posixpath
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,22 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 TMP_MARKER = ".tmp-"
+LOCAL_PROTOCOL = "file://"
+
+
+def normalise_url(url: str) -> str:
+    """One spelling per output location: stage keys hash it, so ``outputs/demo``,
+    ``./outputs/demo/``, its absolute path and ``file://`` of it must name the same root.
+
+    A local path becomes absolute, without ``.``/``..`` parts or a trailing slash (symbolic
+    links are kept: the folder a user named); a URL loses its trailing slash.
+    """
+    if url.startswith(LOCAL_PROTOCOL):
+        url = url.removeprefix(LOCAL_PROTOCOL)
+    if "://" in url:
+        protocol, _, rest = url.partition("://")
+        return f"{protocol}://{rest.rstrip('/')}"
+    return os.path.abspath(os.path.expanduser(url))
 
 
 @dataclass(frozen=True)

@@ -76,20 +76,11 @@ class StageManifest(BaseModel):
         found = set(location.listdir())
         issues, restamped = [], False
         for name, record in self.files.items():
-            if name not in found:
-                issues.append((name, f"{name} is missing"))
-            elif location.size(name) != record.bytes:
-                size = location.size(name)
-                issues.append((name, f"{name} changed size ({size} != {record.bytes} bytes)"))
-            else:
-                recorded = Stamp(record.mtime, record.sample)
-                problem, fresh = content_problem(
-                    location, name, record.bytes, record.sha256, recorded
-                )
-                if problem:
-                    issues.append((name, problem))
-                if fresh is not None:
-                    record.mtime, record.sample, restamped = fresh.mtime, fresh.sample, True
+            problem, fresh = file_problem(location, name, record, found)
+            if problem:
+                issues.append((name, problem))
+            if fresh is not None:
+                record.mtime, record.sample, restamped = fresh.mtime, fresh.sample, True
         if restamped and not issues:
             write_manifest(self)
         return issues
@@ -107,6 +98,19 @@ class StageManifest(BaseModel):
             elif hash_file(location, name) != record.sha256:
                 damage.append((name, "sha256 differs from its manifest"))
         return damage
+
+
+def file_problem(
+    location: Location, name: str, record: FileRecord, found: set[str]
+) -> tuple[str | None, Stamp | None]:
+    """Why one recorded file of ``location`` (whose listing is ``found``) is missing, resized or
+    changed (None when intact), and a fresh stamp to record when it was re-hashed intact."""
+    if name not in found:
+        return f"{name} is missing", None
+    if (size := location.size(name)) != record.bytes:
+        return f"{name} changed size ({size} != {record.bytes} bytes)", None
+    recorded = Stamp(record.mtime, record.sample)
+    return content_problem(location, name, record.bytes, record.sha256, recorded)
 
 
 def record_file(location: Location, name: str, rows: int | None = None) -> FileRecord:

@@ -21,6 +21,7 @@ from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import wait
 from prefect.logging import get_run_logger
+from prefect.runtime import flow_run as current_flow_run
 from prefect.utilities.annotations import unmapped
 from tqdm.auto import tqdm
 
@@ -118,10 +119,13 @@ def _key_params(params: EmbeddingsParams) -> dict[str, Any]:
 STAGE = Stage("embeddings", CODE, _key_params)
 
 
-def embedding_store(params: EmbeddingsParams) -> EmbeddingStore:
-    """The store of every embedding this model (weights, preprocessing, code) made under --out."""
+def embedding_store(
+    params: EmbeddingsParams, warn: Callable[[str], None] | None = None
+) -> EmbeddingStore:
+    """The store of every embedding this model (weights, preprocessing, code) made under --out;
+    ``warn`` gets a line per damaged store file dropped."""
     fingerprint = hash_value({"code": CODE, **_key_params(params)})
-    return EmbeddingStore.open(store_location(params.out, fingerprint))
+    return EmbeddingStore.open(store_location(params.out, fingerprint), warn)
 
 
 class Progress:
@@ -190,7 +194,8 @@ def extract_shards(
 ) -> dict:
     """Embed every images shard that has no finished embeddings shard; return rows per shard.
 
-    With a ``store``, only images it has not seen are embedded; ``tally`` adds up how many.
+    With a ``store``, only images it has not seen are embedded; ``tally`` adds up what was done
+    (embedded, reused from the store, cached in shards finished before).
     """
     rows = {}
     todo = []
@@ -200,7 +205,10 @@ def extract_shards(
             todo.append(name)
     if todo and len(todo) < len(rows):
         logger.info("resuming: %d of %d shards already done", len(rows) - len(todo), len(rows))
-    progress.start_at(sum(rows.values()) - sum(rows[name] for name in todo))
+    finished = sum(rows.values()) - sum(rows[name] for name in todo)
+    progress.start_at(finished)
+    if tally is not None:
+        tally.cached += finished
     for name in todo:
         done = embed_shard(extractor, images, target, name, store, on_batch=progress)
         if tally is not None:
@@ -216,14 +224,11 @@ def embeddings_task(images: StageManifest, params: EmbeddingsParams, target: Loc
     logger = get_run_logger()
     if params.random_weights:
         logger.warning("RANDOM WEIGHTS (--no-pretrained): embeddings and results are meaningless")
-    stale = target.remove_temporaries()
-    if stale:
-        logger.info("removed %d unfinished shard file(s) of an interrupted run", len(stale))
     extractor = build_extractor(params)
     progress = Progress(total=images.info["rows"])
     try:
         reuse = Reuse()
-        store = embedding_store(params)
+        store = embedding_store(params, logger.warning)
         rows = extract_shards(
             extractor, images.location, target, progress, logger, store=store, tally=reuse
         )
@@ -242,14 +247,18 @@ def embeddings_task(images: StageManifest, params: EmbeddingsParams, target: Loc
         "dataset_fingerprint": images.fingerprint,
         "embedded": reuse.embedded,
         "reused": reuse.reused,
+        "cached": reuse.cached,
+        "flow_run": current_flow_run.id,  # a later run that finds this cached did none of it
     }
     logger.info(
-        "embedded %d images with %s (%s, %s); %d reused from earlier runs",
+        "embedded %d images with %s (%s, %s); %d reused from the embedding store; "
+        "%d already in finished shards",
         reuse.embedded,
         params.model,
         extractor.precision,
         extractor.device,
         reuse.reused,
+        reuse.cached,
     )
     recorded = {
         "model": params.model,
@@ -295,7 +304,8 @@ def embed_shard_task(
     if shard_done(target, shard, rows):
         return {"shard": shard, "rows": rows, "skipped": True}
     extractor = worker_extractor(params)
-    reuse = embed_shard(extractor, images.location, target, shard, embedding_store(params))
+    store = embedding_store(params, get_run_logger().warning)
+    reuse = embed_shard(extractor, images.location, target, shard, store)
     get_run_logger().info(
         "%s: %d images embedded on %s, %d reused",
         shard,

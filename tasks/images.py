@@ -14,6 +14,7 @@ from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import unmapped
 
 from storage import registry
+from storage.escape import terminal
 from storage.file_index import last_load
 from storage.fingerprint import code_version, hash_value
 from storage.fs import Location
@@ -70,7 +71,14 @@ def open_source(params: ImagesParams) -> Source:
         return built_in
     # unchanged files come from the last load's table; --rescan reads every file again
     previous = None if params.rescan else last_load(params.out, params.dataset)
-    return ReusingImageFolderSource(folder_of(params.dataset), previous=previous)
+    return ReusingImageFolderSource(
+        folder_of(params.dataset), max_pixels=pixel_limit(params), previous=previous
+    )
+
+
+def pixel_limit(params: ImagesParams) -> int | None:
+    """The most pixels an image may have to be loaded; None: no limit."""
+    return params.max_image_pixels or None
 
 
 def built_in_source(params: ImagesParams) -> ArraySource | None:
@@ -138,6 +146,8 @@ def _key_params(params: ImagesParams) -> dict[str, Any]:
         inputs["files"] = listing_fingerprint(root)
         if params.rescan:  # its own folder: a cached load must not stand in for a re-read
             inputs["rescan"] = True
+    if params.max_image_pixels != ImagesParams.model_fields["max_image_pixels"].default:
+        inputs["max_image_pixels"] = params.max_image_pixels  # a key field only when set
     sharded = ShardedSource.of(params)
     if sharded is not None:  # sizes and ETags or mtimes of the source's files, flags, names
         inputs["source"] = sharded.key_inputs(sharded.list())
@@ -192,10 +202,19 @@ def images_task(params: ImagesParams, target: Location) -> Output:
         written, info = sharded_load.load_sharded(sharded, target, params.dataset)
         logger.info(
             "%s: %d images in %d classes, read in place",
-            params.dataset,
+            terminal(params.dataset),
             info["rows"],
             len(info["class_names"]),
         )
+        if skipped := info["skipped_files"]:
+            logger.warning(
+                "%s: skipped %d unreadable shard(s) or undecodable image(s), listed in the "
+                "manifest's skipped_files: %s",
+                terminal(params.dataset),
+                len(skipped),
+                ", ".join(terminal(name) for name in skipped[:5])
+                + (" ..." if len(skipped) > 5 else ""),
+            )
         return Output(written=written, params={"dataset": params.dataset}, info=info)
     target.remove_tree()  # whatever is there is incomplete, or it would have been reused
     source = open_source(params)
@@ -209,16 +228,26 @@ def images_task(params: ImagesParams, target: Location) -> Output:
     if len(counts) < 2 or empty:
         target.remove_tree()
         raise DatasetError(
-            f"{params.dataset}: classes without readable images: {', '.join(empty[:10])}; "
-            "add images or remove those folders"
+            f"{terminal(params.dataset)}: classes without readable images: "
+            f"{', '.join(map(terminal, empty[:10]))}; add images or remove those folders"
         )
     skipped = getattr(source, "skipped", [])
     info = {**source.info.as_dict(), "rows": sum(counts.values()), "skipped_files": skipped}
-    logger.info("%s: %d images in %d classes", params.dataset, info["rows"], len(counts))
+    if hidden := getattr(source, "hidden", []):
+        info["skipped_folders"] = hidden
+        logger.warning(
+            "%s: skipped %d hidden folder(s), not classes (names start with '.'): %s; rename "
+            "one to include its images",
+            terminal(params.dataset),
+            len(hidden),
+            ", ".join(map(terminal, hidden)),
+        )
+    logger.info("%s: %d images in %d classes", terminal(params.dataset), info["rows"], len(counts))
     if isinstance(source, ReusingImageFolderSource) and source.delta is not None:
         shards.update(source.write_index(target))
         info["files"] = source.delta.counts()
-        logger.info("%s: files %s since the last load", params.dataset, source.delta.counts())
+        changes = source.delta.counts()
+        logger.info("%s: files %s since the last load", terminal(params.dataset), changes)
     return Output(written=shards, params={"dataset": params.dataset}, info=info)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from prefect import get_run_logger
 
 from storage import registry
+from storage.escape import terminal
 from storage.fingerprint import code_version
 from storage.manifest import StageManifest
 from storage.schemas import overlap as schemas
@@ -177,7 +178,7 @@ def _log_summary(logger: Any, summary: dict[str, Any], num_classes: int) -> None
         summary["n_pairs"],
         summary["n_classes"],
         num_classes,
-        ", ".join(summary["flagged_class_names"]),
+        ", ".join(map(terminal, summary["flagged_class_names"])),  # a name is one log line
     )
     if "planted" in summary:
         planted = summary["planted"]
@@ -185,7 +186,7 @@ def _log_summary(logger: Any, summary: dict[str, Any], num_classes: int) -> None
             "overlap: planted pairs found %d, missed %d %s, extra %d %s",
             len(planted["found"]),
             len(planted["missed"]),
-            planted["missed"],
+            terminal(planted["missed"]),
             len(planted["extra"]),
-            planted["extra"],
+            terminal(planted["extra"]),
         )

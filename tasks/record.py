@@ -6,6 +6,7 @@ from typing import Any
 
 from prefect import task
 from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
 
 from storage.layout import OutputLayout
 from storage.manifest import StageManifest
@@ -24,8 +25,12 @@ def record_task(
     """
     logger = get_run_logger()
     images, embeddings = stages.get("images"), stages.get("embeddings")
-    changes = rerun_summary(images.info, embeddings.info) if images and embeddings else {}
-    if changes:  # the images version's changes, also on a cache hit: they made these outputs
+    changes = (
+        rerun_summary(images.info, embeddings.info, flow_run.id) if images and embeddings else {}
+    )
+    # the images version's changes, also on a cache hit (they made these outputs); the
+    # extraction's counts are this run's own
+    if changes:
         logger.info("images: %s", ", ".join(f"{n} {k}" for k, n in changes.items()))
     record = run_record(settings, stages, {"changes": changes} if changes else None)
     url = write_run_record(OutputLayout.at(params.out), record)

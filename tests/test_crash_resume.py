@@ -103,7 +103,7 @@ def test_killed_extraction_resumes_to_exactly_the_uninterrupted_result(tmp_path:
     release(third)
     report, log = finish(third, tmp_path / "3.log")
     assert report["tasks"] == {"images": "Cached", "embeddings": "Completed"}
-    assert "removed 1 unfinished shard file(s) of an interrupted run" in log
+    assert "embeddings: removed 1 unfinished file(s) of an interrupted run" in log
     assert "resuming: 4 of 8 shards already done" in log
     final = _stamps(folder)
     assert {n: final[n] for n in after_second} == after_second  # shards 0-3 not redone

@@ -90,14 +90,21 @@ def folder_delta(
     return FolderDelta(new, changed, removed, unchanged)
 
 
-def rerun_summary(images_info: Mapping, embeddings_info: Mapping) -> dict[str, int]:
-    """What this images version changed since the last load and what extraction reused.
+def rerun_summary(
+    images_info: Mapping, embeddings_info: Mapping, flow_run: str | None
+) -> dict[str, int]:
+    """What this images version changed since the last load and what this run's extraction did.
 
     Keys: ``new``, ``changed``, ``removed``, ``unchanged`` (files, image folders only) and
-    ``embedded``, ``reused`` (images); a key is absent when its stage did not record it.
+    ``embedded``, ``reused``, ``cached`` (images: see ``tasks.models.reuse.Reuse``); a key is
+    absent when its stage did not record it. Embeddings computed by another flow run than
+    ``flow_run`` (a cache hit) count as cached: this run embedded and reused none of them.
     """
     summary = dict(images_info.get("files") or {})
-    for name in ("embedded", "reused"):
-        if name in embeddings_info:
-            summary[name] = embeddings_info[name]
+    if "embedded" not in embeddings_info:
+        return summary
+    if embeddings_info.get("flow_run") != flow_run:
+        return summary | {"embedded": 0, "reused": 0, "cached": embeddings_info["rows"]}
+    for name in ("embedded", "reused", "cached"):
+        summary[name] = embeddings_info.get(name, 0)
     return summary

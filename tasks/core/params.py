@@ -15,6 +15,8 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from storage.fs import normalise_url
+
 KNOWN_DATASETS = (
     "cifar100",
     "cifar10",
@@ -50,7 +52,9 @@ class StageParams(BaseModel):
         json_schema_extra={"pattern": DATASET_PATTERN},
     )
     out: str = Field(
-        "./outputs", description="output root: a folder or an fsspec URL (s3://bucket/prefix)"
+        "./outputs",
+        description="output root: a folder or an fsspec URL (s3://bucket/prefix)",
+        validate_default=True,  # the default is normalised too (absolute), like a given path
     )
     seed: int = Field(0, ge=0, description="seed for synthetic data, splits, training and UMAP")
 
@@ -59,7 +63,7 @@ class StageParams(BaseModel):
     def _some_out(cls, value: str) -> str:
         if not value.strip():  # "" would write into whatever folder the command runs in
             raise ValueError("the output location is empty; give a folder or bucket URL")
-        return value
+        return normalise_url(value)  # stage keys hash it: one spelling per location
 
     @field_validator("dataset")
     @classmethod
@@ -133,6 +137,12 @@ class ImagesParams(StageParams):
         description="built-in datasets (cifar10/100, mnist, fashion-mnist, synthetic): keep at "
         "most this many images of each class in each split, drawn at random with --seed "
         "(a stratified subset for a quick look); default: every image",
+    )
+    max_image_pixels: int = Field(
+        89_478_485,  # Pillow's own default for Image.MAX_IMAGE_PIXELS
+        ge=0,
+        description="images with more pixels (width x height) are skipped by name at load, as "
+        "decompression bombs (Pillow's Image.MAX_IMAGE_PIXELS); 0: no limit",
     )
     synthetic_defects: bool = Field(
         False,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ import pyarrow as pa
 from prefect import Task, task
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
+from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from prefect.settings import get_current_settings
 from prefect.transactions import IsolationLevel
@@ -61,6 +63,14 @@ class Output:
     written: Mapping[str, int | None] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)
     info: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """The task run's logger; the module's outside a run (a stage body called directly)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 def _no_params(params: StageParams) -> dict[str, Any]:
@@ -181,8 +191,16 @@ class Stage:
         return self.finish(location, rows, output.params, output.info, self.code)
 
     def run(self, body: Callable[..., Output], **arguments: Any) -> StageManifest:
-        """The earlier run's manifest when intact, else the body's output, written."""
+        """The earlier run's manifest when intact, else the body's output, written.
+
+        Either way, temporary files of an interrupted write are removed first: the stage's lock
+        is held, so no other run is writing here.
+        """
         location = self.location(**arguments)
+        if stale := location.remove_temporaries():
+            _logger().info(
+                "%s: removed %d unfinished file(s) of an interrupted run", self.name, len(stale)
+            )
         if (done := intact_or_cleared(location)) is not None:
             return done
         if TARGET in inspect.signature(body).parameters:

@@ -17,15 +17,19 @@ if TYPE_CHECKING:  # torch loads where a model is built
 
 @dataclass
 class Reuse:
-    """How many images were embedded now and how many were taken from the store."""
+    """What a run did for its images: ``embedded`` now (run through the model), ``reused``
+    (taken from the store: embedded by an earlier or a concurrent run), ``cached`` (in an
+    embeddings shard already finished when the run began: a resumed or a cached run)."""
 
     embedded: int = 0
     reused: int = 0
+    cached: int = 0
 
     def add(self, other: Reuse) -> None:
         """Count ``other``'s images too."""
         self.embedded += other.embedded
         self.reused += other.reused
+        self.cached += other.cached
 
 
 def embed_with_store(
@@ -37,7 +41,8 @@ def embed_with_store(
     """Embeddings of ``images`` in order; unseen ones are embedded and added to the store first.
 
     The store is written before the caller writes its shard, so a run killed in between finds
-    this work in the store next time and does not embed these images again.
+    this work in the store next time and does not embed these images again. Images a concurrent
+    run stored while these were embedded are not stored twice: the shard takes the stored vector.
     """
     hashes = content_hashes(images)
     store.refresh()  # another run may have embedded some of these since we last looked

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from storage.escape import terminal
 from tasks.sources import DatasetError, DatasetInfo, images_table
-from tasks.sources.decode import UnsupportedImageError, normalised_bytes
+from tasks.sources.decode import DEFAULT_MAX_PIXELS, UnsupportedImageError, normalised_bytes
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,17 @@ def _split_roots(root: Path) -> list[tuple[str, Path]]:
 
 def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def hidden_folders(root: Path) -> list[str]:
+    """Folders where classes are looked for whose names start with "." (``.cache``, ``.git``):
+    never classes, so skipped, and reported; paths relative to ``root``, sorted."""
+    return sorted(
+        str(d.relative_to(root))
+        for _, folder in _split_roots(root)
+        for d in folder.iterdir()
+        if d.is_dir() and d.name.startswith(".")
+    )
 
 
 def _class_files(class_dir: Path) -> list[Path]:
@@ -97,12 +109,13 @@ def _scan(root: Path) -> tuple[list[str], list[ImageFile], bool]:
     return class_names, files, len(roots) == 2
 
 
-def read_image_file(path: Path) -> bytes | None:
-    """The file's bytes (an odd image: PNG of its 8-bit RGB picture, see ``decode``), or None."""
+def read_image_file(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bytes | None:
+    """The file's bytes (an odd image: PNG of its 8-bit RGB picture, see ``decode``), or None
+    for a file that does not decode or has more than ``max_pixels`` pixels."""
     try:
-        return normalised_bytes(path.read_bytes())
+        return normalised_bytes(path.read_bytes(), max_pixels)
     except (UnsupportedImageError, OSError) as error:
-        log.warning("cannot decode %s: %s", path, error)
+        log.warning("cannot decode %s: %s", terminal(path), terminal(error))
         return None
 
 
@@ -111,12 +124,15 @@ class ImageFolderSource:
     """Streams an image folder into images-table chunks, skipping unreadable files (warned)."""
 
     root: Path
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
     info: DatasetInfo = field(init=False)
     files: list[ImageFile] = field(init=False)
     skipped: list[str] = field(default_factory=list, init=False)
+    hidden: list[str] = field(default_factory=list, init=False)  # hidden folders skipped
 
     def __post_init__(self) -> None:
         class_names, self.files, has_test = scan_imagefolder(self.root)
+        self.hidden = hidden_folders(self.root)
         self.info = DatasetInfo(
             name=f"imagefolder:{self.root}", class_names=class_names, has_test_split=has_test
         )
@@ -135,10 +151,10 @@ class ImageFolderSource:
 
     def _read(self, item: ImageFile) -> bytes | None:
         """The file's bytes, or None for an unreadable one (warned and listed in ``skipped``)."""
-        data = read_image_file(item.path)
+        data = read_image_file(item.path, max_pixels=self.max_pixels)
         if data is None:
             self.skipped.append(str(item.path))
-            log.warning("skipping unreadable image %s", item.path)
+            log.warning("skipping unreadable image %s", terminal(item.path))
         return data
 
     def _batched(

@@ -17,6 +17,7 @@ from typing import Any
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.sources import DatasetError
@@ -217,6 +218,13 @@ def index_shard(shard: SourceShard, columns: ParquetColumns) -> ShardIndex:
         except (pa.ArrowException, OSError) as error:
             raise UnreadableShardError(f"its label column does not read ({error})") from None
     n = table.num_rows
+    labels = table.column(columns.label)
+    if labels.null_count:  # a null would become a class "None", or -2**63 for an integer column
+        row = pc.index(pc.is_null(labels), True).as_py()
+        raise DatasetError(
+            f"{where}: row {row} has no label (null in column {columns.label!r}); "
+            "fill in or drop the rows without a label"
+        )
     raw = {
         "split": (
             table.column(columns.split).combine_chunks()

@@ -27,13 +27,16 @@ from storage.schemas.images import IMAGE_TYPE, POINTER
 from tasks.sources import DatasetError, DatasetInfo
 from tasks.sources import parquet as parquet_source
 from tasks.sources import webdataset as webdataset_source
+from tasks.sources.decode import DEFAULT_MAX_PIXELS, image_problem
 from tasks.sources.shards import (
     ShardIndex,
     SourceShard,
     combine,
     read_class_names,
     read_pointed,
+    source_paths,
     try_index,
+    without_undecodable,
 )
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ KINDS = ("parquet", "webdataset")
 INDEX_FOLDER = "_index"
 SOURCES_FILE = "sources.json"  # the shards' fingerprints: embeddings follow source edits
 _NAMES_KEY = b"class_names"  # where a raw index keeps the class names its file declares
+_SKIPPED_KEY = b"skipped"  # and the images it left out
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class ShardedSource:
     split_column: str | None = None
     label_field: str = webdataset_source.DEFAULT_LABEL_FIELD
     class_names_file: str | None = None
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     @classmethod
     def of(cls, params: Any) -> ShardedSource | None:
@@ -69,6 +74,7 @@ class ShardedSource:
             split_column=params.split_column,
             label_field=params.label_field,
             class_names_file=params.class_names,
+            max_pixels=params.max_image_pixels or None,
         )
 
     def list(self) -> list[SourceShard]:
@@ -100,14 +106,20 @@ class ShardedSource:
     def index(
         self, shard: SourceShard, columns: parquet_source.ParquetColumns | None
     ) -> ShardIndex:
-        """One shard's rows: split, raw label and pointer."""
+        """One shard's rows: split, raw label and pointer; rows whose image does not decode (or
+        is over the pixel limit) left out and named, as an image folder skips such files."""
         if columns is not None:
-            return parquet_source.index_shard(shard, columns)
-        return webdataset_source.index_shard(shard, self.label_field)
+            index = parquet_source.index_shard(shard, columns)
+        else:
+            index = webdataset_source.index_shard(shard, self.label_field)
+        return without_undecodable(index, lambda data: image_problem(data, self.max_pixels))
 
     def key_inputs(self, shards: list[SourceShard]) -> dict[str, Any]:
         """What determines the images table: shard fingerprints, flags and class names."""
-        flags = {k: v for k, v in self.__dict__.items() if k != "class_names_file"}
+        # the pixel limit is a key field of the images stage only when set (tasks/images.py)
+        flags = {
+            k: v for k, v in self.__dict__.items() if k not in ("class_names_file", "max_pixels")
+        }
         return {
             "shards": [s.fingerprint for s in shards],
             "flags": flags,
@@ -122,7 +134,8 @@ def index_name(position: int) -> str:
 
 def _write_index(folder: Location, name: str, index: ShardIndex) -> None:
     names = json.dumps(index.class_names).encode()
-    table = index.table.replace_schema_metadata({_NAMES_KEY: names})
+    skipped = json.dumps(index.skipped).encode()
+    table = index.table.replace_schema_metadata({_NAMES_KEY: names, _SKIPPED_KEY: skipped})
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     folder.write_bytes(name, buffer.getvalue())
@@ -131,8 +144,10 @@ def _write_index(folder: Location, name: str, index: ShardIndex) -> None:
 def _read_index(folder: Location, name: str, shard: SourceShard) -> ShardIndex:
     with folder.open(name) as handle:
         table = pq.ParquetFile(handle).read()  # not pq.read_table: no pyarrow.dataset scan
-    names = json.loads((table.schema.metadata or {}).get(_NAMES_KEY, b"null"))
-    return ShardIndex(shard, table.replace_schema_metadata(None), class_names=names)
+    metadata = table.schema.metadata or {}
+    names = json.loads(metadata.get(_NAMES_KEY, b"null"))
+    skipped = json.loads(metadata.get(_SKIPPED_KEY, b"[]"))
+    return ShardIndex(shard, table.replace_schema_metadata(None), names, skipped=skipped)
 
 
 def index_into(
@@ -211,18 +226,6 @@ def image_bytes(table: pa.Table) -> list[bytes]:
     if image.null_count == 0 or "source_file" not in table.column_names:
         return image.field("bytes").to_pylist()
     return read_pointed(table.select([f.name for f in POINTER]))
-
-
-def source_paths(table: pa.Table) -> list[str]:
-    """Where each row's image is: the tar member, or ``file#row`` of a Parquet row."""
-    members = table.column("source_member").to_pylist()
-    offsets = table.column("source_offset").to_pylist()
-    files = table.column("source_file").to_pylist()
-    rows = table.column("source_row").to_pylist()
-    return [
-        member if offset is not None else f"{file.rsplit('/', 1)[-1]}#{row}"
-        for member, offset, file, row in zip(members, offsets, files, rows, strict=True)
-    ]
 
 
 def with_image_bytes(table: pa.Table) -> pa.Table:

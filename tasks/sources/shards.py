@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from storage.escape import terminal
 from storage.schemas.images import POINTER
 from tasks.sources import DatasetError
 
@@ -75,6 +76,7 @@ class ShardIndex:
     table: pa.Table | None
     class_names: list[str] | None = None
     error: str | None = None
+    skipped: list[str] = field(default_factory=list)  # images that do not decode, by name
 
 
 def _outer_brace(pattern: str) -> tuple[int, int, list[str]] | None:
@@ -232,7 +234,7 @@ def try_index(index: Callable[[SourceShard], ShardIndex], shard: SourceShard) ->
     try:
         return index(shard)
     except UnreadableShardError as error:
-        log.warning("skipping unreadable shard %s: %s", shard.url, error)
+        log.warning("skipping unreadable shard %s: %s", terminal(shard.url), terminal(error))
         return ShardIndex(shard, None, error=str(error))
 
 
@@ -279,10 +281,18 @@ def combine(
 
     Rows: every image of the readable shards, in listing order; ``sample_id`` counts from 0 in
     that order. Columns: sample_id, split, label, class_name, then ``POINTER``. Also returns the
-    class names and the URLs of skipped shards; refuses when no shard could be read.
+    class names and what was skipped: the URLs of unreadable shards, then the names of images
+    that do not decode; refuses when no shard could be read or the shards hold no image.
     """
     readable = [i for i in indexes if i.table is not None and i.table.num_rows]
     skipped = [i.shard.url for i in indexes if i.table is None]
+    skipped += [name for i in indexes for name in i.skipped]
+    if not readable and indexes and not any(i.table is None for i in indexes):
+        dropped = f", {len(skipped)} undecodable" if skipped else ""
+        raise DatasetError(
+            f"{kind}: the {len(indexes)} shard(s) hold no images (0 rows{dropped}); "
+            "check the source"
+        )
     if not readable:
         raise DatasetError(
             f"{kind}: none of the {len(indexes)} shard(s) could be read "
@@ -307,6 +317,44 @@ def combine(
         out.append(pa.table(columns))
         start += n
     return out, names, skipped
+
+
+def source_paths(table: pa.Table) -> list[str]:
+    """Where each row's image is: the tar member, or ``file#row`` of a Parquet row."""
+    members = table.column("source_member").to_pylist()
+    offsets = table.column("source_offset").to_pylist()
+    files = table.column("source_file").to_pylist()
+    rows = table.column("source_row").to_pylist()
+    return [
+        member if offset is not None else f"{file.rsplit('/', 1)[-1]}#{row}"
+        for member, offset, file, row in zip(members, offsets, files, rows, strict=True)
+    ]
+
+
+CHECK_ROWS = 512  # images read and decoded at a time when a shard is checked
+
+
+def without_undecodable(index: ShardIndex, problem: Callable[[bytes], str | None]) -> ShardIndex:
+    """``index`` without the rows whose image bytes ``problem`` refuses (a reason, else None);
+    their names (``source_paths``) in ``skipped``, each warned."""
+    if index.table is None or index.table.num_rows == 0:
+        return index
+    keep: list[int] = []
+    skipped = list(index.skipped)
+    pointers = index.table.select([f.name for f in POINTER])
+    for start in range(0, pointers.num_rows, CHECK_ROWS):
+        rows = pointers.slice(start, CHECK_ROWS)
+        for offset, (name, data) in enumerate(
+            zip(source_paths(rows), read_pointed(rows), strict=True)
+        ):
+            if (why := problem(data)) is None:
+                keep.append(start + offset)
+            else:
+                where = terminal(index.shard.url)
+                log.warning("skipping image %s of %s: %s", terminal(name), where, terminal(why))
+                skipped.append(name)
+    table = index.table.take(pa.array(keep, pa.int64()))
+    return ShardIndex(index.shard, table, index.class_names, index.error, skipped)
 
 
 def _read_ranges(fs: fsspec.AbstractFileSystem, path: str, rows: pa.Table) -> list[bytes]:
