@@ -213,10 +213,11 @@ def run_command(args: argparse.Namespace) -> int:
         if isinstance(error, USER_ERRORS) or _own_error(error):
             return fail(str(error))
         raise
-    report = record["stages"].get("report", {}).get("tables", {}).get("report.html")
+    pages = record["stages"].get("report", {}).get("tables", {})
     print(terminal(f"outputs: {config.out}  (run record: runs/{record['name']}.json)"))
-    if report:
-        print(terminal(f"report: {report}"))
+    for page in ("report.html", "explorer.html"):  # the two pages to open, by full path
+        if page in pages:
+            print(terminal(f"{page.removesuffix('.html')}: {pages[page]}"))
     if "subset" not in record["stages"]:
         print(terminal(_nothing_flagged(record)))
         return NOTHING_FLAGGED

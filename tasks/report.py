@@ -20,7 +20,7 @@ from tasks.core.stage import Output, Stage
 from tasks.reporting import report_artifacts, report_data, report_render
 from tasks.reporting import report_sections as sections
 from tasks.reporting.report_data import RunTables
-from tasks.reporting.report_render import Block, Figure, Heading, Text
+from tasks.reporting.report_render import Block, Figure, Heading, Link, Text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure as MplFigure
@@ -29,6 +29,10 @@ MAX_SIMILARITY_CLASSES = 100  # above this the similarity heatmap shows the over
 PAIR_UMAP_POINTS = 1500
 ALL_UMAP_POINTS = 3000
 SUMMARY_ROWS = 10
+EXPLORER_LINK_TEXT = (
+    "Open the interactive explorer (explorer.html, next to this report): heatmaps, UMAPs and "
+    "pair tables linked to their images"
+)
 REPORT_MD, REPORT_HTML, SUMMARY_MD = "report.md", "report.html", "summary.md"
 
 
@@ -275,16 +279,20 @@ def report_task(
     if "subset" in stages:
         tables = report_data.read_run_tables(stages)  # once, for the report and the explorer
         blocks, summary = run_blocks(stages, tables, params, settings)
+        # the explorer's views need the classifier's tables: linked at the top, after any warning
+        top = next(i for i, b in enumerate([*blocks, None]) if not getattr(b, "warning", False))
+        blocks.insert(top, Link(EXPLORER_LINK_TEXT, explorer.EXPLORER_HTML))
     else:  # the overlap rule flagged nothing: the model-free part
         blocks, summary = report_trust.model_free_blocks(stages, settings)
     files = report_files(f"Class overlap report: {params.dataset}", blocks)
     link = report_artifacts.report_link(target, REPORT_HTML)
-    summary.append(Text(f"Full report with every figure: {link}"))
-    files[SUMMARY_MD] = report_render.to_markdown("Class overlap", summary).encode()
+    summary.append(Text(f"Full report with every figure: `{link}`"))
     info = {"report": link}
-    if tables is not None:  # the explorer's views need the classifier's tables
+    if tables is not None:
         files[explorer.EXPLORER_HTML] = explorer_page(stages, tables, params)
         info["explorer"] = report_artifacts.report_link(target, explorer.EXPLORER_HTML)
+        summary.append(Text(f"Interactive explorer: `{info['explorer']}`"))
+    files[SUMMARY_MD] = report_render.to_markdown("Class overlap", summary).encode()
     return Output(files=files, params=_key_params(params), info=info)
 
 
