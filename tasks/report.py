@@ -15,7 +15,9 @@ from storage.fs import Location
 from storage.layout import class_folders
 from storage.manifest import StageManifest
 from tasks.algorithms.correlation import spearman
+from tasks.core import progress
 from tasks.core.params import ReportParams
+from tasks.core.progress import stage_progress
 from tasks.core.stage import Output, Stage
 from tasks.reporting import report_artifacts, report_data, report_render
 from tasks.reporting import report_sections as sections
@@ -29,6 +31,8 @@ MAX_SIMILARITY_CLASSES = 100  # above this the similarity heatmap shows the over
 PAIR_UMAP_POINTS = 1500
 ALL_UMAP_POINTS = 3000
 SUMMARY_ROWS = 10
+# Figures every run's report draws: similarity, calibration, confusion, agreement, all-class UMAP.
+FIXED_FIGURES = 5
 EXPLORER_LINK_TEXT = (
     "Open the interactive explorer (explorer.html, next to this report): heatmaps, UMAPs and "
     "pair tables linked to their images"
@@ -40,7 +44,9 @@ def figure(name: str, caption: str, fig: MplFigure) -> Figure:
     """A report figure from a matplotlib figure."""
     from tasks.reporting import figures
 
-    return Figure(f"figure-{name}.png", caption, figures.png_bytes(fig))
+    block = Figure(f"figure-{name}.png", caption, figures.png_bytes(fig))
+    progress.step(figure=name)  # the report stage's progress, when one is shown
+    return block
 
 
 def similarity_figure(data: RunTables) -> Figure:
@@ -106,6 +112,15 @@ def pair_figures(
         figure(f"umap-{stem}", f"UMAP of {a} and {b}; x: misclassified test images", umap_fig),
         figure(f"grid-{stem}", f"Images of {a} and {b}, and the confused test images", grid),
     ]
+
+
+def expected_steps(data: RunTables, config: ReportParams) -> int:
+    """About how many figures a run's report draws, plus one for the explorer page: the
+    progress bar's total (it stretches if the report draws more)."""
+    chosen, _ = report_data.pairs_to_draw(
+        data.confusion_pairs, data.overlap_pairs, data.original_labels, config.report_pairs
+    )
+    return FIXED_FIGURES + 2 * len(chosen) + 1
 
 
 def run_blocks(
@@ -278,7 +293,16 @@ def report_task(
     tables = None
     if "subset" in stages:
         tables = report_data.read_run_tables(stages)  # once, for the report and the explorer
-        blocks, summary = run_blocks(stages, tables, params, settings)
+        with stage_progress(
+            expected_steps(tables, params),
+            unit="figure",
+            desc="report",
+            key="report-figures",
+            description="report figures drawn, then the explorer page",
+        ):
+            blocks, summary = run_blocks(stages, tables, params, settings)
+            page = explorer_page(stages, tables, params)
+            progress.step(figure="explorer.html")
         # the explorer's views need the classifier's tables: linked at the top, after any warning
         top = next(i for i, b in enumerate([*blocks, None]) if not getattr(b, "warning", False))
         blocks.insert(top, Link(EXPLORER_LINK_TEXT, explorer.EXPLORER_HTML))
@@ -289,7 +313,7 @@ def report_task(
     summary.append(Text(f"Full report with every figure: `{link}`"))
     info = {"report": link}
     if tables is not None:
-        files[explorer.EXPLORER_HTML] = explorer_page(stages, tables, params)
+        files[explorer.EXPLORER_HTML] = page
         info["explorer"] = report_artifacts.report_link(target, explorer.EXPLORER_HTML)
         summary.append(Text(f"Interactive explorer: `{info['explorer']}`"))
     files[SUMMARY_MD] = report_render.to_markdown("Class overlap", summary).encode()
