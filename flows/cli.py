@@ -108,10 +108,22 @@ def _add_analyze_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "analyze-predictions",
         help="classification report and confusion pairs of your own predictions",
-        description="Analyse a predictions table (Parquet or CSV with y_true and y_pred, labels or "
-        "class names) without embeddings or training.",
+        description="Analyse your own predictions without embeddings or training: a Parquet or "
+        "CSV table with y_true and y_pred (labels or class names), or NumPy arrays as cleanlab "
+        "has them (predicted labels or pred_probs in FILE.npy, true labels in --labels).",
     )
-    parser.add_argument("file", type=Path, help="predictions file (.parquet or .csv)")
+    parser.add_argument(
+        "file",
+        type=Path,
+        help="predictions: a .parquet or .csv table, or a .npy of predicted labels (N) or "
+        "pred_probs (N x K)",
+    )
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        metavar="PATH",
+        help="true labels (.npy of N integers, cleanlab's labels.npy) when FILE is a .npy",
+    )
     parser.add_argument(
         "--class-names",
         type=Path,
@@ -250,6 +262,7 @@ def analyze_command(args: argparse.Namespace) -> int:
             k=getattr(args, "confusion_k", defaults.confusion_k),
             rule=getattr(args, "confusion_rule", defaults.confusion_rule),
             alpha=getattr(args, "confusion_alpha", defaults.confusion_alpha),
+            labels_path=args.labels,
         )
     except USER_ERRORS as error:
         return fail(str(error), code=2)
@@ -261,6 +274,8 @@ def analyze_command(args: argparse.Namespace) -> int:
     )
     print_top_confusion_pairs(manifest.location)
     print(terminal(f"report: {report.get('report.html', manifest.location.url)}"))
+    if "explorer.html" in manifest.files:
+        print(terminal(f"explorer: {manifest.path('explorer.html')}"))
     return 0
 
 
