@@ -82,9 +82,17 @@ def _add_field(parser: argparse.ArgumentParser, name: str, field: FieldInfo) -> 
     parser.add_argument(_flag(name), **kwargs)
 
 
+DESCRIPTION = (
+    "Find the classes of an image-classification dataset that a self-supervised vision model "
+    "cannot tell apart well, model-free and through a classifier. Start with "
+    "`overlap run --dataset synthetic --out outputs/demo` (offline); "
+    "`overlap COMMAND --help` describes each command."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """``overlap run`` with a flag per RunConfig field, plus the other subcommands."""
-    parser = argparse.ArgumentParser(prog="overlap", description=__doc__)
+    parser = argparse.ArgumentParser(prog="overlap", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "run",
