@@ -123,6 +123,15 @@ def expected_steps(data: RunTables, config: ReportParams) -> int:
     return FIXED_FIGURES + 2 * len(chosen) + 1
 
 
+def agreement_text(rho: float, n: int) -> str:
+    """The sentence on how the model-free and classifier views agree (Spearman over pairs)."""
+    pairs = f"{n} class pair{'' if n == 1 else 's'}"
+    what = "Spearman rank correlation of centroid cosine and confusion rate"
+    if np.isfinite(rho):
+        return f"{what} over {pairs}: {rho:.3f}."
+    return f"{what}: not defined over {pairs} (it needs 3 pairs whose cosines and rates vary)."
+
+
 def run_blocks(
     stages: Mapping[str, StageManifest],
     data: RunTables,
@@ -135,11 +144,7 @@ def run_blocks(
     evaluation, confusion = stages["evaluate"], stages["confusion"]
     overview = sections.run_overview(stages, evaluation.info.get("accuracy"))
     _, _, cos, rate = figures.pair_agreement(data.counts, data.cosine)
-    rho, n = spearman(cos, rate)
-    agreement = Text(
-        f"Spearman rank correlation of centroid cosine and confusion rate over "
-        f"{n} class pairs: {rho:.3f}."
-    )
+    agreement = Text(agreement_text(*spearman(cos, rate)))
     flagged = report_data.flagged_pairs(data.confusion_pairs)
     flagged_labels = zip(
         *(flagged.column(c).to_pylist() for c in ("true_label", "pred_label")), strict=True

@@ -370,6 +370,16 @@ def test_artifact_cells_and_paths_show_as_text_in_markdown() -> None:
     )
 
 
+def test_the_agreement_sentence_says_when_spearman_is_not_defined() -> None:
+    from tasks.algorithms.correlation import spearman
+    from tasks.report import agreement_text
+
+    one = agreement_text(*spearman(np.array([0.5]), np.array([0.1])))
+    assert "nan" not in one and "not defined over 1 class pair (" in one
+    three = agreement_text(*spearman(np.array([0.1, 0.2, 0.3]), np.array([0.0, 0.1, 0.3])))
+    assert three.endswith("over 3 class pairs: 1.000.")
+
+
 def test_artifact_rows_are_plain_python() -> None:
     table = pa.table({"a": [1.5, float("nan")], "b": [np.int64(3), None]})
     rows = report_artifacts.table_rows(table, ["a", "b", "missing"])
