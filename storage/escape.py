@@ -26,7 +26,10 @@ import unicodedata
 _HIDDEN_CATEGORIES = {"Cc", "Cf", "Zl", "Zp"}
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"}
 # Characters with a meaning in Markdown (inline or in a table); the backslash escapes itself.
-_MARKDOWN_SPECIAL = set("\\|`*_[]#~")
+# Brackets make a link or image only as "[text](url)", or after a line-starting "[label]: url"
+# definition: a "]" before "(" or ":" and a leading "[" (text may start a line) are escaped,
+# others stay plain (a column header cosine[demo] reads as written).
+_MARKDOWN_SPECIAL = set("\\|`*_#~")
 _MARKDOWN_ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
 # What starts a GitHub-flavoured autolink ("http://", "www.", an e-mail's "@"): the character at
 # the marked index is escaped, so a name that holds a URL stays text (Prefect's UI autolinks).
@@ -62,6 +65,8 @@ def markdown(text: object) -> str:
             out.append("\\" + char)
         elif char in _MARKDOWN_ENTITIES:
             out.append(_MARKDOWN_ENTITIES[char])
+        elif (char == "]" and shown[i + 1 : i + 2] in ("(", ":")) or (char == "[" and i == 0):
+            out.append("\\" + char)
         elif char == "_" and _intraword(shown, i):
             out.append(char)  # CommonMark: "_" between letters or digits never makes emphasis
         elif char in _MARKDOWN_SPECIAL:

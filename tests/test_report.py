@@ -352,6 +352,8 @@ def test_artifact_cells_and_paths_show_as_text_in_markdown() -> None:
         "me@example.com",
         "*bold* __init__ `code` a|b ~~s~~ # h",
         "AT&amp;T",
+        "[label]: http://example.com",
+        "![image](x.png)",
     ]
     rows = report_artifacts.table_rows(pa.table({"class_a": names}), ["class_a"])
     parser = MarkdownIt("commonmark")
@@ -361,7 +363,8 @@ def test_artifact_cells_and_paths_show_as_text_in_markdown() -> None:
         assert "".join(t.content for t in tokens) == name
         # what starts a GitHub-flavoured autolink (the UI's Markdown has them) is broken up
         assert not re.search(r"[a-z]://|www\.|\w@\w", row["class_a"]), row["class_a"]
-    assert report_artifacts.plain("maple_tree") == "maple_tree"  # ordinary names unchanged
+    for plain in ("maple_tree", "cosine[demo]", "t-shirt/top"):  # ordinary names unchanged
+        assert report_artifacts.plain(plain) == plain
     text = report_artifacts.where_markdown("report.html", "/tmp/a `b`/report.html")
     spans = [t for t in parser.parseInline(text)[0].children if t.type == "code_inline"]
     assert [t.content for t in spans] == ["/tmp/a `b`/report.html"]
