@@ -82,9 +82,17 @@ def _add_field(parser: argparse.ArgumentParser, name: str, field: FieldInfo) -> 
     parser.add_argument(_flag(name), **kwargs)
 
 
+DESCRIPTION = (
+    "Find the classes of an image-classification dataset that a self-supervised vision model "
+    "cannot tell apart well, model-free and through a classifier. Start with "
+    "`overlap run --dataset synthetic --out outputs/demo` (offline); "
+    "`overlap COMMAND --help` describes each command."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """``overlap run`` with a flag per RunConfig field, plus the other subcommands."""
-    parser = argparse.ArgumentParser(prog="overlap", description=__doc__)
+    parser = argparse.ArgumentParser(prog="overlap", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "run",
@@ -108,10 +116,22 @@ def _add_analyze_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "analyze-predictions",
         help="classification report and confusion pairs of your own predictions",
-        description="Analyse a predictions table (Parquet or CSV with y_true and y_pred, labels or "
-        "class names) without embeddings or training.",
+        description="Analyse your own predictions without embeddings or training: a Parquet or "
+        "CSV table with y_true and y_pred (labels or class names), or NumPy arrays as cleanlab "
+        "has them (predicted labels or pred_probs in FILE.npy, true labels in --labels).",
     )
-    parser.add_argument("file", type=Path, help="predictions file (.parquet or .csv)")
+    parser.add_argument(
+        "file",
+        type=Path,
+        help="predictions: a .parquet or .csv table, or a .npy of predicted labels (N) or "
+        "pred_probs (N x K)",
+    )
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        metavar="PATH",
+        help="true labels (.npy of N integers, cleanlab's labels.npy) when FILE is a .npy",
+    )
     parser.add_argument(
         "--class-names",
         type=Path,
@@ -213,10 +233,11 @@ def run_command(args: argparse.Namespace) -> int:
         if isinstance(error, USER_ERRORS) or _own_error(error):
             return fail(str(error))
         raise
-    report = record["stages"].get("report", {}).get("tables", {}).get("report.html")
+    pages = record["stages"].get("report", {}).get("tables", {})
     print(terminal(f"outputs: {config.out}  (run record: runs/{record['name']}.json)"))
-    if report:
-        print(terminal(f"report: {report}"))
+    for page in ("report.html", "explorer.html"):  # the two pages to open, by full path
+        if page in pages:
+            print(terminal(f"{page.removesuffix('.html')}: {pages[page]}"))
     if "subset" not in record["stages"]:
         print(terminal(_nothing_flagged(record)))
         return NOTHING_FLAGGED
@@ -249,6 +270,7 @@ def analyze_command(args: argparse.Namespace) -> int:
             k=getattr(args, "confusion_k", defaults.confusion_k),
             rule=getattr(args, "confusion_rule", defaults.confusion_rule),
             alpha=getattr(args, "confusion_alpha", defaults.confusion_alpha),
+            labels_path=args.labels,
         )
     except USER_ERRORS as error:
         return fail(str(error), code=2)
@@ -260,6 +282,8 @@ def analyze_command(args: argparse.Namespace) -> int:
     )
     print_top_confusion_pairs(manifest.location)
     print(terminal(f"report: {report.get('report.html', manifest.location.url)}"))
+    if "explorer.html" in manifest.files:
+        print(terminal(f"explorer: {manifest.path('explorer.html')}"))
     return 0
 
 

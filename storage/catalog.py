@@ -18,7 +18,7 @@ from storage.fingerprint import hash_file
 from storage.fs import TMP_MARKER, Location
 from storage.integrity import FULL_HASH_MAX
 from storage.layout import OutputLayout
-from storage.manifest import StageManifest, read_manifest
+from storage.manifest import MANIFEST_NAME, StageManifest, read_manifest
 from storage.runs import read_latest
 from storage.tables import SHARD_PREFIX, read_parquet
 
@@ -120,7 +120,36 @@ def list_tables(url: str) -> list[TableInfo]:
         table.damaged = table.damaged or mismatch
         table.files.append(file_name)
         table.bytes += size
+    _add_missing(root, latest, tables, manifests)
     return sorted(tables.values(), key=lambda t: (t.dataset, t.stage, t.key, t.name))
+
+
+def _add_missing(
+    root: Location,
+    latest: set[str],
+    tables: dict[tuple[str, str], TableInfo],
+    manifests: dict[str, StageManifest | None],
+) -> None:
+    """Mark the tables whose files a stage's manifest lists but that are gone (a whole table, or
+    one shard of a sharded one): a deleted file is damage too, not silence."""
+    base = root.path.rstrip("/")
+    present = {(k[0], f) for k, t in tables.items() for f in t.files}
+    for path in sorted(root.fs.glob(posixpath.join(base, "*", "*", "*", MANIFEST_NAME))):
+        relative = path.removeprefix(base).strip("/").rsplit("/", 1)[0]
+        dataset, stage, key = relative.split("/")
+        folder = root.child(dataset, stage, key)
+        if folder.url not in manifests:
+            manifests[folder.url] = read_manifest(folder)
+        manifest = manifests[folder.url]
+        for file_name in sorted(manifest.files if manifest else ()):
+            if not file_name.endswith(".parquet") or (relative, file_name) in present:
+                continue
+            name = _table_name(file_name, stage)
+            table = tables.setdefault(
+                (relative, name),
+                TableInfo(dataset, stage, key, name, folder.url, latest=relative in latest),
+            )
+            table.damaged = table.damaged or f"{file_name}: missing (its manifest lists it)"
 
 
 def stage_folder(root: Location, record: dict[str, Any], stage: str) -> Location | None:

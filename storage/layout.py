@@ -24,11 +24,15 @@ from storage.fingerprint import hash_value
 from storage.fs import Location
 
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
+# An archive's suffix at the end of a dataset (webdataset:.../train-{000..009}.tar): a folder
+# named like an archive file reads as one in a listing, and tools open it as one.
+_ARCHIVE_SUFFIX = re.compile(r"\.(tar|tar\.gz|tgz|zip)$", re.IGNORECASE)
 
 
 def slug(text: str, max_length: int = 48) -> str:
-    """A file-name-safe version of ``text``."""
+    """A file-name-safe version of ``text`` (``x.tar`` becomes ``x-tar``: no archive-like name)."""
     cleaned = _SLUG.sub("-", text).strip("-.")
+    cleaned = _ARCHIVE_SUFFIX.sub(lambda m: "-" + m.group(1).replace(".", "-"), cleaned)
     return cleaned[:max_length] or "x"
 
 

@@ -38,16 +38,68 @@ class PredictionsError(ValueError):
     """A predictions or class-names file the analysis cannot use; the message says why."""
 
 
-def read_predictions(path: str | Path) -> pa.Table:
-    """A user's predictions table from Parquet (.parquet, .pq) or CSV (anything else)."""
-    path = str(path)
+def _read_bytes(path: str, what: str) -> bytes:
     try:
         with fsspec.open(path, "rb") as handle:
             data = handle.read()
     except FileNotFoundError:
-        raise PredictionsError(f"predictions file not found: {path}") from None
+        raise PredictionsError(f"{what} file not found: {path}") from None
     if not data.strip():
-        raise PredictionsError(f"predictions file {path} is empty")
+        raise PredictionsError(f"{what} file {path} is empty")
+    return data
+
+
+def _load_npy(path: str, what: str) -> np.ndarray:
+    """One array from a .npy file (no pickled objects: a file from elsewhere runs no code)."""
+    try:
+        return np.load(io.BytesIO(_read_bytes(path, what)), allow_pickle=False)
+    except ValueError as error:
+        raise PredictionsError(f"cannot read {what} file {path} as NumPy: {error}") from None
+
+
+def predictions_from_numpy(predictions: np.ndarray, labels: np.ndarray, where: str) -> pa.Table:
+    """y_true and y_pred from cleanlab's arrays: ``labels`` (N true labels) and ``predictions``,
+    either N predicted labels or ``pred_probs`` (N x K, predicted class = the most probable).
+
+    Returns a table of columns y_true and y_pred (int64)."""
+    if predictions.ndim == 2 and np.issubdtype(predictions.dtype, np.floating):
+        if np.isnan(predictions).any():
+            raise PredictionsError(f"pred_probs in {where} hold NaN values")
+        predictions = predictions.argmax(axis=1)
+    for name, values in (("predictions", predictions), ("labels", labels)):
+        if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+            raise PredictionsError(
+                f"{name} in {where} must be integer labels of shape (N,) (or, for predictions, "
+                f"pred_probs of shape (N, K)); got {values.dtype} of shape {values.shape}"
+            )
+    if len(predictions) != len(labels):
+        raise PredictionsError(
+            f"{len(predictions)} predictions but {len(labels)} labels in {where}; "
+            "they must be the same images in the same order"
+        )
+    return pa.table({"y_true": labels.astype(np.int64), "y_pred": predictions.astype(np.int64)})
+
+
+def read_predictions(path: str | Path, labels_path: str | Path | None = None) -> pa.Table:
+    """A user's predictions table from Parquet (.parquet, .pq), NumPy (.npy: predicted labels or
+    pred_probs, with ``labels_path`` the true labels' .npy, as cleanlab has them) or CSV
+    (anything else); columns y_true and y_pred (and any others the file has)."""
+    path = str(path)
+    if path.lower().endswith(".npy"):
+        if labels_path is None:
+            raise PredictionsError(
+                f"{path} holds predictions only: pass the true labels with --labels "
+                "LABELS.npy (cleanlab's labels.npy, in the same order)"
+            )
+        where = f"{path} and {labels_path}"
+        return predictions_from_numpy(
+            _load_npy(path, "predictions"), _load_npy(str(labels_path), "labels"), where
+        )
+    if labels_path is not None:
+        raise PredictionsError(
+            f"--labels goes with predictions in a .npy file; {path} holds y_true itself"
+        )
+    data = _read_bytes(path, "predictions")
     try:
         if path.lower().endswith((".parquet", ".pq")):
             # ParquetFile, not pq.read_table: that one scans through pyarrow.dataset, whose
@@ -194,10 +246,13 @@ def analysis(
     k: float,
     rule: Rule,
     alpha: float,
+    labels_path: str | Path | None = None,
 ) -> Output:
-    """Classification report, confusion matrix and confusion pairs of a predictions file."""
+    """Classification report, confusion matrix and confusion pairs of a predictions file
+    (``labels_path``: the true labels' .npy when the predictions are a .npy)."""
     names, coarse = (None, None) if class_names_path is None else read_class_names(class_names_path)
-    y_true, y_pred, names = validate_predictions(read_predictions(predictions_path), names)
+    table = read_predictions(predictions_path, labels_path)
+    y_true, y_pred, names = validate_predictions(table, names)
     if coarse is not None and len(coarse) != len(names):
         coarse = None
     tables, files = evaluate.evaluation_output(y_true, y_pred, names)
@@ -207,6 +262,7 @@ def analysis(
     )
     info = {
         "source": str(predictions_path),
+        "labels_file": None if labels_path is None else str(labels_path),
         "class_names_file": None if class_names_path is None else str(class_names_path),
         "class_names": names,
         "rows": len(y_true),
@@ -234,8 +290,11 @@ def analyze_predictions(
     k: float = _DEFAULT["k"],
     rule: Rule = _DEFAULT["rule"],
     alpha: float = _DEFAULT["alpha"],
+    labels_path: str | Path | None = None,
 ) -> StageManifest:
     """Write classification_report (+ .md), confusion_matrix and confusion_pairs into ``out``."""
     location = out if isinstance(out, Location) else Location(str(out))
-    output = analysis(predictions_path, class_names_path, k=k, rule=rule, alpha=alpha)
+    output = analysis(
+        predictions_path, class_names_path, k=k, rule=rule, alpha=alpha, labels_path=labels_path
+    )
     return STAGE.save(location, output)

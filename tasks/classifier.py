@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from storage.manifest import StageManifest
 from storage.schemas import classifier as schemas
 from storage.tables import read_embeddings
 from tasks.core.params import ClassifierParams
+from tasks.core.progress import stage_progress
 from tasks.core.stage import Output, Stage
 
 if TYPE_CHECKING:  # torch is imported where a model is built: a cached run never needs it
@@ -122,8 +124,11 @@ def train_mlp(
     y_val: np.ndarray,
     num_classes: int,
     params: TrainParams,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
-    """Train on CPU, stop after `patience` epochs without a better val loss; keep the best."""
+    """Train on CPU, stop after `patience` epochs without a better val loss; keep the best.
+
+    ``on_epoch`` is called with each epoch's history row as it ends (progress)."""
     import torch
 
     if len(y_train) == 0 or len(y_val) == 0:
@@ -156,6 +161,8 @@ def train_mlp(
                     val_accuracy=val_acc,
                 )
             )
+            if on_epoch is not None:
+                on_epoch(history[-1])
             if val_loss < best_loss:
                 best_loss, stale = val_loss, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -248,7 +255,17 @@ def classifier_task(
     arrays = load_split_arrays(embeddings, subset)
     class_names = list(subset.info["class_names"])
     (_, x_train, y_train), (_, x_val, y_val) = arrays["train"], arrays["val"]
-    model, history = train_mlp(x_train, y_train, x_val, y_val, len(class_names), train)
+    with stage_progress(
+        train.epochs,
+        unit="epoch",
+        desc="classifier",
+        key="classifier-training",
+        description="epochs trained (of --epochs; early stopping may end it sooner)",
+    ) as progress:
+        model, history = train_mlp(
+            *(x_train, y_train, x_val, y_val, len(class_names), train),
+            on_epoch=lambda row: progress.advance(val_loss=f"{row['val_loss']:.4f}"),
+        )
     stop = stopping(history, train)
     get_run_logger().info("classifier: %s", stopping_text(stop, train.patience))
     model_config = dict(

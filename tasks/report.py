@@ -15,12 +15,14 @@ from storage.fs import Location
 from storage.layout import class_folders
 from storage.manifest import StageManifest
 from tasks.algorithms.correlation import spearman
+from tasks.core import progress
 from tasks.core.params import ReportParams
+from tasks.core.progress import stage_progress
 from tasks.core.stage import Output, Stage
 from tasks.reporting import report_artifacts, report_data, report_render
 from tasks.reporting import report_sections as sections
 from tasks.reporting.report_data import RunTables
-from tasks.reporting.report_render import Block, Figure, Heading, Text
+from tasks.reporting.report_render import Block, Figure, Heading, Link, Text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure as MplFigure
@@ -29,6 +31,12 @@ MAX_SIMILARITY_CLASSES = 100  # above this the similarity heatmap shows the over
 PAIR_UMAP_POINTS = 1500
 ALL_UMAP_POINTS = 3000
 SUMMARY_ROWS = 10
+# Figures every run's report draws: similarity, calibration, confusion, agreement, all-class UMAP.
+FIXED_FIGURES = 5
+EXPLORER_LINK_TEXT = (
+    "Open the interactive explorer (explorer.html, next to this report): heatmaps, UMAPs and "
+    "pair tables linked to their images"
+)
 REPORT_MD, REPORT_HTML, SUMMARY_MD = "report.md", "report.html", "summary.md"
 
 
@@ -36,7 +44,9 @@ def figure(name: str, caption: str, fig: MplFigure) -> Figure:
     """A report figure from a matplotlib figure."""
     from tasks.reporting import figures
 
-    return Figure(f"figure-{name}.png", caption, figures.png_bytes(fig))
+    block = Figure(f"figure-{name}.png", caption, figures.png_bytes(fig))
+    progress.step(figure=name)  # the report stage's progress, when one is shown
+    return block
 
 
 def similarity_figure(data: RunTables) -> Figure:
@@ -104,6 +114,24 @@ def pair_figures(
     ]
 
 
+def expected_steps(data: RunTables, config: ReportParams) -> int:
+    """About how many figures a run's report draws, plus one for the explorer page: the
+    progress bar's total (it stretches if the report draws more)."""
+    chosen, _ = report_data.pairs_to_draw(
+        data.confusion_pairs, data.overlap_pairs, data.original_labels, config.report_pairs
+    )
+    return FIXED_FIGURES + 2 * len(chosen) + 1
+
+
+def agreement_text(rho: float, n: int) -> str:
+    """The sentence on how the model-free and classifier views agree (Spearman over pairs)."""
+    pairs = f"{n} class pair{'' if n == 1 else 's'}"
+    what = "Spearman rank correlation of centroid cosine and confusion rate"
+    if np.isfinite(rho):
+        return f"{what} over {pairs}: {rho:.3f}."
+    return f"{what}: not defined over {pairs} (it needs 3 pairs whose cosines and rates vary)."
+
+
 def run_blocks(
     stages: Mapping[str, StageManifest],
     data: RunTables,
@@ -116,11 +144,7 @@ def run_blocks(
     evaluation, confusion = stages["evaluate"], stages["confusion"]
     overview = sections.run_overview(stages, evaluation.info.get("accuracy"))
     _, _, cos, rate = figures.pair_agreement(data.counts, data.cosine)
-    rho, n = spearman(cos, rate)
-    agreement = Text(
-        f"Spearman rank correlation of centroid cosine and confusion rate over "
-        f"{n} class pairs: {rho:.3f}."
-    )
+    agreement = Text(agreement_text(*spearman(cos, rate)))
     flagged = report_data.flagged_pairs(data.confusion_pairs)
     flagged_labels = zip(
         *(flagged.column(c).to_pylist() for c in ("true_label", "pred_label")), strict=True
@@ -274,17 +298,30 @@ def report_task(
     tables = None
     if "subset" in stages:
         tables = report_data.read_run_tables(stages)  # once, for the report and the explorer
-        blocks, summary = run_blocks(stages, tables, params, settings)
+        with stage_progress(
+            expected_steps(tables, params),
+            unit="figure",
+            desc="report",
+            key="report-figures",
+            description="report figures drawn, then the explorer page",
+        ):
+            blocks, summary = run_blocks(stages, tables, params, settings)
+            page = explorer_page(stages, tables, params)
+            progress.step(figure="explorer.html")
+        # the explorer's views need the classifier's tables: linked at the top, after any warning
+        top = next(i for i, b in enumerate([*blocks, None]) if not getattr(b, "warning", False))
+        blocks.insert(top, Link(EXPLORER_LINK_TEXT, explorer.EXPLORER_HTML))
     else:  # the overlap rule flagged nothing: the model-free part
         blocks, summary = report_trust.model_free_blocks(stages, settings)
     files = report_files(f"Class overlap report: {params.dataset}", blocks)
     link = report_artifacts.report_link(target, REPORT_HTML)
-    summary.append(Text(f"Full report with every figure: {link}"))
-    files[SUMMARY_MD] = report_render.to_markdown("Class overlap", summary).encode()
+    summary.append(Text(f"Full report with every figure: `{link}`"))
     info = {"report": link}
-    if tables is not None:  # the explorer's views need the classifier's tables
-        files[explorer.EXPLORER_HTML] = explorer_page(stages, tables, params)
+    if tables is not None:
+        files[explorer.EXPLORER_HTML] = page
         info["explorer"] = report_artifacts.report_link(target, explorer.EXPLORER_HTML)
+        summary.append(Text(f"Interactive explorer: `{info['explorer']}`"))
+    files[SUMMARY_MD] = report_render.to_markdown("Class overlap", summary).encode()
     return Output(files=files, params=_key_params(params), info=info)
 
 

@@ -136,3 +136,8 @@ def test_calibration_figure_marks_the_run_setting_in_its_rule_panel() -> None:
     assert [len(m) for m in marked] == [0, 0, 0, 1]
     (chosen,) = [r for r in table.to_pylist() if r["chosen"]]
     assert marked[3][0].get_xydata().tolist() == [[8.0, chosen["n_classes"]]]
+    # two panels a row: report.html shows it whole, without scrolling sideways
+    from tasks.reporting.figures import png_bytes
+    from tasks.reporting.report_render import PAGE_WIDTH_PX, png_width
+
+    assert png_width(png_bytes(figure)) <= PAGE_WIDTH_PX

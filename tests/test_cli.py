@@ -25,6 +25,16 @@ def test_run_help_lists_a_flag_for_every_config_field(capsys) -> None:
     assert "--no-pretrained" in text
 
 
+@pytest.mark.parametrize(
+    "command", [[], ["run"], ["analyze-predictions"], ["inspect"], ["verify"], ["compare"]]
+)
+def test_help_is_plain_text_without_rst_markup(command: list[str], capsys) -> None:
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    text = capsys.readouterr().out
+    assert "``" not in text and "usage: overlap" in text
+
+
 def test_flags_map_onto_the_config_model() -> None:
     args = build_parser().parse_args(
         [

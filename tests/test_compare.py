@@ -109,6 +109,11 @@ def test_consensus_is_what_every_run_flags_most_agreed_first() -> None:
     wide = by_run(compare_pairs(runs), consensus)
     assert wide.column_names[:4] == ["class_a", "class_b", "cosine[a]", "cosine[b]"]
     assert wide.column("flagged[b]").to_pylist() == [True, True, False]
+    # compare.md shows the headers as written: cosine[a], not cosine\[a\]
+    from tasks.reporting.report_render import arrow_table, to_markdown
+
+    header = to_markdown("t", [arrow_table(wide, wide.column_names[:4])]).splitlines()[2]
+    assert header == "| class_a | class_b | cosine[a] | cosine[b] |"
 
 
 def test_runs_over_different_classes_agree_on_the_pairs_they_share() -> None:

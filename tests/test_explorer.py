@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -15,7 +17,7 @@ from PIL import Image
 from flows.config import RunConfig
 from flows.overlap_flow import class_overlap
 from tasks.analyze_predictions import analyze_predictions
-from tasks.reporting.explorer import EXPLORER_HTML
+from tasks.reporting.explorer import EXPLORER_HTML, table_view
 from tasks.reporting.explorer_data import THUMB_PX, thumbnail_uri
 from tests.browser import (
     Browser,
@@ -102,6 +104,52 @@ def test_the_page_is_offline_and_error_free(run, browser) -> None:
     assert remote == []
 
 
+# Every text shown on the page, inside Bokeh's shadow roots too (not their style sheets).
+PAGE_TEXT = """
+const texts = [document.body.innerText];
+const walk = (root) => {
+  for (const el of root.querySelectorAll('*')) {
+    if (!el.shadowRoot) continue;
+    for (const child of el.shadowRoot.children) {
+      if (!['STYLE', 'SCRIPT', 'LINK'].includes(child.tagName)) texts.push(child.innerText);
+    }
+    walk(el.shadowRoot);
+  }
+};
+walk(document);
+return texts.join('\\n');
+"""
+# Right edges (page pixels) of the tables, and where the image panel starts.
+TABLE_EDGES = """
+const views = ['overlap-table', 'confusion-table'].map(
+  (name) => Bokeh.index.query_one((v) => v.model.name === name));
+return [views.map((v) => v.el.getBoundingClientRect().right),
+        document.getElementById('gallery').getBoundingClientRect().left];
+"""
+
+
+def test_the_page_explains_itself_at_1400_px(run, browser) -> None:
+    """Colour legend and bars, tables beside the image panel, readable numbers, flag names."""
+    browser.driver.set_window_size(1400, 1000)
+    try:
+        _open(browser, run)
+        browser.screenshot("explorer-1400")
+        tables, panel = browser.driver.execute_script(TABLE_EDGES)
+        text = browser.driver.execute_script(PAGE_TEXT)
+    finally:
+        browser.driver.set_window_size(1600, 1200)
+    assert len(tables) == 2 and max(tables) <= panel
+    page = (run["report"] / EXPLORER_HTML).read_text()
+    assert page.count('"name":"ColorBar"') == 2  # one per heatmap
+    names = pq.read_table(run["subset"] / "splits.parquet").column("class_name").unique()
+    legend = text[text.index("Colour by class:") :]
+    assert all(name in legend for name in names.to_pylist())
+    assert all(verdict in legend for verdict in ("wrong", "correct", "not tested"))
+    assert "-0.000" not in text
+    assert re.search(r"\n\d\.\d\de-\d+\n", text)  # a q-value in scientific notation
+    assert "--explorer-images" in text and "max_images" not in text and "`" not in text
+
+
 def test_hovering_a_umap_point_shows_its_thumbnail(run, browser) -> None:
     _open(browser, run)
     x, y = browser.driver.execute_script(
@@ -173,6 +221,18 @@ def test_the_predictions_page_names_all_100_classes_on_hover(tmp_path, browser) 
     assert "maple_tree" in text and "oak_tree" in text
     assert browser.console_errors() == []
     assert [u for u in browser.requested_urls() if not u.startswith(LOCAL)] == []
+
+
+def test_shown_numbers_have_no_negative_zero_and_q_values_are_scientific() -> None:
+    table = pa.table({"cosine": [-0.0001, 0.12345, float("nan")], "q_value": [3.02e-6, 0.5, 1.0]})
+    shown = table_view(table, ["cosine", "q_value"], "", "t", "T").children[1]
+    assert shown.source.data["cosine"] == [0.0, 0.123, None]
+    assert str(shown.source.data["cosine"][0]) == "0.0"  # not -0.0, which shows as "-0.000"
+    assert shown.source.data["q_value"] == [3.02e-6, 0.5, 1.0]
+    assert [type(c.formatter).__name__ for c in shown.columns] == [
+        "NumberFormatter",
+        "ScientificFormatter",
+    ]
 
 
 def test_thumbnails_keep_32_px_pngs_and_shrink_large_images() -> None:

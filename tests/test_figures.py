@@ -10,7 +10,7 @@ from PIL import Image
 from scipy import stats
 
 from tasks.algorithms.correlation import spearman
-from tasks.reporting import figures, figures_pairs
+from tasks.reporting import figures, figures_pairs, report_render
 
 
 def png_image(data: bytes, min_side: int = 200, max_side: int = 4000) -> np.ndarray:
@@ -178,13 +178,16 @@ def test_stratified_sample() -> None:
     assert np.array_equal(figures_pairs.stratified_sample(labels, 1000, seed=0), np.arange(155))
 
 
-@pytest.mark.parametrize("per_row", [1, 4])
+@pytest.mark.parametrize("per_row", [1, 4, 8])
 def test_image_grid(per_row: int) -> None:
     rows = [
         ("cat", [tiny_png((200, 0, 0))] * 5),
         ("dog", [tiny_png((0, 0, 200))] * 2),
-        ("cat\npredicted dog", []),
+        ("cat\npredicted dog\n(11 test images)", []),
     ]
     fig = figures_pairs.image_grid(rows, per_row=per_row, title="cat / dog")
     assert len(fig.axes) == 3 * per_row
-    png_image(figures.png_bytes(fig), min_side=100)
+    png = figures.png_bytes(fig)
+    png_image(png, min_side=100)
+    # 8 a row (--grid-images' default) fits report.html's page: no sideways scrolling
+    assert report_render.png_width(png) <= report_render.PAGE_WIDTH_PX

@@ -80,4 +80,6 @@ def test_a_cached_run_loads_no_heavy_library_and_draws_no_figure(tmp_path: Path)
     assert {stage: states.get(stage) for stage in CACHED_STAGES} == dict.fromkeys(
         CACHED_STAGES, "Cached"
     )
-    assert "report: file://" in log  # the report's artifacts are published again
+    assert f"report: {(tmp_path / 'out').resolve()}" in log  # artifacts are published again
+    # the run's last lines name both pages
+    assert re.search(r"^report: \S+/report\.html\nexplorer: \S+/explorer\.html$", warm.stdout, re.M)

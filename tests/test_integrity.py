@@ -201,6 +201,17 @@ def test_inspect_of_a_file_that_is_no_parquet_names_it(tmp_path: Path, capsys) -
     assert captured.err.count("\n") == 1
 
 
+def test_inspect_names_a_table_its_manifest_lists_but_that_is_gone(tmp_path: Path, capsys) -> None:
+    table = overlap_root(tmp_path / "out")
+    table.unlink()
+    assert main(["inspect", str(tmp_path / "out")]) == 0
+    damaged = [line for line in capsys.readouterr().out.splitlines() if "DAMAGED" in line]
+    assert damaged == [
+        "  DAMAGED synthetic/overlap/k1/overlap_pairs.parquet: missing (its manifest lists it);"
+        " see `overlap verify`"
+    ]
+
+
 def test_class_folders_are_unique_safe_and_reversible() -> None:
     names = ["日本語", "中文", "chat noir", "chat-noir", "Cat", "cat", "dog", "..", "a/b"]
     folders = class_folders(names)

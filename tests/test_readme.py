@@ -102,6 +102,7 @@ def test_every_skipped_block_says_why_and_the_demo_is_not_skipped() -> None:
 def test_the_readme_commands_run_in_order_in_a_fresh_folder(tmp_path: Path) -> None:
     # A fresh clone's layout as the README assumes it: a .venv with the package's scripts.
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parents[1])
+    (tmp_path / "tests").symlink_to(ROOT / "tests")  # its real data (the predictions example)
     env = _env(tmp_path)
     ran = []
     for block in readme_blocks(README.read_text()):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from markdown_it import MarkdownIt
 from PIL import Image
 from prefect import flow
 from prefect.client.orchestration import get_client
@@ -317,20 +318,69 @@ def test_report_task_writes_report_figures_and_artifacts(tmp_path: Path) -> None
     assert "| class_name | precision | recall | f1 | support |" in markdown
     assert stages["confusion"].path("confusion_pairs.parquet") in markdown
     assert html.count("data:image/png;base64,") == len(figures)
-    assert external_references(html) == []
+    # self-contained; the report and the explorer find each other: a link to the page next to it
+    assert external_references(html) == ["explorer.html"]
+    assert re.findall(r'<a href="([^"]*)"', html) == ["explorer.html"]
+    assert "](explorer.html)" in markdown and "explorer.html" in manifest.files
+    summary = location.read_bytes("summary.md").decode()
+    assert f"`{manifest.info['explorer']}`" in summary
     for name in figures:
         assert f"({name})" in markdown
     artifacts = read_artifacts(KEYS)
     assert sorted({a.key for a in artifacts}) == sorted(KEYS)
     by_key = {a.key: a for a in artifacts}
-    assert manifest.info["report"] in by_key["overlap-report"].data  # a link artifact: markdown
-    assert manifest.info["report"].startswith("file://")
+    # the full path as copyable text (a browser opens no file:// link from the Prefect UI)
+    assert Path(manifest.info["report"]) == Path(location.file(REPORT_HTML)).resolve()
+    assert f"`{manifest.info['report']}`" in by_key["overlap-report"].data
     assert "apple" in str(by_key["confusion-pairs"].data)
+    progress = read_artifacts(["report-figures"])[-1]  # figures drawn, then the explorer
+    assert progress.type == "progress" and progress.data == 100.0
 
     before = len(read_artifacts(["overlap-pairs"]))  # other tests' flows may publish it too
     again = report_flow()  # reused from its folder, artifacts published again
     assert again.created == manifest.created and again.url == manifest.url
     assert len(read_artifacts(["overlap-pairs"])) == before + 1
+
+
+def test_artifact_cells_and_paths_show_as_text_in_markdown() -> None:
+    """Prefect's V1 UI renders a table artifact's text cells as Markdown: escaped, each shows as
+    the name it is (no HTML, no link, no emphasis)."""
+    names = [
+        "<img src=x onerror=alert(1)>",
+        "[x](http://example.com/a)",
+        "www.example.com",
+        "me@example.com",
+        "*bold* __init__ `code` a|b ~~s~~ # h",
+        "AT&amp;T",
+        "[label]: http://example.com",
+        "![image](x.png)",
+    ]
+    rows = report_artifacts.table_rows(pa.table({"class_a": names}), ["class_a"])
+    parser = MarkdownIt("commonmark")
+    for name, row in zip(names, rows, strict=True):
+        tokens = parser.parseInline(row["class_a"])[0].children
+        assert [t.type for t in tokens] == ["text"] * len(tokens), name
+        assert "".join(t.content for t in tokens) == name
+        # what starts a GitHub-flavoured autolink (the UI's Markdown has them) is broken up
+        assert not re.search(r"[a-z]://|www\.|\w@\w", row["class_a"]), row["class_a"]
+    for plain in ("maple_tree", "cosine[demo]", "t-shirt/top"):  # ordinary names unchanged
+        assert report_artifacts.plain(plain) == plain
+    text = report_artifacts.where_markdown("report.html", "/tmp/a `b`/report.html")
+    spans = [t for t in parser.parseInline(text)[0].children if t.type == "code_inline"]
+    assert [t.content for t in spans] == ["/tmp/a `b`/report.html"]
+    assert "[Open](https://x.org/r%20a/report.html)" in report_artifacts.where_markdown(
+        "report.html", "https://x.org/r a/report.html"
+    )
+
+
+def test_the_agreement_sentence_says_when_spearman_is_not_defined() -> None:
+    from tasks.algorithms.correlation import spearman
+    from tasks.report import agreement_text
+
+    one = agreement_text(*spearman(np.array([0.5]), np.array([0.1])))
+    assert "nan" not in one and "not defined over 1 class pair (" in one
+    three = agreement_text(*spearman(np.array([0.1, 0.2, 0.3]), np.array([0.0, 0.1, 0.3])))
+    assert three.endswith("over 3 class pairs: 1.000.")
 
 
 def test_artifact_rows_are_plain_python() -> None:

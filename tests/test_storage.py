@@ -152,6 +152,9 @@ def test_layout_separates_parameter_sets(tmp_path: Path) -> None:
         f"imagefolder-x-y/images/{a}"
     )
     assert slug("a b/c") == "a-b-c"
+    # a WebDataset's output folder is not named like an archive file
+    assert slug("webdataset:/d/train-{000..009}.tar") == "webdataset-d-train--000..009--tar"
+    assert slug("webdataset:/d/x.TAR.gz") == "webdataset-d-x-TAR-gz"
 
 
 def test_run_record_is_written_and_is_latest(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from bokeh.models import (
     HoverTool,
     NumberFormatter,
     RadioButtonGroup,
+    ScientificFormatter,
     TableColumn,
     TabPanel,
     Tabs,
@@ -43,6 +44,12 @@ CONFUSION_COLUMNS = [
     *("F1(True)", "F1(Pred)", "q_value", "centroid_cosine", "flagged"),
 ]
 CELL_PX = 10  # pixels per class in a heatmap: tick labels stay readable at 100 classes
+# Tables fit beside the image panel in a 1400 px window (the panel takes 380 px); a heatmap of
+# many classes is wider (readable labels) and scrolls sideways there, not under the panel.
+CONTENT_PX = 960
+COLOUR_BAR_PX = 90
+# Columns of probabilities that can be tiny: shown as 1.2e-05, not 0.000.
+SCIENTIFIC_COLUMNS = {"q_value", "p_value"}
 # Inline only the bundles the page uses (no MathJax, no WebGL): 2 MB instead of 4 MB.
 RESOURCES = Resources(mode="inline", components=["bokeh", "bokeh-widgets", "bokeh-tables"])
 TOOLS = "pan,wheel_zoom,box_zoom,reset,tap,save"
@@ -72,9 +79,11 @@ def heatmap(
     name: str,
     tooltips: list,
     extra: dict,
+    colour_title: str,
     high: float | None = None,
 ) -> tuple[Any, ColumnDataSource]:
-    """A zoomable K x K heatmap (row i at the top), names on the axes, numbers on hover."""
+    """A zoomable K x K heatmap (row i at the top), names on the axes, numbers on hover, a colour
+    bar titled ``colour_title``; ``high``: the value at the top of the colour scale."""
     n = len(names)
     rows, cols = (a.ravel() for a in np.indices((n, n)))
     shown = np.nan_to_num(values.astype(float).ravel(), nan=0.0)
@@ -85,6 +94,7 @@ def heatmap(
             "row_name": [names[i] for i in rows],
             "col_name": [names[j] for j in cols],
             "value": shown,
+            "label": rounded(shown),  # what the hover shows: no "-0.000"
             **extra,
         }
     )
@@ -92,7 +102,7 @@ def heatmap(
     fig = figure(
         title=title,
         name=name,
-        width=side,
+        width=side + COLOUR_BAR_PX,
         height=side,
         x_range=(-0.5, n - 0.5),
         y_range=(n - 0.5, -0.5),
@@ -112,6 +122,7 @@ def heatmap(
         fill_color=linear_cmap("value", Viridis256, float(min(shown.min(), 0.0)), high),
     )
     fig.add_tools(HoverTool(renderers=[cells], tooltips=tooltips))
+    fig.add_layout(cells.construct_color_bar(title=colour_title, width=12), "right")
     ticks = {i: names[i] for i in range(n)}
     for axis in (fig.xaxis[0], fig.yaxis[0]):
         axis.ticker = FixedTicker(ticks=list(range(n)))
@@ -135,9 +146,10 @@ def confusion_view(data: ExplorerData) -> Any:
             ("true", "@row_name"),
             ("predicted", "@col_name"),
             ("count", "@count"),
-            ("rate", "@value{0.000}"),
+            ("rate", "@label{0.000}"),
         ],
         extra={"count": data.counts.ravel().astype(int)},
+        colour_title="share of the true class's test images (scale: off-diagonal maximum)",
         high=float(
             np.max(rate - np.diag(np.diag(rate)), initial=0.0)
         ),  # mistakes, not the diagonal
@@ -153,8 +165,9 @@ def similarity_view(data: ExplorerData) -> Any:
         data.similarity,
         title="Centroid cosine (model-free): click an outlined pair",
         name="similarity-heatmap",
-        tooltips=[("classes", "@row_name / @col_name"), ("cosine", "@value{0.000}")],
+        tooltips=[("classes", "@row_name / @col_name"), ("cosine", "@label{0.000}")],
         extra={},
+        colour_title="cosine similarity of the class centroids",
     )
     _tap(source, "window.overlapPair(d.row_name[i], d.col_name[i])")
     if data.overlap_pairs is not None:  # outline the flagged pairs, both triangles
@@ -231,32 +244,83 @@ def umap_views(data: ExplorerData) -> Any:
             "for (const r of rs) { r.glyph.fill_color = {field: f}; }",
         ),
     )
-    return column(toggle, Tabs(tabs=panels))
+    return column(toggle, colour_legend(data.class_names, colours), Tabs(tabs=panels))
+
+
+# Inline styles: Bokeh draws a Div in a shadow root, which the page's stylesheet does not reach.
+SWATCH = (
+    '<span style="display:inline-block;margin-right:12px;white-space:nowrap">'
+    '<span style="display:inline-block;width:10px;height:10px;border-radius:50%;'
+    'margin-right:4px;vertical-align:middle;background:{colour}"></span>{label}</span>'
+)
+LEGEND_ROW = '<div style="font-size:12px;margin:4px 0;line-height:1.8">{}</div>'
+
+
+def colour_legend(names: list[str], colours: list[str]) -> Div:
+    """What the UMAPs' colours mean: one swatch per class, and the correct / wrong colouring."""
+    classes = "".join(
+        SWATCH.format(colour=c, label=html.escape(n)) for n, c in zip(names, colours, strict=True)
+    )
+    verdicts = "".join(SWATCH.format(colour=c, label=v) for v, c in VERDICT_COLOURS.items())
+    return Div(
+        text=LEGEND_ROW.format(f"<b>Colour by class:</b> {classes}")
+        + LEGEND_ROW.format(
+            "<b>Colour by correct / wrong</b> (the classifier's prediction on the test split; "
+            f"train images are not tested): {verdicts}"
+        ),
+        width=CONTENT_PX,
+        name="colour-legend",
+    )
+
+
+def rounded(values: np.ndarray, decimals: int = 3) -> np.ndarray:
+    """Values rounded for display; adding 0.0 turns -0.0 into 0.0 (no "-0.000" shown)."""
+    return np.round(values.astype(float), decimals) + 0.0
+
+
+def table_column(field: pa.Field) -> TableColumn:
+    """A table column: floats to 3 decimals (q-values in scientific notation), wide enough for
+    its title (the table scrolls sideways rather than cutting headers)."""
+    width = max(60, 8 * len(field.name) + 16)
+    if field.name in SCIENTIFIC_COLUMNS:
+        formatter = ScientificFormatter(precision=2, power_limit_low=0)
+        return TableColumn(field=field.name, title=field.name, formatter=formatter, width=width)
+    if pa.types.is_floating(field.type):
+        formatter = NumberFormatter(format="0.000")
+        return TableColumn(field=field.name, title=field.name, formatter=formatter, width=width)
+    if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+        width = max(width, 110)  # class names
+    return TableColumn(field=field.name, title=field.name, width=width)
 
 
 def table_view(table: pa.Table, columns: list[str], call: str, name: str, title: str) -> Any:
     """A sortable table of some columns; selecting a row shows its images."""
     present = [c for c in columns if c in table.column_names]
-    data = {c: _plain(table.column(c).to_pylist()) for c in present}
+    data = {c: _plain(table.column(c), scientific=c in SCIENTIFIC_COLUMNS) for c in present}
     source = ColumnDataSource(data)
-    number = NumberFormatter(format="0.000")
-    fields = [
-        TableColumn(field=c, title=c, formatter=number)
-        if pa.types.is_floating(table.schema.field(c).type)
-        else TableColumn(field=c, title=c)
-        for c in present
-    ]
+    fields = [table_column(table.schema.field(c)) for c in present]
     _tap(source, call)
     height = int(np.clip(28 * table.num_rows + 40, 80, 420))
     widget = DataTable(
-        source=source, columns=fields, width=1100, height=height, sortable=True, name=name
+        source=source,
+        columns=fields,
+        width=CONTENT_PX,
+        height=height,
+        autosize_mode="none",  # the columns' own widths; a sideways scroll bar if they are wider
+        sortable=True,
+        name=name,
     )
     return column(Div(text=f"<h2>{html.escape(title)}</h2>"), widget)
 
 
-def _plain(values: list) -> list:
-    """NaN and None as None so the table shows them empty."""
-    return [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
+def _plain(values: pa.ChunkedArray, *, scientific: bool = False) -> list:
+    """A column as Python values: NaN and None as None so the table shows them empty, other
+    floats rounded for display unless shown in scientific notation (no "-0.000")."""
+    if pa.types.is_floating(values.type) and not scientific:
+        values = pa.array(rounded(values.to_numpy(zero_copy_only=False)))
+    return [
+        None if isinstance(v, float) and not math.isfinite(v) else v for v in values.to_pylist()
+    ]
 
 
 def gallery_state(data: ExplorerData) -> dict[str, Any]:
@@ -290,6 +354,12 @@ def _script_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":")).replace("</", "<\\/")
 
 
+def _note_html(text: str) -> str:
+    """A note as HTML, its `code` spans (flag names) as <code>."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
 def explorer_html(data: ExplorerData) -> str:
     """The whole self-contained explorer page."""
     views = []
@@ -321,7 +391,7 @@ def explorer_html(data: ExplorerData) -> str:
         )
     )
     script, div = components(column(*views))
-    notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in data.notes)
+    notes = "".join(f"<p class='note'>{_note_html(n)}</p>" for n in data.notes)
     return PAGE.format(
         title=html.escape(data.title),
         resources=RESOURCES.render(),

@@ -191,7 +191,7 @@ def gather_run(
     images = report_data.read_images(stages["subset"], chosen)
     thumbs = {sid: thumbnail_uri(images[sid]) for sid in chosen if sid in images}
     names, cosine = similarity_view(data)
-    notes = [f"{len(thumbs)} images embedded (cap {max_images}; the `max_images` parameter)."]
+    notes = [f"{len(thumbs)} images embedded (at most {max_images}: `--explorer-images`)."]
     if (left_out := len(set(required)) - max_images) > 0:
         notes.append(f"{left_out} pair or confusion images left out by the cap.")
     return ExplorerData(

@@ -6,7 +6,7 @@ The plots, tables and hovers are Bokeh's; this only fills the image panel from w
 
 PAGE_CSS = """
 body { font-family: system-ui, sans-serif; margin: 0; }
-main { margin-right: 380px; padding: 0 16px 32px; }
+main { margin-right: 380px; padding: 0 16px 32px; overflow-x: auto; }
 #gallery { position: fixed; top: 0; right: 0; width: 360px; height: 100vh; overflow-y: auto;
   box-sizing: border-box; padding: 8px 12px; border-left: 1px solid #ccc; background: #fafafa; }
 #gallery h3 { margin: 8px 0 4px; font-size: 14px; }

@@ -23,7 +23,16 @@ def calibration_figure(calibration: pa.Table, num_classes: int) -> Figure:
     """Classes flagged against each rule's parameter, the run's own setting marked (pairs: in the
     ``overlap_calibration`` table; their count grows far faster and would flatten the curves)."""
     rows = calibration.to_pylist()
-    figure, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.6), sharey=True)
+    # two panels a row: the figure fits the report's page width (no sideways scrolling)
+    ncols = 2
+    nrows = -(-len(PANELS) // ncols)
+    figure, grid = plt.subplots(
+        nrows, ncols, figsize=(4.6 * ncols, 3.3 * nrows + 0.5), sharey=True, squeeze=False
+    )
+    axes = list(grid.ravel())
+    for ax in axes[len(PANELS) :]:
+        ax.set_visible(False)
+    axes = axes[: len(PANELS)]
     for ax, (rule, label) in zip(axes, PANELS.items(), strict=True):
         mine = [r for r in rows if r["rule"] == rule]
         x = [r["value"] for r in mine]
@@ -41,12 +50,13 @@ def calibration_figure(calibration: pa.Table, num_classes: int) -> Figure:
         ax.set_ylim(0, num_classes * 1.08)
         ax.set_xlabel(label)
         ax.set_title(rule)
-    axes[0].set_ylabel(f"flagged (of {num_classes} classes)")
+    for ax in axes[::ncols]:
+        ax.set_ylabel(f"flagged (of {num_classes} classes)")
     handles, labels = axes[0].get_legend_handles_labels()
     for ax in axes[1:]:  # the run's marker lives in one panel only
         extra = ax.get_legend_handles_labels()
         handles += [h for h, n in zip(*extra, strict=True) if n not in labels]
         labels += [n for n in extra[1] if n not in labels]
     figure.legend(handles, labels, loc="upper center", ncol=2, frameon=False)
-    figure.tight_layout(rect=(0, 0, 1, 0.9))
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.4 / figure.get_figheight()))
     return figure

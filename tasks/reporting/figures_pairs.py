@@ -151,8 +151,9 @@ def image_grid(rows: Sequence[tuple[str, Sequence[bytes]]], *, per_row: int, tit
     """One row per (caption, images): a caption on the left, up to ``per_row`` images, '(none)'."""
     per_row = max(1, per_row)
     height = max(1, len(rows))
+    # 1.05 in an image: 8 a row (--grid-images' default) and the captions fit the report's page
     figure, axes = plt.subplots(
-        height, per_row, figsize=(1.2 * per_row + 2.6, 1.35 * height + 0.6), squeeze=False
+        height, per_row, figsize=(1.05 * per_row + 2.6, 1.2 * height + 0.6), squeeze=False
     )
     for r, (caption, images) in enumerate(rows):
         for c in range(per_row):

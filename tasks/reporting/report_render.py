@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import pyarrow as pa
 
@@ -20,6 +21,8 @@ body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0
 table{border-collapse:collapse;margin:1em 0;font-size:0.85em}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f0f0f0}td:first-child,td:nth-child(2){text-align:left}
+th:first-child,th:nth-child(2){text-align:left}
+.link{background:#eef4ff;border:1px solid #9bd;padding:0.6em;font-size:1.1em}
 img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}
 .warning{background:#fdd;border:2px solid #c00;padding:0.8em;font-weight:bold}
 code{background:#f4f4f4;padding:1px 4px}
@@ -61,7 +64,15 @@ class Figure:
     png: bytes
 
 
-Block = Heading | Text | Table | Figure
+@dataclass(frozen=True)
+class Link:
+    """A paragraph linking a file next to the report (``href``: its name, a relative URL)."""
+
+    text: str
+    href: str
+
+
+Block = Heading | Text | Table | Figure | Link
 
 
 def cell(value: Any) -> str:
@@ -139,6 +150,8 @@ def to_markdown(title: str, blocks: Sequence[Block]) -> str:
                 for row in block.rows
             ]
             out += ["", f"_{escape.markdown(block.note)}_", ""] if block.note else [""]
+        elif isinstance(block, Link):
+            out += [f"[{escape.markdown(block.text)}]({quote(block.href)})", ""]
         else:
             caption = escape.markdown(block.caption)
             out += [f"![{caption}]({block.name})", "", f"_{caption}_", ""]
@@ -175,6 +188,9 @@ def to_html(title: str, blocks: Sequence[Block]) -> str:
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
             if block.note:
                 out.append(f"<p><em>{escape.html(block.note)}</em></p>")
+        elif isinstance(block, Link):
+            href = escape.html(quote(block.href))
+            out.append(f'<p class="link"><a href="{href}">{escape.html(block.text)}</a></p>')
         else:
             out.append(_html_figure(block))
     out.append("</body></html>")

@@ -15,6 +15,7 @@ import numpy as np
 from storage import registry
 from storage.manifest import StageManifest
 from tasks.algorithms.overlap_rules import similarity_matrices
+from tasks.core import progress
 from tasks.reporting import figures
 from tasks.reporting.figures_calibration import calibration_figure
 from tasks.reporting.report_render import Block, Figure, Heading, Text, arrow_table
@@ -31,7 +32,9 @@ MAX_HEATMAP_CLASSES = 100
 
 def _figure(name: str, caption: str, fig: Any) -> Figure:
     """A report figure block from a matplotlib figure (as the report stage makes them)."""
-    return Figure(f"figure-{name}.png", caption, figures.png_bytes(fig))
+    block = Figure(f"figure-{name}.png", caption, figures.png_bytes(fig))
+    progress.step(figure=name)
+    return block
 
 
 def nothing_flagged_line(info: Mapping[str, Any]) -> str:
