@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tasks.algorithms import neighbours as nb
 from tasks.algorithms.exact_knn import exact_knn
 
 
@@ -53,3 +54,14 @@ def test_fewer_rows_than_candidates() -> None:
     positions, _, redone = exact_knn(x, 5, margin=32)
     assert redone == 0
     np.testing.assert_array_equal(positions, _brute(x, 5)[0])
+
+
+def test_the_stage_search_in_torch_equals_faiss_exact() -> None:
+    x = _clustered(500, 24, seed=4)
+    shards = [x[:200], x[200:]]
+    torch_found = nb.exact_search(lambda: iter(shards), len(x), 7, gpu=False)
+    faiss_found = nb.knn(lambda: iter(shards), len(x), 24, k=7, gpu=False)
+    assert faiss_found.kind == "flat"
+    np.testing.assert_array_equal(torch_found.positions, faiss_found.neighbours.positions)
+    np.testing.assert_allclose(torch_found.cosine, faiss_found.neighbours.cosine, atol=1e-5)
+    assert not (torch_found.positions == np.arange(len(x))[:, None]).any()

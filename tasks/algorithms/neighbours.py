@@ -1,10 +1,11 @@
 """k nearest neighbours of every embedding by cosine, streamed shard by shard.
 
-Exact search (``tasks/algorithms/exact_knn.py``: torch, bf16 candidates proven exact in fp32) on
-a GPU and up to ``EXACT_MAX_ROWS`` rows; beyond that on a CPU a FAISS inverted-file index (IVF),
+Exact search on a GPU (``tasks/algorithms/exact_knn.py``: torch, bf16 candidates proven exact in
+fp32) and on a CPU up to ``EXACT_MAX_ROWS`` rows (FAISS ``IndexFlatIP``: on 60k x 384 it took a
+third of the torch search's time on 2 AMX cores); beyond that on a CPU an inverted-file index (IVF),
 whose queries go one shard at a time and whose recall against exact search is measured on a
-sample of queries (``sample_recall``) so that a run can log what it traded. FAISS's exact
-index (``IndexFlatIP``, kind "faiss-flat") and HNSW are kept for comparison (``benchmarks/knn.py``):
+sample of queries (``sample_recall``) so that a run can log what it traded. Kind "faiss-flat"
+forces FAISS's exact index anywhere; HNSW is kept for comparison (``benchmarks/knn.py``):
 HNSW on 60k x 384 was 1.6x slower than IVF at the same recall, and needs more memory (its graph).
 """
 
@@ -25,9 +26,9 @@ ShardReader = Callable[[], Iterable[np.ndarray]]
 
 DEFAULT_K = 10
 # Exact all-vs-all costs O(N^2 d): on 60k x 384 (2 loaded CPU cores, one run) FAISS exact took
-# 257 s, IVF 79 s at recall 0.9998, HNSW 125 s; the torch exact search is several times faster
-# than FAISS exact (benchmarks/knn.py, RESULTS.md). Up to this many rows, exact.
-EXACT_MAX_ROWS = 100_000
+# 257 s, IVF 79 s at recall 0.9998, HNSW 125 s (benchmarks/knn.py, RESULTS.md). Up to this many
+# rows on a CPU, exact.
+EXACT_MAX_ROWS = 50_000
 # HNSW (for comparison): links per node and the search breadth; efSearch trades time for recall.
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
@@ -263,10 +264,11 @@ def knn(
         gpu = device_name("auto") == "cuda"
     check_k(k, rows)
     kind = choose_index(rows, gpu=gpu, exact_max_rows=exact_max_rows) if kind is None else kind
-    if kind == "flat":
-        return Knn(exact_search(read, rows, k, gpu=gpu), kind, 1.0)
-    index = build_index(read, rows, dim, kind)
+    if kind == "flat" and gpu:
+        return Knn(exact_search(read, rows, k, gpu=True), kind, 1.0)
+    index = build_index(read, rows, dim, "faiss-flat" if kind == "flat" else kind)
     found = concat(search_shards(index, read, k))
     del index  # the sample check below streams the shards again; the index is no longer needed
-    measured = 1.0 if kind == "faiss-flat" else sample_recall(found, read, k, size=recall_sample)
+    exact = kind in ("flat", "faiss-flat")
+    measured = 1.0 if exact else sample_recall(found, read, k, size=recall_sample)
     return Knn(found, kind, measured)
