@@ -63,8 +63,8 @@ def numpy_similarity(vectors: np.ndarray, labels: np.ndarray, classes: int) -> n
 
 
 def knn(vectors: np.ndarray, k: int) -> nb.Knn:
-    """Every row's k nearest other rows by cosine, as the neighbours stage finds them (exact, in
-    torch, on the GPU when present)."""
+    """Every row's k nearest other rows by cosine, as the neighbours stage finds them (exact: in
+    torch on a GPU, FAISS on a CPU)."""
     shards = [vectors[i : i + SHARD_ROWS] for i in range(0, len(vectors), SHARD_ROWS)]
     return nb.knn(lambda: iter(shards), len(vectors), vectors.shape[1], k)
 
@@ -123,8 +123,8 @@ def main() -> None:
         f"{sim['project_stage']:.3f} s\n"
         f"  numpy reference: {sim['numpy']:.3f} s; max |difference| "
         f"{record['similarity_max_abs_diff']:.2e}\n"
-        f"  kNN k={args.k} over {knn_rows} rows ({found.kind}, torch exact, "
-        f"{'GPU' if torch.cuda.is_available() else 'CPU'}, {torch.get_num_threads()} threads): "
+        f"  kNN k={args.k} over {knn_rows} rows ({found.kind}: "
+        f"{'torch on the GPU' if torch.cuda.is_available() else 'FAISS on the CPU'}): "
         f"{knn_s:.1f} s ({knn_rows / knn_s:.0f} queries/s); each row itself left out: "
         f"{self_left_out}"
     )
