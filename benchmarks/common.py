@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 OUT = Path(__file__).parent / "out"
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
-PACKAGES = ("torch", "torchvision", "timm", "numpy", "pillow", "faiss-gpu", "faiss-cpu", "prefect")
+PACKAGES = ("torch", "torchvision", "timm", "numpy", "pillow", "faiss-cpu", "prefect")
 
 
 def sync(device: torch.device | str | None = None) -> None:

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 import types
 import typing
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from flows.reference_cmd import add_reference_parser, reference_command
 from flows.verify_cmd import add_verify_parser, verify_command
 from storage.escape import terminal
 from storage.fs import Location
+from tasks.core.clock import process_started, time_by_stage, time_by_stage_line
 
 # Errors a user can fix by changing the call: shown as one line, no traceback.
 USER_ERRORS = (ValueError, PermissionError, FileNotFoundError)
@@ -234,6 +236,9 @@ def run_command(args: argparse.Namespace) -> int:
             return fail(str(error))
         raise
     pages = record["stages"].get("report", {}).get("tables", {})
+    if "timing" in record:
+        parts = time_by_stage(record["timing"], process_started(), time.time())
+        print(terminal(time_by_stage_line(parts)))
     print(terminal(f"outputs: {config.out}  (run record: runs/{record['name']}.json)"))
     for page in ("report.html", "explorer.html"):  # the two pages to open, by full path
         if page in pages:

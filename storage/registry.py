@@ -75,8 +75,9 @@ _SPECS = [
     TableSpec(
         "neighbours",
         "neighbours",
-        "One row per image: its `--knn-k` nearest other images by cosine, nearest first (FAISS: "
-        "exact up to 50,000 images and on a GPU, IVF beyond, its recall in the manifest).",
+        "One row per image: its `--knn-k` nearest other images by cosine, nearest first (exact "
+        "on a GPU and up to 50,000 images, FAISS IVF beyond, its recall in the manifest; exact "
+        "means exactly what a brute-force fp32 search finds).",
         {
             "sample_id": _KEYS["sample_id"],
             "label": _KEYS["label"],
@@ -145,8 +146,7 @@ _SPECS = [
         "(b, a) have the same cosine), sorted by `label_a`, `rank`.",
         {
             **_PAIR,
-            "cosine": "cosine of the two class centroids (FAISS `IndexFlatIP` on unit vectors, "
-            "on the GPU when one is present)",
+            "cosine": "cosine of the two class centroids (a matrix product of the unit centroids)",
             "rank": "place of b among a's most similar other classes (1 = nearest; ties go to "
             "the lower label)",
         },

@@ -18,8 +18,6 @@ from tasks.algorithms.overlap_rules import pair_columns
 from tasks.core.params import SimilarityParams
 from tasks.core.stage import Output, Stage
 
-# GPU flat indexes answer at most 2048 neighbours per query; more classes stay on the CPU.
-GPU_MAX_K = 2048
 SHOW_IDS = 5
 
 
@@ -107,20 +105,14 @@ def stream_centroids(
 
 
 def cosine_matrix(centroids: np.ndarray) -> np.ndarray:
-    """All-pairs cosine (float32, symmetric) of unit centroids via FAISS inner product."""
-    import faiss
+    """All-pairs cosine (float32, symmetric) of unit centroids: one small matrix product.
 
-    vectors = np.ascontiguousarray(centroids, dtype=np.float32)
-    n = len(vectors)
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    if faiss.get_num_gpus() > 0 and n <= GPU_MAX_K:
-        index = faiss.index_cpu_to_all_gpus(index)
-    index.add(vectors)
-    scores, neighbours = index.search(vectors, n)
-    matrix = np.empty((n, n), dtype=np.float32)
-    np.put_along_axis(matrix, neighbours.astype(np.int64), scores, axis=1)
-    # Float rounding can differ by direction; one value per unordered pair keeps tables consistent.
-    return (matrix + matrix.T) / 2
+    A few thousand classes at most: milliseconds on any CPU, so no index and no GPU.
+    """
+    vectors = np.asarray(centroids, dtype=np.float64)
+    matrix = vectors @ vectors.T
+    # Blocked products can round (a, b) and (b, a) apart; one value per pair keeps tables agreeing.
+    return ((matrix + matrix.T) / 2).astype(np.float32)
 
 
 def neighbour_ranks(cosine: np.ndarray) -> np.ndarray:
@@ -183,8 +175,6 @@ def class_similarity_task(
     images: StageManifest, embeddings: StageManifest, params: SimilarityParams
 ) -> Output:
     """Class centroids (of ``--centroid-split``'s images) and the cosine of every pair."""
-    import faiss
-
     names = list(images.info["class_names"])
     split = params.centroid_split
     shards = split_shards(embeddings, split, ["sample_id", "label", "embedding"])
@@ -205,7 +195,6 @@ def class_similarity_task(
         info={
             "dim": int(centroids.shape[1]),
             "num_classes": len(names),
-            "gpu": faiss.get_num_gpus() > 0,
             "centroid_split": split,
             "centroid_images": int(counts.sum()),
         },

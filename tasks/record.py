@@ -17,11 +17,15 @@ from tasks.core.params import StageParams
 
 @task(name="record")
 def record_task(
-    stages: dict[str, StageManifest], settings: dict[str, Any], params: StageParams
+    stages: dict[str, StageManifest],
+    settings: dict[str, Any],
+    params: StageParams,
+    timing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write runs/<name>.json and latest.json under the output root; return the record.
 
-    ``settings``: every parameter of the run, as recorded.
+    ``settings``: every parameter of the run, as recorded; ``timing``: when the flow started
+    and each stage's wall seconds in this run (``tasks/core/clock.py``), recorded as ``timing``.
     """
     logger = get_run_logger()
     images, embeddings = stages.get("images"), stages.get("embeddings")
@@ -32,7 +36,10 @@ def record_task(
     # extraction's counts are this run's own
     if changes:
         logger.info("images: %s", ", ".join(f"{n} {k}" for k, n in changes.items()))
-    record = run_record(settings, stages, {"changes": changes} if changes else None)
+    extra: dict[str, Any] = {"changes": changes} if changes else {}
+    if timing:
+        extra["timing"] = timing
+    record = run_record(settings, stages, extra or None)
     url = write_run_record(OutputLayout.at(params.out), record)
     logger.info("run record: %s", url)
     return record

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -56,6 +57,14 @@ def test_the_model_free_rule_flags_exactly_the_planted_pairs(first_run) -> None:
     pairs = pl.read_parquet(_table_dir(record, "overlap") / "overlap_pairs.parquet")
     found = {tuple(sorted(p)) for p in pairs.select("class_a", "class_b").iter_rows()}
     assert found == planted
+
+
+def test_the_run_record_says_where_the_wall_time_went(first_run) -> None:
+    _config, record, _ = first_run
+    seconds = record["timing"]["stage_seconds"]
+    assert list(seconds) == [*(s for s in record["stages"] if s != "report"), "report"]
+    assert all(value >= 0 for value in seconds.values()) and seconds["embeddings"] > 0
+    assert record["timing"]["flow_started"] < datetime.fromisoformat(record["finished"]).timestamp()
 
 
 def test_a_second_identical_run_is_served_from_cache(first_run) -> None:

@@ -1,11 +1,12 @@
-"""k nearest neighbours of every embedding by cosine (FAISS), streamed shard by shard.
+"""k nearest neighbours of every embedding by cosine, streamed shard by shard.
 
-The index holds the vectors; queries go one shard at a time, so memory is the index plus one
-shard plus the k neighbours per row. Exact search (``IndexFlatIP``) on a GPU and for small sets;
-beyond ``EXACT_MAX_ROWS`` rows on a CPU an inverted-file index (IVF), whose recall against exact
-search is measured on a sample of queries (``sample_recall``) so that a run can log what it
-traded. HNSW is kept for comparison (``benchmarks/knn.py``): on 60k x 384 it was 1.6x slower
-than IVF at the same recall, and needs more memory (its graph).
+Exact search on a GPU (``tasks/algorithms/exact_knn.py``: torch, bf16 candidates proven exact in
+fp32) and on a CPU up to ``EXACT_MAX_ROWS`` rows (FAISS ``IndexFlatIP``: on 60k x 384 it took a
+third of the torch search's time on 2 AMX cores); beyond that on a CPU an inverted-file index (IVF),
+whose queries go one shard at a time and whose recall against exact search is measured on a
+sample of queries (``sample_recall``) so that a run can log what it traded. Kind "faiss-flat"
+forces FAISS's exact index anywhere; HNSW is kept for comparison (``benchmarks/knn.py``):
+HNSW on 60k x 384 was 1.6x slower than IVF at the same recall, and needs more memory (its graph).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import numpy as np
 if TYPE_CHECKING:  # FAISS loads where an index is built: importing the flow needs none
     import faiss
 
-IndexKind = Literal["flat", "hnsw", "ivf"]
+IndexKind = Literal["flat", "hnsw", "ivf", "faiss-flat"]
 # A reader returns a fresh iterator over the unit float32 shards, in the same order every time.
 ShardReader = Callable[[], Iterable[np.ndarray]]
 
 DEFAULT_K = 10
-# Exact all-vs-all costs O(N^2 d): on 60k x 384 (2 loaded CPU cores, one run) exact took 257 s,
-# IVF 79 s at recall 0.9998, HNSW 125 s (benchmarks/knn.py, RESULTS.md). Below this, exact.
+# Exact all-vs-all costs O(N^2 d): on 60k x 384 (2 loaded CPU cores, one run) FAISS exact took
+# 257 s, IVF 79 s at recall 0.9998, HNSW 125 s (benchmarks/knn.py, RESULTS.md). Up to this many
+# rows on a CPU, exact.
 EXACT_MAX_ROWS = 50_000
 # HNSW (for comparison): links per node and the search breadth; efSearch trades time for recall.
 HNSW_M = 32
@@ -34,8 +36,6 @@ HNSW_EF_SEARCH = 128
 # IVF: lists ~ 4 sqrt(N), trained on 64 rows per list; nprobe lists searched per query.
 IVF_TRAIN_PER_LIST = 64
 IVF_NPROBE = 32
-# GPU flat indexes answer at most 2048 neighbours per query.
-GPU_MAX_K = 2048
 RECALL_SAMPLE = 1000
 
 
@@ -91,16 +91,12 @@ def _stride_sample(read: ShardReader, rows: int, wanted: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
 
 
-def build_index(
-    read: ShardReader, rows: int, dim: int, kind: IndexKind, *, gpu: bool
-) -> faiss.Index:
-    """An inner-product index holding every row of ``read()``, added shard by shard."""
+def build_index(read: ShardReader, rows: int, dim: int, kind: IndexKind) -> faiss.Index:
+    """A FAISS inner-product index (CPU) holding every row of ``read()``, added shard by shard."""
     import faiss
 
-    if kind == "flat":
+    if kind == "faiss-flat":
         index = faiss.IndexFlatIP(dim)
-        if gpu:
-            index = faiss.index_cpu_to_all_gpus(index)
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
@@ -111,14 +107,31 @@ def build_index(
         index.train(_stride_sample(read, rows, lists * IVF_TRAIN_PER_LIST))
         index.nprobe = min(IVF_NPROBE, lists)
     else:
-        raise ValueError(f"unknown index kind {kind!r}: use flat, hnsw or ivf")
+        raise ValueError(f"unknown index kind {kind!r}: use faiss-flat, hnsw or ivf")
     for shard in read():
         index.add(np.ascontiguousarray(shard, dtype=np.float32))
-    if index.ntotal != rows:
-        raise ValueError(
-            f"the shards hold {index.ntotal} rows, the manifest says {rows}: re-run extraction"
-        )
+    _check_rows(index.ntotal, rows)
     return index
+
+
+def _check_rows(found: int, rows: int) -> None:
+    if found != rows:
+        raise ValueError(
+            f"the shards hold {found} rows, the manifest says {rows}: re-run extraction"
+        )
+
+
+def exact_search(read: ShardReader, rows: int, k: int = DEFAULT_K, *, gpu: bool) -> Neighbours:
+    """Every row's exact k nearest other rows, all rows in memory at once (as an exact index
+    holds them): bf16 candidates where the device runs bf16 natively, fp32 ranks."""
+    from tasks.algorithms.exact_knn import exact_knn
+    from tasks.models.hardware import native_bf16
+
+    matrix = np.concatenate([np.asarray(shard, dtype=np.float32) for shard in read()])
+    _check_rows(len(matrix), rows)
+    device = "cuda" if gpu else "cpu"
+    positions, scores, _ = exact_knn(matrix, k + 1, device=device, bf16=native_bf16(device))
+    return drop_self(np.arange(rows, dtype=np.int64), positions, scores)
 
 
 def drop_self(queries: np.ndarray, positions: np.ndarray, cosine: np.ndarray) -> Neighbours:
@@ -222,12 +235,10 @@ class Knn:
     recall: float
 
 
-def check_k(k: int, rows: int, *, gpu: bool) -> None:
-    """Refuse a k that the rows or the device cannot answer, before any index is built."""
+def check_k(k: int, rows: int) -> None:
+    """Refuse a k that the rows cannot answer, before any search."""
     if not 1 <= k < rows:
         raise ValueError(f"k must lie in 1..{rows - 1} (one less than the {rows} rows), got {k}")
-    if gpu and k + 1 > GPU_MAX_K:
-        raise ValueError(f"k must be at most {GPU_MAX_K - 1} on a GPU (FAISS limit), got {k}")
 
 
 def knn(
@@ -243,16 +254,21 @@ def knn(
 ) -> Knn:
     """Every row's k nearest other rows by cosine; ``read`` yields unit float32 shards.
 
-    ``kind`` None picks exact or IVF by size (``choose_index``); an approximate index's recall
-    is measured against exact search on ``recall_sample`` rows.
+    ``gpu`` None searches on a GPU when torch sees one. ``kind`` None picks exact or IVF by
+    size (``choose_index``); an approximate index's recall is measured against exact search on
+    ``recall_sample`` rows.
     """
-    import faiss
+    if gpu is None:
+        from tasks.models.hardware import device_name
 
-    gpu = faiss.get_num_gpus() > 0 if gpu is None else gpu
-    check_k(k, rows, gpu=gpu)
+        gpu = device_name("auto") == "cuda"
+    check_k(k, rows)
     kind = choose_index(rows, gpu=gpu, exact_max_rows=exact_max_rows) if kind is None else kind
-    index = build_index(read, rows, dim, kind, gpu=gpu and kind == "flat")
+    if kind == "flat" and gpu:
+        return Knn(exact_search(read, rows, k, gpu=True), kind, 1.0)
+    index = build_index(read, rows, dim, "faiss-flat" if kind == "flat" else kind)
     found = concat(search_shards(index, read, k))
     del index  # the sample check below streams the shards again; the index is no longer needed
-    measured = 1.0 if kind == "flat" else sample_recall(found, read, k, size=recall_sample)
+    exact = kind in ("flat", "faiss-flat")
+    measured = 1.0 if exact else sample_recall(found, read, k, size=recall_sample)
     return Knn(found, kind, measured)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from tasks.models.fast_cnn import is_convolutional
 from tasks.models.models import DTYPES, Preprocessing
 
 _MODES = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}
@@ -121,6 +122,13 @@ class Extractor:
         """Embedding dimension."""
         return int(self.model.num_features)
 
+    @functools.cached_property
+    def memory_format(self) -> torch.memory_format:
+        """Channels last for a convolutional model (what its prepared layers run in)."""
+        if is_convolutional(self.model):
+            return torch.channels_last
+        return torch.contiguous_format
+
     @property
     def forward_images(self) -> int:
         """Images per forward pass: the batch, capped on a CPU (see CPU_FORWARD_IMAGES)."""
@@ -134,7 +142,11 @@ class Extractor:
         batch = batch.to(self.device, non_blocking=True)
         features = torch.cat(
             [
-                self.model(preprocess(part, self.prep, self.dtype)).float()
+                self.model(
+                    preprocess(part, self.prep, self.dtype).contiguous(
+                        memory_format=self.memory_format
+                    )
+                ).float()
                 for part in batch.split(self.forward_images)
             ]
         )

@@ -14,7 +14,7 @@ import timm
 import torch
 from torch import nn
 
-from tasks.models import efficientnet_keys, fast_vit, hardware, weights_probe
+from tasks.models import efficientnet_keys, fast_cnn, fast_vit, hardware, weights_probe
 from tasks.models.hardware import ModelError
 
 log = logging.getLogger(__name__)
@@ -222,19 +222,32 @@ def resolve_precision(requested: str, device: torch.device) -> str:
 
 def prepare(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
     """Move to the device, weights cast to bf16 (faster than autocast here, see notes), and
-    rewrite for inference (``tasks/models/fast_vit.py``): such a model is for inference only.
+    rewrite for inference (``tasks/models/fast_cnn.py``, ``fast_vit.py``): such a model is for
+    inference only. ``model`` comes as built: fp32, on the CPU.
 
-    A token-pooled ViT computes its last block for the class token alone. On a CPU, attention
+    A convolutional model has its batch norms folded into its convolutions and runs channels
+    last; on a CPU its convolutions are packed for oneDNN, their activations fused in. A
+    token-pooled ViT computes its last block for the class token alone. On a CPU, attention
     runs a few images at a time, and in bf16 the Linear layers are packed for oneDNN.
     """
     dtype = DTYPES[precision]
-    model = model.to(device=device, dtype=dtype)
+    convolutional = fast_cnn.is_convolutional(model)
     with torch.no_grad():
+        folded = fast_cnn.fold_batchnorms(model) if convolutional else 0  # in fp32, exact
+    model = model.to(device=device, dtype=dtype)
+    if convolutional:  # NHWC: 2-3x faster convolutions on a CPU, tensor-core friendly on a GPU
+        model = model.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        pack_convs = convolutional and fast_cnn.conv_packing_supported(device, dtype)
+        convs = fast_cnn.pack_convolutions(model) if pack_convs else 0
         chunked = fast_vit.chunk_attention(model) if device.type == "cpu" else 0
         class_token = fast_vit.class_token_only(model)  # after chunking: it unwraps its own
         packed = fast_vit.pack_linears(model) if fast_vit.packing_supported(device, dtype) else 0
     log.debug(
-        "inference rewrites: class-token last block %s, %d attention chunked, %d linear packed",
+        "inference rewrites: %d norms folded, %d convolutions packed, class-token last block "
+        "%s, %d attention chunked, %d linear packed",
+        folded,
+        convs,
         class_token,
         chunked,
         packed,
