@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
@@ -83,6 +84,9 @@ def stop_on_signals() -> Iterator[StopOnSignals]:
     inherits SIGINT ignored, and ``kill -INT`` must stop it all the same.
     """
     handler = StopOnSignals()
+    if threading.current_thread() is not threading.main_thread():  # Python allows no handler
+        yield handler
+        return
     previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
     try:
         yield handler

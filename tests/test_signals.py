@@ -27,7 +27,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.settings import get_current_settings
 
-from flows.cli import build_parser
+from flows.cli import EPHEMERAL_STARTUP_SECONDS, EPHEMERAL_STARTUP_VARIABLE, build_parser
 from flows.config import RunConfig
 from flows.overlap_flow import class_overlap
 from storage.fs import TMP_MARKER
@@ -59,6 +59,8 @@ def _start(argv: list[str], log: Path, module: str = "flows.cli", **env: str) ->
     """``python -m module ARGV`` as a shell job: a session and process group of its own."""
     variables = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     variables |= {"PREFECT_LOGGING_LEVEL": "INFO", "TQDM_DISABLE": "1", **env}
+    # tests.cli_paused imports Prefect before the CLI can set its default (a busy CI machine)
+    variables.setdefault(EPHEMERAL_STARTUP_VARIABLE, EPHEMERAL_STARTUP_SECONDS)
     with log.open("w") as output:  # a file, not a pipe: a full pipe would stall the run
         run = subprocess.Popen(
             [sys.executable, "-m", module, *argv],
