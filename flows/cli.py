@@ -23,7 +23,13 @@ from flows.compare_cmd import add_compare_parser, compare_command
 from flows.config import RunConfig
 from flows.inspect_cmd import add_inspect_parser, inspect_command, print_top_confusion_pairs
 from flows.reference_cmd import add_reference_parser, reference_command
-from flows.stopping import RunStopped, StopOnSignals, mark_cancelled, stop_on_signals
+from flows.stopping import (
+    RunStopped,
+    StopOnSignals,
+    mark_cancelled,
+    stop_on_signals,
+    stop_signal_behind,
+)
 from flows.verify_cmd import add_verify_parser, verify_command
 from storage.escape import terminal
 from storage.fs import Location
@@ -226,6 +232,8 @@ def _run_flow(flow: Any, config: RunConfig, stops: StopOnSignals) -> int:
             stops.children.append(server)
         record = flow.with_options(on_running=[stops.remember_flow_run])(config)
     except Exception as error:
+        if (signum := stop_signal_behind(error)) is not None:
+            raise RunStopped(signum) from error
         if _server_did_not_start(error):
             return fail(server_hint())
         if (full := _disk_full(error)) is not None:

@@ -95,6 +95,26 @@ def stop_on_signals() -> Iterator[StopOnSignals]:
             signal.signal(signum, old)
 
 
+def stop_signal_behind(error: BaseException) -> int | None:
+    """The stop signal in ``error``'s chain (causes and contexts), if any.
+
+    A signal that lands while Prefect creates a task run comes back as another error (Prefect's
+    crash handling fails with "Task run is not set"): that run was still stopped by the signal.
+    """
+    from prefect.exceptions import TerminationSignal  # raised by Prefect's SIGTERM bridge
+
+    seen: set[int] = set()
+    chain: BaseException | None = error
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, RunStopped):
+            return chain.signum
+        if isinstance(chain, TerminationSignal):
+            return chain.signal
+        chain = chain.__cause__ or chain.__context__
+    return None
+
+
 def mark_cancelled(flow_run_id: UUID, message: str) -> bool:
     """Record the stopped flow run, and any subflow run of it still open, as Cancelled.
 

@@ -25,11 +25,13 @@ import pyarrow.parquet as pq
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+from prefect.exceptions import TerminationSignal
 from prefect.settings import get_current_settings
 
 from flows.cli import EPHEMERAL_STARTUP_SECONDS, EPHEMERAL_STARTUP_VARIABLE, build_parser
 from flows.config import RunConfig
 from flows.overlap_flow import class_overlap
+from flows.stopping import stop_signal_behind
 from storage.fs import TMP_MARKER
 from storage.tables import shard_name
 
@@ -215,6 +217,18 @@ def test_sigterm_during_the_report_cancels_the_flow_run_and_the_rerun_finishes_i
     assert re.search(r"Task run 'report-\w+' - Finished in state Completed", resumed)
     for name, table in _tables(out).items():
         assert table.equals(reference[name]), name
+
+
+def test_a_signal_that_prefect_turns_into_another_error_still_reads_as_a_stop() -> None:
+    # A SIGTERM while Prefect creates a task run: its crash handling fails on the missing run.
+    try:
+        try:
+            raise TerminationSignal(signal.SIGTERM)
+        except TerminationSignal:
+            raise ValueError("Task run is not set")  # noqa: B904  # as Prefect raises it
+    except ValueError as error:
+        assert stop_signal_behind(error) == signal.SIGTERM
+    assert stop_signal_behind(ValueError("a bad input")) is None
 
 
 def test_a_second_ctrl_c_stops_at_once(tmp_path: Path) -> None:
