@@ -6,6 +6,7 @@ import argparse
 import errno
 import logging
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -14,6 +15,7 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
@@ -22,6 +24,13 @@ from flows.compare_cmd import add_compare_parser, compare_command
 from flows.config import RunConfig
 from flows.inspect_cmd import add_inspect_parser, inspect_command, print_top_confusion_pairs
 from flows.reference_cmd import add_reference_parser, reference_command
+from flows.stopping import (
+    RunStopped,
+    StopOnSignals,
+    mark_cancelled,
+    stop_on_signals,
+    stop_signal_behind,
+)
 from flows.verify_cmd import add_verify_parser, verify_command
 from storage.escape import terminal
 from storage.fs import Location
@@ -207,8 +216,16 @@ def fail(message: str, code: int = 1) -> int:
     return code
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """Validate the flags, check the inputs cheaply, then run the flow."""
+def run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Validate the flags, check the inputs cheaply, then run the flow until done or stopped."""
+    with stop_on_signals() as stops:
+        try:
+            return _checked_run(args, stops)
+        except RunStopped as stop:
+            return _stopped(stop, stops.flow_run_id, argv)
+
+
+def _checked_run(args: argparse.Namespace, stops: StopOnSignals) -> int:
     from flows.overlap_flow import class_overlap
     from flows.runners import check_runner
     from tasks.core.preflight import check_run
@@ -225,9 +242,20 @@ def run_command(args: argparse.Namespace) -> int:
     _quiet_own_errors()
     if config.random_weights:
         print("WARNING: random weights (--no-pretrained): embeddings and results are meaningless.")
+    return _run_flow(class_overlap, config, stops)
+
+
+def _run_flow(flow: Any, config: RunConfig, stops: StopOnSignals) -> int:
+    """Run the flow under Prefect's temporary server (when no API URL is set); print where."""
+    from tasks.core.prefect_private import start_temporary_server
+
     try:
-        record = class_overlap(config)
+        if (server := start_temporary_server()) is not None:
+            stops.children.append(server)
+        record = flow.with_options(on_running=[stops.remember_flow_run])(config)
     except Exception as error:
+        if (signum := stop_signal_behind(error)) is not None:
+            raise RunStopped(signum) from error
         if _server_did_not_start(error):
             return fail(server_hint())
         if (full := _disk_full(error)) is not None:
@@ -247,6 +275,19 @@ def run_command(args: argparse.Namespace) -> int:
         print(terminal(_nothing_flagged(record)))
         return NOTHING_FLAGGED
     return 0
+
+
+def _stopped(stop: RunStopped, flow_run_id: UUID | None, argv: Sequence[str]) -> int:
+    """Record the stopped run as Cancelled, say how to resume; the signal's exit status."""
+    reason = f"stopped by {stop.name}"
+    if flow_run_id is not None:
+        mark_cancelled(flow_run_id, f"{reason}; the same command resumes it")
+    command = shlex.join(["overlap", *argv])
+    print(
+        terminal(f"overlap: {reason}; finished stages and shards are kept. Resume: {command}"),
+        file=sys.stderr,
+    )
+    return stop.exit_code
 
 
 def _nothing_flagged(record: dict[str, Any]) -> str:
@@ -300,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault(EPHEMERAL_STARTUP_VARIABLE, EPHEMERAL_STARTUP_SECONDS)
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        return run_command(args)
+        return run_command(args, sys.argv[1:] if argv is None else argv)
     if args.command == "analyze-predictions":
         return analyze_command(args)
     reading = {  # commands over finished outputs: a bad argument ends in one line, exit 2

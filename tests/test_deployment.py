@@ -298,3 +298,57 @@ def test_scheduled_runs_are_executed_and_served_from_cache(
             # The triggered run computed everything; every scheduled run reuses it.
             states = _task_states(client, run.id)
             assert_only(states)
+
+
+def _final_state(server: Server, flow_run_id: UUID, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    with server.client() as client:
+        while not (state := client.read_flow_run(flow_run_id).state).is_final():
+            assert time.monotonic() < deadline, f"flow run still {state.name} after {timeout} s"
+            time.sleep(0.5)
+    return state
+
+
+def test_a_run_cancelled_from_the_ui_stops_on_the_worker_and_the_next_run_resumes(
+    deployed: Server, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    config = {"dataset": "synthetic", "out": str(out), "report_pairs": 0, "shard_size": 150}
+    parameters = f"config={json.dumps(config)}"
+    cancelled = _flow_run_id(deployed.cli("deployment", "run", SYNTHETIC, "-p", parameters).stdout)
+    log = deployed.logs / "worker-cancelled.log"
+    command = [PREFECT, "worker", "start", "--pool", POOL, "--run-once", "--limit", "1"]
+    with log.open("w") as handle:
+        worker = subprocess.Popen(
+            command, cwd=REPO, env=deployed.env, stdout=handle, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        # Cancelled once its first stage is done: the run is then extracting, or further on.
+        deadline = time.monotonic() + 300
+        while not list(out.glob("synthetic/images/*/_manifest.json")):
+            assert worker.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        flow_run_processes = _descendants(worker.pid)
+        result = deployed.cli("flow-run", "cancel", str(cancelled))  # what the UI's button does
+        assert result.returncode == 0, result.stdout + result.stderr
+        asked = time.monotonic()
+        state = _final_state(deployed, cancelled)
+        stopped_in = time.monotonic() - asked
+        worker.wait(120)  # --run-once: it ends once its run has
+    finally:
+        stop(worker)
+    assert state.name == "Cancelled", log.read_text()[-5000:]
+    assert stopped_in < 60, f"cancelled run still going {stopped_in:.0f} s after the request"
+    assert not [pid for pid in flow_run_processes if Path(f"/proc/{pid}").exists()]
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    assert not (out / "latest.json").exists()
+
+    resumed = _flow_run_id(deployed.cli("deployment", "run", SYNTHETIC, "-p", parameters).stdout)
+    log_text = deployed.worker("resumed")
+    with deployed.client() as client:
+        flow_run = client.read_flow_run(resumed)
+        states = _task_states(client, resumed)
+    assert flow_run.state.name == "Completed", log_text[-5000:]
+    assert states["images"] == "Cached"  # what the cancelled run finished is kept
+    assert json.loads((out / "latest.json").read_text())["stages"]["embeddings"]
