@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
 from prefect import get_run_logger
 
-from storage.fingerprint import code_version
 from storage.manifest import StageManifest
-from storage.schemas import overlap as schemas
 from storage.tables import embedding_matrix, stage_shards
 from tasks.algorithms.overlap_rules import pair_columns
 from tasks.core.params import StageParams
@@ -168,8 +165,7 @@ def similarity_table(cosine: np.ndarray, names: Sequence[str]) -> pa.Table:
     )
 
 
-CODE = code_version(sys.modules[__name__], schemas)
-STAGE = Stage("class_similarity", CODE)
+STAGE = Stage("class_similarity", module=__name__)
 
 
 @STAGE.task()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import sys
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -13,9 +12,7 @@ import pyarrow.compute as pc
 from prefect import get_run_logger
 
 from storage import registry
-from storage.fingerprint import code_version
 from storage.manifest import StageManifest
-from storage.schemas import classifier as schemas
 from storage.tables import read_embeddings
 from tasks.core.params import ClassifierParams
 from tasks.core.stage import Output, Stage
@@ -235,8 +232,7 @@ def _key_params(params: ClassifierParams) -> dict[str, Any]:
     return {"params": asdict(TrainParams.from_params(params))}
 
 
-CODE = code_version(sys.modules[__name__], schemas)
-STAGE = Stage("classifier", CODE, _key_params)
+STAGE = Stage("classifier", key_params=_key_params, module=__name__)
 
 
 @STAGE.task()

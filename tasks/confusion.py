@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -11,10 +10,8 @@ import pyarrow as pa
 from prefect import get_run_logger
 
 from storage import registry
-from storage.fingerprint import code_version
 from storage.manifest import StageManifest
-from storage.schemas import classifier as schemas
-from tasks.algorithms import classification, label_noise
+from tasks.algorithms import label_noise
 from tasks.algorithms.classification import class_scores
 from tasks.algorithms.label_noise import CONFUSION_DEFECT_COLUMNS, defect_columns
 from tasks.algorithms.overlap_rules import similarity_matrices
@@ -174,8 +171,7 @@ def rule_params(params: ConfusionParams) -> dict[str, Any]:
     return {"rule": params.confusion_rule, "k": params.confusion_k, "alpha": params.confusion_alpha}
 
 
-CODE = code_version(sys.modules[__name__], classification, label_noise, schemas)
-STAGE = Stage("confusion", CODE, rule_params)
+STAGE = Stage("confusion", key_params=rule_params, module=__name__)
 
 
 @STAGE.task()

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from storage import registry
 from storage.embedding_store import EmbeddingStore, store_location
-from storage.fingerprint import code_version, hash_local_file, hash_value, source_file
+from storage.fingerprint import hash_local_file, hash_value
 from storage.fs import Location
 from storage.manifest import StageManifest, intact_or_cleared
 from storage.schemas.images import POINTER, embedding_type
@@ -43,10 +43,6 @@ if TYPE_CHECKING:  # torch and timm load where a model is built: a cached run ne
 
 log = logging.getLogger(__name__)
 # every module whose edit can change the embeddings' values
-CODE = code_version(
-    __file__,
-    *map(source_file, ("tasks.models.embed", "tasks.models.models", "tasks.models.fast_vit")),
-)
 KEY_COLUMNS = ["sample_id", "split", "label", "class_name"]
 
 
@@ -115,12 +111,12 @@ def _key_params(params: EmbeddingsParams) -> dict[str, Any]:
     }
 
 
-STAGE = Stage("embeddings", CODE, _key_params)
+STAGE = Stage("embeddings", key_params=_key_params, module=__name__)
 
 
 def embedding_store(params: EmbeddingsParams) -> EmbeddingStore:
     """The store of every embedding this model (weights, preprocessing, code) made under --out."""
-    fingerprint = hash_value({"code": CODE, **_key_params(params)})
+    fingerprint = hash_value({"code": STAGE.code, **_key_params(params)})
     return EmbeddingStore.open(store_location(params.out, fingerprint))
 
 

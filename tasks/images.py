@@ -15,25 +15,19 @@ from prefect.utilities.annotations import unmapped
 
 from storage import registry
 from storage.file_index import last_load
-from storage.fingerprint import code_version, hash_value
+from storage.fingerprint import hash_value
 from storage.fs import Location
 from storage.manifest import StageManifest, valid_manifest
-from tasks import sources
 from tasks.core.params import ImagesParams, StageParams
 from tasks.core.stage import Output, Stage
 from tasks.sources import (
     DatasetError,
     Source,
-    defects,
-    folder_delta,
     imagefolder,
-    parquet,
     sharded_load,
     synthetic,
-    webdataset,
 )
 from tasks.sources import cifar as cifar_source
-from tasks.sources import shards as source_shards
 from tasks.sources.folder_delta import ReusingImageFolderSource
 from tasks.sources.parquet import ParquetColumns
 from tasks.sources.sharded_load import INDEX_FOLDER, ShardedSource
@@ -88,22 +82,6 @@ def check_dataset(params: StageParams) -> int | None:
     return BUILT_IN_CLASSES.get(params.dataset)
 
 
-# the readers decide the images' bytes too: an edit to any of them must reload
-CODE = code_version(
-    __file__,
-    sources,
-    cifar_source,
-    imagefolder,
-    synthetic,
-    folder_delta,
-    source_shards,
-    parquet,
-    webdataset,
-    sharded_load,
-    defects,
-)
-
-
 def _key_params(params: ImagesParams) -> dict[str, Any]:
     inputs: dict[str, Any] = {"dataset": params.dataset, "shard_size": params.shard_size}
     if params.dataset == "synthetic":
@@ -121,7 +99,7 @@ def _key_params(params: ImagesParams) -> dict[str, Any]:
     return inputs
 
 
-STAGE = Stage("images", CODE, _key_params)
+STAGE = Stage("images", key_params=_key_params, module=__name__)
 
 
 DETERMINISTIC = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from prefect import get_run_logger
 
 from storage import registry
-from storage.fingerprint import code_version
 from storage.manifest import StageManifest
-from storage.schemas import overlap as schemas
-from storage.schemas import trust as trust_schemas
 from storage.tables import embedding_matrix, stage_shards
-from tasks.algorithms import bootstrap, calibration, label_noise, overlap_rules, pair_samples
+from tasks.algorithms import label_noise
 from tasks.algorithms.bootstrap import run_stability, with_stability
 from tasks.algorithms.calibration import apply_rule, calibration_table, suggest_setting
 from tasks.algorithms.overlap_rules import (
@@ -62,17 +58,7 @@ def _key_params(params: OverlapParams) -> dict[str, Any]:
     }
 
 
-CODE = code_version(
-    sys.modules[__name__],
-    overlap_rules,
-    pair_samples,
-    label_noise,
-    calibration,
-    bootstrap,
-    schemas,
-    trust_schemas,
-)
-STAGE = Stage("overlap", CODE, _key_params)
+STAGE = Stage("overlap", key_params=_key_params, module=__name__)
 
 
 @STAGE.task()

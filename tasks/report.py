@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +9,6 @@ import numpy as np
 from prefect import get_run_logger, task
 
 from storage import registry
-from storage.fingerprint import code_version, source_file
 from storage.fs import Location
 from storage.layout import class_folders
 from storage.manifest import StageManifest
@@ -235,20 +233,6 @@ def explorer_page(
 # The figure and explorer modules load matplotlib, SciPy, UMAP and Bokeh: they are imported in the
 # functions that draw, so a run whose report is cached (and the flow's import) loads none of them;
 # their code version is read from their files.
-CODE = code_version(
-    sys.modules[__name__],
-    source_file("tasks.reporting.figures"),
-    source_file("tasks.reporting.figures_pairs"),
-    source_file("tasks.reporting.figures_calibration"),
-    source_file("tasks.reporting.inside"),
-    report_data,
-    report_render,
-    source_file("tasks.reporting.report_trust"),
-    sections,
-    source_file("tasks.reporting.explorer"),
-    source_file("tasks.reporting.explorer_data"),
-    source_file("tasks.reporting.explorer_js"),
-)
 
 
 def _key_params(params: ReportParams) -> dict[str, Any]:
@@ -256,7 +240,7 @@ def _key_params(params: ReportParams) -> dict[str, Any]:
     return params.model_dump(include={"grid_images", "report_pairs", "explorer_images", "seed"})
 
 
-STAGE = Stage("report", CODE, _key_params)
+STAGE = Stage("report", key_params=_key_params, module=__name__)
 
 
 # Cached like every stage (its inputs' fingerprints, settings, parameters, code): a warm run draws

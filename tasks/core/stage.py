@@ -1,7 +1,7 @@
 """The one way to declare a stage: where it writes, its cache key, its tables and manifest.
 
-A stage module ends with ``STAGE = Stage(name, CODE, key_params)`` and a body decorated with
-``@STAGE.task()``. The body receives its upstream manifests and its typed parameters
+A stage module ends with ``STAGE = Stage(name, key_params=..., module=__name__)`` and a body
+decorated with ``@STAGE.task()``. The body receives its upstream manifests and its typed parameters
 (and, when it asks for ``target``, its output folder, for shard-by-shard writes) and returns an
 ``Output``; the declaration owns the rest: the cache policy with a lock per key, the early
 return when a finished, intact output exists, writing the tables through the registry, and the
@@ -25,6 +25,7 @@ from prefect.settings import get_current_settings
 from prefect.transactions import IsolationLevel
 
 from storage import registry
+from storage.code_version import code_version_of
 from storage.fingerprint import hash_value
 from storage.fs import Location
 from storage.layout import OutputLayout
@@ -82,14 +83,21 @@ class Stage:
     """One stage: its name, its code version, and what determines its output.
 
     The key is the hash of the stage's upstream arguments (manifests: their content fingerprint),
-    ``code`` (a version of every module whose edit changes the output), and ``key_params`` of
-    its parameters (only those that change the output, plus file fingerprints where a parameter
-    names a file); it names the stage's folder and is the Prefect cache key.
+    its code version, and ``key_params`` of its parameters (only those that change the output,
+    plus file fingerprints where a parameter names a file); it names the stage's folder and is
+    the Prefect cache key. The code version is derived from ``module``, the stage module, and
+    every module it imports (``storage.code_version``); ``version`` gives one by hand (tests).
     """
 
     name: str
-    code: str = ""
+    version: str = ""
     key_params: Callable[[Any], dict[str, Any]] = _no_params
+    module: str = ""
+
+    @functools.cached_property
+    def code(self) -> str:
+        """The code version: computed on first use, so importing a stage module parses nothing."""
+        return code_version_of(self.module) if self.module else self.version
 
     def key(self, **arguments: Any) -> str:
         """Hash of the stage's inputs plus the output root it writes under."""
