@@ -216,7 +216,6 @@ def analysis(
     return Output(
         tables={**tables, "confusion_pairs": pairs},
         files={**files, explorer.EXPLORER_HTML: explorer.explorer_html(page).encode()},
-        params={"k": k, "rule": rule, "alpha": alpha},
         info=info,
     )
 
@@ -233,4 +232,4 @@ def analyze_predictions(
     """Write classification_report (+ .md), confusion_matrix and confusion_pairs into ``out``."""
     location = out if isinstance(out, Location) else Location(str(out))
     output = analysis(predictions_path, class_names_path, k=k, rule=rule, alpha=alpha)
-    return STAGE.save(location, output)
+    return STAGE.save(location, output, {"k": k, "rule": rule, "alpha": alpha})

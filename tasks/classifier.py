@@ -229,7 +229,7 @@ def load_split_arrays(
 
 
 def _key_params(params: ClassifierParams) -> dict[str, Any]:
-    return {"params": asdict(TrainParams.from_params(params))}
+    return asdict(TrainParams.from_params(params))
 
 
 STAGE = Stage("classifier", key_params=_key_params, module=__name__)
@@ -257,7 +257,6 @@ def classifier_task(
     return Output(
         tables={"training_history": history_table(history)},
         files={MODEL_FILE: model_bytes(model, model_config)},
-        params=asdict(train),
         info={
             **stop,
             "train_rows": len(y_train),

@@ -223,7 +223,6 @@ def confusion_task(
     )
     return Output(
         tables={"confusion_pairs": pairs},
-        params=rule_params(params),
         info={
             **summary,
             "threshold": sigma_threshold(counts, params.confusion_k),

@@ -247,13 +247,7 @@ def embeddings_task(images: StageManifest, params: EmbeddingsParams, target: Loc
         extractor.device,
         reuse.reused,
     )
-    recorded = {
-        "model": params.model,
-        "pretrained": params.pretrained,
-        "random_init_seed": None if params.pretrained else params.seed,
-        "image_size": params.image_size,
-    }
-    return Output(written=rows, params=recorded, info=info)
+    return Output(written=rows, info=info)
 
 
 # One model per worker process and model spec: building it takes longer than a small shard.

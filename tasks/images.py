@@ -88,18 +88,23 @@ def _key_params(params: ImagesParams) -> dict[str, Any]:
         inputs["seed"] = params.seed
         if params.synthetic_defects:  # a key field only when set: plain runs hash as before
             inputs["defects"] = True
+    if params.rescan and folder_of(params.dataset) is not None:
+        inputs["rescan"] = True  # its own folder: a cached load must not stand in for a re-read
+    return inputs
+
+
+def _input_fingerprints(params: ImagesParams) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
     root = folder_of(params.dataset)
     if root is not None:
         inputs["files"] = listing_fingerprint(root)
-        if params.rescan:  # its own folder: a cached load must not stand in for a re-read
-            inputs["rescan"] = True
     sharded = ShardedSource.of(params)
     if sharded is not None:  # sizes and ETags or mtimes of the source's files, flags, names
         inputs["source"] = sharded.key_inputs(sharded.list())
     return inputs
 
 
-STAGE = Stage("images", key_params=_key_params, module=__name__)
+STAGE = Stage("images", key_params=_key_params, module=__name__, key_inputs=_input_fingerprints)
 
 
 DETERMINISTIC = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -151,7 +156,7 @@ def images_task(params: ImagesParams, target: Location) -> Output:
             info["rows"],
             len(info["class_names"]),
         )
-        return Output(written=written, params={"dataset": params.dataset}, info=info)
+        return Output(written=written, info=info)
     target.remove_tree()  # whatever is there is incomplete, or it would have been reused
     source = open_source(params)
     shards: dict[str, int | None] = {}
@@ -174,7 +179,7 @@ def images_task(params: ImagesParams, target: Location) -> Output:
         shards.update(source.write_index(target))
         info["files"] = source.delta.counts()
         logger.info("%s: files %s since the last load", params.dataset, source.delta.counts())
-    return Output(written=shards, params={"dataset": params.dataset}, info=info)
+    return Output(written=shards, info=info)
 
 
 @task(

@@ -172,6 +172,5 @@ def neighbours_task(
             "near_duplicates": pairs,
             "label_suspects": suspects,
         },
-        params=_key_params(params),
         info=info,
     )

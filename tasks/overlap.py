@@ -52,7 +52,7 @@ def _bootstrap_params(params: OverlapParams) -> dict[str, Any]:
 
 def _key_params(params: OverlapParams) -> dict[str, Any]:
     return {
-        "rule": rule_params(params),
+        **rule_params(params),
         "pair_samples": params.pair_samples,
         **_bootstrap_params(params),
     }
@@ -135,8 +135,7 @@ def overlap_task(
     if dataset.get("planted_pairs"):
         summary["planted"] = planted_check(flagged.pairs, names, dataset["planted_pairs"])
     _log_summary(get_run_logger(), summary, len(names))
-    recorded = {**rule, "pair_samples": params.pair_samples, **_bootstrap_params(params)}
-    return Output(tables=tables, params=recorded, info=summary)
+    return Output(tables=tables, info=summary)
 
 
 def _log_summary(logger: Any, summary: dict[str, Any], num_classes: int) -> None:

@@ -269,7 +269,7 @@ def report_task(
     if tables is not None:  # the explorer's views need the classifier's tables
         files[explorer.EXPLORER_HTML] = explorer_page(stages, tables, params)
         info["explorer"] = report_artifacts.report_link(target, explorer.EXPLORER_HTML)
-    return Output(files=files, params=_key_params(params), info=info)
+    return Output(files=files, info=info)
 
 
 @task(name="publish report")
