@@ -188,8 +188,8 @@ def fail(message: str, code: int = 1) -> int:
 def run_command(args: argparse.Namespace) -> int:
     """Validate the flags, check the inputs cheaply, then run the flow."""
     from flows.overlap_flow import class_overlap
+    from flows.preflight import check_run
     from flows.runners import check_runner
-    from tasks.core.preflight import check_run
 
     values = {k: v for k, v in vars(args).items() if k != "command"}
     try:
