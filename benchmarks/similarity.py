@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 from common import environment, median, timed, write_json
 
-from tasks.class_similarity import cosine_matrix, similarity_table, stream_centroids
+from tasks.algorithms.centroids import cosine_matrix, similarity_table, stream_centroids
 from tasks.embeddings import embeddings_table
 
 SHARD_ROWS = 8192

@@ -15,9 +15,10 @@ import pyarrow.parquet as pq
 from storage.fs import Location
 from storage.layout import duplicate_names
 from storage.manifest import StageManifest
-from tasks import confusion, evaluate
+from tasks import evaluate
 from tasks.algorithms import classification
-from tasks.confusion import Rule
+from tasks.algorithms import confusion_pairs as confusion
+from tasks.algorithms.confusion_pairs import Rule
 from tasks.core.params import ConfusionParams
 from tasks.core.stage import Output, Stage
 from tasks.reporting import explorer, explorer_data

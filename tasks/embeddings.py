@@ -42,7 +42,6 @@ if TYPE_CHECKING:  # torch and timm load where a model is built: a cached run ne
     from tasks.models.embed import Extractor
 
 log = logging.getLogger(__name__)
-# every module whose edit can change the embeddings' values
 KEY_COLUMNS = ["sample_id", "split", "label", "class_name"]
 
 

@@ -24,8 +24,9 @@ from storage.schemas import classifier as clf_schemas
 from storage.schemas import overlap as schemas
 from storage.schemas.images import POINTER, embeddings_schema
 from storage.tables import shard_name, table_name, write_parquet
-from tasks import class_similarity as similarity
-from tasks import confusion, evaluate
+from tasks import evaluate
+from tasks.algorithms import centroids as similarity
+from tasks.algorithms import confusion_pairs as confusion
 from tasks.algorithms.classification import confusion_counts
 from tasks.algorithms.overlap_rules import flag_pairs, overlap_classes_table, overlap_pairs_table
 from tasks.analyze_predictions import analyze_predictions

@@ -11,8 +11,8 @@ import pyarrow.compute as pc
 
 from storage.manifest import StageManifest
 from storage.tables import read_embeddings, read_parquet, table_name
+from tasks.algorithms.confusion_pairs import counts_from_table
 from tasks.algorithms.overlap_rules import similarity_matrices
-from tasks.confusion import counts_from_table
 
 MIN_TEST_PER_CLASS = 30  # fewer test points than this per class: project all splits instead
 

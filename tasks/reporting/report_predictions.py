@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from storage.fs import Location
 from storage.manifest import StageManifest
-from tasks.confusion import counts_from_table
+from tasks.algorithms.confusion_pairs import counts_from_table
 from tasks.report import figure, write_report
 from tasks.reporting import figures, report_data
 from tasks.reporting import report_sections as sections
