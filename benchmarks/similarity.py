@@ -13,7 +13,7 @@ import pyarrow as pa
 from common import environment, median, timed, write_json
 
 from tasks.algorithms.centroids import cosine_matrix, similarity_table, stream_centroids
-from tasks.embeddings import embeddings_table
+from tasks.models.embedding_shards import embeddings_table
 
 SHARD_ROWS = 8192
 
