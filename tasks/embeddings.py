@@ -13,6 +13,7 @@ This module declares the stage and distributes its work; the model is built in
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from prefect.futures import wait
 from prefect.logging import get_run_logger
 from prefect.utilities.annotations import unmapped
 
+from storage.code_version import code_version_of
 from storage.embedding_store import EmbeddingStore, store_location
 from storage.fingerprint import hash_value
 from storage.fs import Location
@@ -51,9 +53,16 @@ def _key_params(params: EmbeddingsParams) -> dict[str, Any]:
 STAGE = Stage("embeddings", key_params=_key_params, module=__name__)
 
 
+@functools.cache
+def model_code() -> str:
+    """Version of the code that decides an embedding's values (the model, its preprocessing, the
+    forward pass): not the stage's, or an edit to a dataset reader would discard the store."""
+    return code_version_of("tasks.models.extractor")
+
+
 def embedding_store(params: EmbeddingsParams) -> EmbeddingStore:
     """The store of every embedding this model (weights, preprocessing, code) made under --out."""
-    fingerprint = hash_value({"code": STAGE.code, **_key_params(params)})
+    fingerprint = hash_value({"code": model_code(), **_key_params(params)})
     return EmbeddingStore.open(store_location(params.out, fingerprint))
 
 

@@ -97,3 +97,17 @@ def test_computing_a_version_loads_nothing_heavy() -> None:
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_embedding_store_keeps_its_vectors_across_edits_outside_the_model(
+    project_copy: Path,
+) -> None:
+    def model_code() -> str:
+        return code_version_of("tasks.models.extractor", project_copy)
+
+    before = model_code()
+    for outside in ("tasks/sources/webdataset.py", "tasks/embeddings.py", "storage/registry.py"):
+        (project_copy / outside).write_text((project_copy / outside).read_text() + "\nX = 1\n")
+    assert model_code() == before
+    (project_copy / "tasks/models/fast_vit.py").write_text("\nX = 1\n", encoding="utf-8")
+    assert model_code() != before
