@@ -129,10 +129,7 @@ def export_pngs(location: Location, subset: pa.Table, split: np.ndarray) -> int:
 
 
 def _key_params(params: SubsetParams) -> dict[str, Any]:
-    return {
-        "split": [params.seed, params.val_fraction, params.test_fraction],
-        "export_pngs": params.export_pngs,
-    }
+    return params.model_dump(include={"seed", "val_fraction", "test_fraction", "export_pngs"})
 
 
 STAGE = Stage("subset", key_params=_key_params, module=__name__)
@@ -170,7 +167,6 @@ def subset_task(
     )
     return Output(
         tables={"subset": subset, "splits": splits_table(subset, split)},
-        params=params.model_dump(include={"seed", "val_fraction", "test_fraction", "export_pngs"}),
         info=info,
     )
 
