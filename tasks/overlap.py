@@ -12,6 +12,7 @@ from storage.tables import embedding_matrix, stage_shards
 from tasks.algorithms import label_noise
 from tasks.algorithms.bootstrap import run_stability, with_stability
 from tasks.algorithms.calibration import apply_rule, calibration_table, suggest_setting
+from tasks.algorithms.overlap_rule import RULES
 from tasks.algorithms.overlap_rules import (
     overlap_classes_table,
     overlap_pairs_table,
@@ -25,23 +26,7 @@ from tasks.core.stage import Output, Stage
 
 def rule_params(params: OverlapParams) -> dict[str, Any]:
     """The parameters of the chosen rule only: changing an unused one must not re-run the stage."""
-    extra = {
-        "sigma": {"k": params.overlap_k},
-        "threshold": {"threshold": params.overlap_threshold},
-        "topk": {"top_k": params.overlap_top_k},
-        "classes": {"classes": params.overlap_classes},
-    }[params.overlap_rule]
-    return {"rule": params.overlap_rule, **extra}
-
-
-def describe_rule(params: dict[str, Any]) -> str:
-    """The rule in words, for logs and warnings."""
-    return {
-        "sigma": lambda p: f"cosine >= mu + {p.get('k')}*sigma",
-        "threshold": lambda p: f"cosine >= {p.get('threshold')}",
-        "topk": lambda p: f"mutual top-{p.get('top_k')} nearest classes",
-        "classes": lambda p: f"most similar pairs until {p.get('classes')} classes are covered",
-    }[params["rule"]](params)
+    return RULES[params.overlap_rule].chosen(params)
 
 
 def _bootstrap_params(params: OverlapParams) -> dict[str, Any]:
@@ -140,7 +125,7 @@ def overlap_task(
 
 def _log_summary(logger: Any, summary: dict[str, Any], num_classes: int) -> None:
     """Say how many pairs and classes were flagged, and warn loudly when none were."""
-    rule = describe_rule(summary)
+    rule = RULES[summary["rule"]].describe(summary)
     stats = f"mu={summary['mu']:.4f}, sigma={summary['sigma']:.4f}"
     if summary["n_pairs"] == 0:
         logger.warning(

@@ -15,6 +15,8 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tasks.algorithms.overlap_rule import RULE_NAMES
+
 KNOWN_DATASETS = (
     "cifar100",
     "cifar10",
@@ -219,7 +221,7 @@ class NeighboursParams(StageParams):
 class OverlapParams(StageParams):
     """Parameters of the overlap stage: the rule that flags class pairs, images per pair."""
 
-    overlap_rule: Literal["sigma", "threshold", "topk", "classes"] = Field(
+    overlap_rule: Literal[RULE_NAMES] = Field(  # one entry per rule in overlap_rule.RULES
         "sigma",
         description="how centroid pairs are flagged: sigma (cosine >= mu + k*sigma over all "
         "pairs), threshold (cosine >= --overlap-threshold), topk (mutual: each class among "
