@@ -18,7 +18,15 @@ from tasks.core.stage import Output, Stage
 from tasks.reporting import report_artifacts, report_data, report_render
 from tasks.reporting import report_sections as sections
 from tasks.reporting.report_data import RunTables
-from tasks.reporting.report_render import Block, Figure, Heading, Text
+from tasks.reporting.report_render import (
+    REPORT_HTML,
+    Block,
+    Figure,
+    Heading,
+    Text,
+    figure,
+    report_files,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure as MplFigure
@@ -27,14 +35,7 @@ MAX_SIMILARITY_CLASSES = 100  # above this the similarity heatmap shows the over
 PAIR_UMAP_POINTS = 1500
 ALL_UMAP_POINTS = 3000
 SUMMARY_ROWS = 10
-REPORT_MD, REPORT_HTML, SUMMARY_MD = "report.md", "report.html", "summary.md"
-
-
-def figure(name: str, caption: str, fig: MplFigure) -> Figure:
-    """A report figure from a matplotlib figure."""
-    from tasks.reporting import figures
-
-    return Figure(f"figure-{name}.png", caption, figures.png_bytes(fig))
+SUMMARY_MD = "summary.md"
 
 
 def similarity_figure(data: RunTables) -> Figure:
@@ -195,22 +196,6 @@ def pair_section(
     for rank, (pair, grid) in enumerate(zip(chosen, rows, strict=True), start=1):
         blocks += pair_figures(data, rank, pair, grid, images, config)
     return blocks
-
-
-def report_files(title: str, blocks: list[Block]) -> dict[str, bytes]:
-    """Every figure's PNG, report.md and report.html: file name -> bytes."""
-    files = {block.name: block.png for block in blocks if isinstance(block, Figure)}
-    files[REPORT_MD] = report_render.to_markdown(title, blocks).encode()
-    files[REPORT_HTML] = report_render.to_html(title, blocks).encode()
-    return files
-
-
-def write_report(location: Location, title: str, blocks: list[Block]) -> dict[str, int | None]:
-    """Write every figure, report.md and report.html into ``location``; name -> None."""
-    files = report_files(title, blocks)
-    for name, data in files.items():
-        location.write_bytes(name, data)
-    return dict.fromkeys(files)
 
 
 def explorer_page(

@@ -31,10 +31,19 @@ from tasks.algorithms.classification import confusion_counts
 from tasks.algorithms.overlap_rules import flag_pairs, overlap_classes_table, overlap_pairs_table
 from tasks.analyze_predictions import analyze_predictions
 from tasks.core.stage import Stage
-from tasks.report import REPORT_HTML, REPORT_MD, publish_report_task, report_task
+from tasks.report import publish_report_task, report_task
 from tasks.reporting import report_artifacts
 from tasks.reporting.report_predictions import write_predictions_report
-from tasks.reporting.report_render import Figure, Heading, Table, Text, to_html, to_markdown
+from tasks.reporting.report_render import (
+    REPORT_HTML,
+    REPORT_MD,
+    Figure,
+    Heading,
+    Table,
+    Text,
+    to_html,
+    to_markdown,
+)
 from tests.builders import REAL, write_real_predictions
 
 NAMES = ["apple", "pear", "cat", "dog", "car", "bus"]
