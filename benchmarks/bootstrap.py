@@ -21,8 +21,8 @@ from similarity import synthetic_embeddings
 from flows.config import RunConfig
 from tasks.algorithms.bootstrap import bootstrap_class_sums, pair_stability, tracked_pairs
 from tasks.algorithms.calibration import apply_rule
-from tasks.class_similarity import cosine_matrix, neighbour_ranks
-from tasks.embeddings import build_extractor
+from tasks.algorithms.centroids import cosine_matrix, neighbour_ranks
+from tasks.models.extractor import build_extractor
 from tasks.sources import encode_png
 
 SHARD_ROWS = 8192

@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from flows.config import RunConfig
-from tasks.embeddings import build_extractor
 from tasks.models import fast_vit, models
+from tasks.models.extractor import build_extractor
 from tasks.sources import encode_png
 
 # Dense bf16 tensor-core peaks (TFLOP/s) for the share-of-peak figure; others: --peak-tflops.

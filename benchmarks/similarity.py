@@ -13,8 +13,8 @@ import torch
 from common import environment, median, timed, write_json
 
 from tasks.algorithms import neighbours as nb
-from tasks.class_similarity import cosine_matrix, similarity_table, stream_centroids
-from tasks.embeddings import embeddings_table
+from tasks.algorithms.centroids import cosine_matrix, similarity_table, stream_centroids
+from tasks.models.embedding_shards import embeddings_table
 
 SHARD_ROWS = 8192
 

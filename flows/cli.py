@@ -227,8 +227,8 @@ def run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _checked_run(args: argparse.Namespace, stops: StopOnSignals) -> int:
     from flows.overlap_flow import class_overlap
+    from flows.preflight import check_run
     from flows.runners import check_runner
-    from tasks.core.preflight import check_run
 
     values = {k: v for k, v in vars(args).items() if k != "command"}
     try:

@@ -11,14 +11,13 @@ from typing import Any, TextIO
 
 import pyarrow as pa
 
-from storage import catalog
+from storage import catalog, registry
 from storage.escape import terminal
 from storage.fs import Location
 from storage.layout import OutputLayout
 from storage.registry import TABLES
 from storage.runs import read_latest
 from storage.schema_docs import described_columns
-from storage.tables import read_parquet
 
 WIDTH = 100
 SCIENTIFIC_COLUMNS = {"p_value", "q_value"}  # tiny and spanning many decades: 0.0000 hides them
@@ -151,7 +150,7 @@ def enclosing_root(url: str) -> str | None:
 
 def print_top_confusion_pairs(folder: Location, n: int = 10, out: TextIO | None = None) -> None:
     """The top pairs of ``folder``'s confusion_pairs table, as ``overlap inspect`` shows them."""
-    pairs = catalog.top_confusion(read_parquet(folder, "confusion_pairs.parquet"), n)
+    pairs = catalog.top_confusion(registry.table("confusion_pairs").read(folder), n)
     print_pairs(f"Top confusion pairs (MisRate, at most {n})", pairs, out or sys.stdout)
 
 

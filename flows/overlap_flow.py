@@ -8,12 +8,12 @@ from prefect import flow
 
 from flows import runners
 from flows.config import RunConfig
+from flows.preflight import check_run
 from tasks.class_similarity import class_similarity_task
 from tasks.classifier import classifier_task
 from tasks.confusion import confusion_task
 from tasks.core import params
 from tasks.core.clock import StageClock
-from tasks.core.preflight import check_run
 from tasks.embeddings import embeddings as embeddings_stage
 from tasks.evaluate import evaluate_task
 from tasks.images import images as images_stage

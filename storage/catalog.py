@@ -14,13 +14,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from storage import registry
 from storage.fingerprint import hash_file
 from storage.fs import TMP_MARKER, Location
 from storage.integrity import FULL_HASH_MAX
 from storage.layout import OutputLayout
 from storage.manifest import MANIFEST_NAME, StageManifest, read_manifest
 from storage.runs import read_latest
-from storage.tables import SHARD_PREFIX, read_parquet
+from storage.tables import SHARD_PREFIX, shard_names
 
 REPORT_SUFFIXES = (".html", ".md")
 
@@ -162,15 +163,23 @@ def stage_folder(root: Location, record: dict[str, Any], stage: str) -> Location
     return moved if moved.exists() else Location(recorded)
 
 
-def latest_table(root: Location, record: dict[str, Any], stage: str, name: str) -> pa.Table | None:
-    """One table of the latest run (e.g. overlap/overlap_pairs.parquet), or None when absent."""
-    folder = stage_folder(root, record, stage)
-    if folder is None or not folder.exists(name):
+def latest_table(
+    root: Location, record: dict[str, Any], name: str, columns: list[str] | None = None
+) -> pa.Table | None:
+    """A registry table of a run record (e.g. ``overlap_pairs``), or None when the run did not
+    write it; DamagedFileError when its file does not read."""
+    spec = registry.table(name)
+    folder = stage_folder(root, record, spec.stage)
+    if folder is None:
+        return None
+    # a sharded table's file_name is the glob of its shards: look for one shard
+    if not (shard_names(folder) if spec.sharded else folder.exists(spec.file_name)):
         return None
     try:
-        return read_parquet(folder, name)
+        return spec.read(folder, columns)
     except (OSError, ValueError) as error:
-        raise DamagedFileError(f"{folder.child(name).url}: {str(error).splitlines()[0]}") from None
+        url = folder.child(spec.file_name).url
+        raise DamagedFileError(f"{url}: {str(error).splitlines()[0]}") from None
 
 
 def _require(table: pa.Table, columns: list[str], folder: Location | None, name: str) -> None:
@@ -185,7 +194,7 @@ def _require(table: pa.Table, columns: list[str], folder: Location | None, name:
 
 def top_overlap_pairs(root: Location, record: dict[str, Any], n: int) -> pa.Table | None:
     """The ``n`` flagged class pairs with the highest centroid cosine."""
-    table = latest_table(root, record, "overlap", "overlap_pairs.parquet")
+    table = latest_table(root, record, "overlap_pairs")
     if table is None:
         return None
     columns = ["class_a", "class_b", "cosine", "z", "same_superclass"]
@@ -209,7 +218,7 @@ def top_confusion(pairs: pa.Table, n: int | None) -> pa.Table:
 
 def top_confusion_pairs(root: Location, record: dict[str, Any], n: int | None) -> pa.Table | None:
     """``top_confusion`` of the latest run's confusion_pairs table (None when it has none)."""
-    table = latest_table(root, record, "confusion", "confusion_pairs.parquet")
+    table = latest_table(root, record, "confusion_pairs")
     if table is None:
         return None
     folder = stage_folder(root, record, "confusion")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -41,25 +40,3 @@ def hash_local_file(path: Path) -> str:
     """sha256 of a local file, streamed."""
     with path.open("rb") as handle:
         return _hash_stream(handle)
-
-
-def code_version(*modules: Any) -> str:
-    """Fingerprint of the given modules' (or source files') text plus the storage schema version.
-
-    Prefect's TASK_SOURCE only sees a task's own text; hashing whole modules makes an edit to a
-    helper function invalidate the cache too.
-    """
-    digest = hashlib.sha256(SCHEMA_VERSION.encode())
-    for module in modules:
-        path = module if isinstance(module, str | Path) else module.__file__
-        digest.update(Path(path).read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def source_file(module: str) -> str:
-    """The source file of a module, found without running it: a code version of a module whose
-    imports are heavy (torch, timm) does not load them."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise ValueError(f"no source file for module {module}")
-    return spec.origin

@@ -9,13 +9,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from storage import registry
-from storage.catalog import stage_folder
+from storage.catalog import latest_table, stage_folder
 from storage.fs import Location
 from storage.layout import OutputLayout
 from storage.manifest import StageManifest, read_manifest
 from storage.runs import read_latest
-from storage.tables import shard_names
 
 
 @dataclass(frozen=True)
@@ -33,14 +31,7 @@ class FinishedRun:
 
     def table(self, name: str, columns: list[str] | None = None) -> pa.Table | None:
         """A registry table of this run, or None when the run did not write it."""
-        spec = registry.table(name)
-        folder = stage_folder(self.root, self.record, spec.stage)
-        if folder is None:
-            return None
-        # a sharded table's file_name is the glob of its shards: look for one shard
-        if not (shard_names(folder) if spec.sharded else folder.exists(spec.file_name)):
-            return None
-        return spec.read(folder, columns)
+        return latest_table(self.root, self.record, name, columns)
 
 
 def open_run(source: str, name: str | None = None) -> FinishedRun:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,16 +12,16 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from storage.fingerprint import code_version
 from storage.fs import Location
 from storage.layout import duplicate_names
 from storage.manifest import StageManifest
-from tasks import confusion, evaluate
+from tasks import evaluate
 from tasks.algorithms import classification
-from tasks.confusion import Rule
+from tasks.algorithms import confusion_pairs as confusion
+from tasks.algorithms.confusion_pairs import Rule
 from tasks.core.params import ConfusionParams
 from tasks.core.stage import Output, Stage
-from tasks.reporting import explorer, explorer_data, explorer_js
+from tasks.reporting import explorer, explorer_data
 
 REQUIRED = ("y_true", "y_pred")
 # Without a class list the labels 0..max are the classes; beyond this the matrix alone is GiBs.
@@ -233,10 +232,7 @@ def validate_predictions(
 
 
 # Writes into the folder it is given (``--out``), not under an output layout: no key, no cache.
-CODE = code_version(
-    sys.modules[__name__], confusion, evaluate, classification, explorer, explorer_data, explorer_js
-)
-STAGE = Stage("analyze_predictions", CODE)
+STAGE = Stage("analyze_predictions", module=__name__)
 
 
 def analysis(
@@ -277,7 +273,6 @@ def analysis(
     return Output(
         tables={**tables, "confusion_pairs": pairs},
         files={**files, explorer.EXPLORER_HTML: explorer.explorer_html(page).encode()},
-        params={"k": k, "rule": rule, "alpha": alpha},
         info=info,
     )
 
@@ -297,4 +292,4 @@ def analyze_predictions(
     output = analysis(
         predictions_path, class_names_path, k=k, rule=rule, alpha=alpha, labels_path=labels_path
     )
-    return STAGE.save(location, output)
+    return STAGE.save(location, output, {"k": k, "rule": rule, "alpha": alpha})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -14,9 +13,7 @@ import pyarrow.compute as pc
 from prefect import get_run_logger
 
 from storage import registry
-from storage.fingerprint import code_version
 from storage.manifest import StageManifest
-from storage.schemas import classifier as schemas
 from storage.tables import read_embeddings
 from tasks.core.params import ClassifierParams
 from tasks.core.progress import stage_progress
@@ -239,11 +236,10 @@ def load_split_arrays(
 
 
 def _key_params(params: ClassifierParams) -> dict[str, Any]:
-    return {"params": asdict(TrainParams.from_params(params))}
+    return asdict(TrainParams.from_params(params))
 
 
-CODE = code_version(sys.modules[__name__], schemas)
-STAGE = Stage("classifier", CODE, _key_params)
+STAGE = Stage("classifier", key_params=_key_params, module=__name__)
 
 
 @STAGE.task()
@@ -278,7 +274,6 @@ def classifier_task(
     return Output(
         tables={"training_history": history_table(history)},
         files={MODEL_FILE: model_bytes(model, model_config)},
-        params=asdict(train),
         info={
             **stop,
             "train_rows": len(y_train),

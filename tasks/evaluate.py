@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -11,11 +10,7 @@ import pyarrow as pa
 from prefect import get_run_logger
 
 from storage import escape, registry
-from storage.fingerprint import code_version
 from storage.manifest import StageManifest
-from storage.schemas import classifier as schemas
-from tasks import classifier as classifier_stage
-from tasks.algorithms import classification
 from tasks.algorithms.classification import class_scores, confusion_counts
 from tasks.classifier import MODEL_FILE, load_model, load_split_arrays
 from tasks.core.params import StageParams
@@ -149,8 +144,7 @@ def evaluation_output(
     return tables, {REPORT_MD: report_markdown(report).encode()}
 
 
-CODE = code_version(sys.modules[__name__], classifier_stage, classification, schemas)
-STAGE = Stage("evaluate", CODE)
+STAGE = Stage("evaluate", module=__name__)
 
 
 @STAGE.task()

@@ -16,27 +16,21 @@ from prefect.utilities.annotations import unmapped
 from storage import registry
 from storage.escape import terminal
 from storage.file_index import last_load
-from storage.fingerprint import code_version, hash_value
+from storage.fingerprint import hash_value
 from storage.fs import Location
 from storage.manifest import StageManifest, valid_manifest
-from tasks import sources
 from tasks.core.params import ImagesParams, StageParams
 from tasks.core.stage import Output, Stage
 from tasks.sources import (
     ArraySource,
     DatasetError,
     Source,
-    defects,
-    folder_delta,
     imagefolder,
-    parquet,
     sharded_load,
     synthetic,
-    webdataset,
 )
 from tasks.sources import cifar as cifar_source
 from tasks.sources import idx as idx_source
-from tasks.sources import shards as source_shards
 from tasks.sources.folder_delta import ReusingImageFolderSource
 from tasks.sources.parquet import ParquetColumns
 from tasks.sources.sharded_load import INDEX_FOLDER, ShardedSource
@@ -115,46 +109,34 @@ def check_dataset(params: StageParams) -> int | None:
     return BUILT_IN_CLASSES.get(params.dataset)
 
 
-# the readers decide the images' bytes too: an edit to any of them must reload
-CODE = code_version(
-    __file__,
-    sources,
-    cifar_source,
-    idx_source,
-    imagefolder,
-    synthetic,
-    folder_delta,
-    source_shards,
-    parquet,
-    webdataset,
-    sharded_load,
-    defects,
-)
-
-
 def _key_params(params: ImagesParams) -> dict[str, Any]:
     inputs: dict[str, Any] = {"dataset": params.dataset, "shard_size": params.shard_size}
     if params.dataset == "synthetic":
         inputs["seed"] = params.seed
         if params.synthetic_defects:  # a key field only when set: plain runs hash as before
             inputs["defects"] = True
+    if params.rescan and folder_of(params.dataset) is not None:
+        inputs["rescan"] = True  # its own folder: a cached load must not stand in for a re-read
     if params.max_per_class is not None:  # key fields only when set, as above
         inputs["max_per_class"] = params.max_per_class
         inputs["seed"] = params.seed
+    if params.max_image_pixels != ImagesParams.model_fields["max_image_pixels"].default:
+        inputs["max_image_pixels"] = params.max_image_pixels  # a key field only when set
+    return inputs
+
+
+def _input_fingerprints(params: ImagesParams) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
     root = folder_of(params.dataset)
     if root is not None:
         inputs["files"] = listing_fingerprint(root)
-        if params.rescan:  # its own folder: a cached load must not stand in for a re-read
-            inputs["rescan"] = True
-    if params.max_image_pixels != ImagesParams.model_fields["max_image_pixels"].default:
-        inputs["max_image_pixels"] = params.max_image_pixels  # a key field only when set
     sharded = ShardedSource.of(params)
     if sharded is not None:  # sizes and ETags or mtimes of the source's files, flags, names
         inputs["source"] = sharded.key_inputs(sharded.list())
     return inputs
 
 
-STAGE = Stage("images", CODE, _key_params)
+STAGE = Stage("images", key_params=_key_params, module=__name__, key_inputs=_input_fingerprints)
 
 
 DETERMINISTIC = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -215,7 +197,7 @@ def images_task(params: ImagesParams, target: Location) -> Output:
                 ", ".join(terminal(name) for name in skipped[:5])
                 + (" ..." if len(skipped) > 5 else ""),
             )
-        return Output(written=written, params={"dataset": params.dataset}, info=info)
+        return Output(written=written, info=info)
     target.remove_tree()  # whatever is there is incomplete, or it would have been reused
     source = open_source(params)
     shards: dict[str, int | None] = {}
@@ -248,7 +230,7 @@ def images_task(params: ImagesParams, target: Location) -> Output:
         info["files"] = source.delta.counts()
         changes = source.delta.counts()
         logger.info("%s: files %s since the last load", terminal(params.dataset), changes)
-    return Output(written=shards, params={"dataset": params.dataset}, info=info)
+    return Output(written=shards, info=info)
 
 
 @task(

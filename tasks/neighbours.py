@@ -7,7 +7,6 @@ embeddings, and the overlap and confusion stages count them per pair.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -15,9 +14,7 @@ import numpy as np
 import pyarrow as pa
 from prefect.logging import get_run_logger
 
-from storage.fingerprint import code_version
 from storage.manifest import StageManifest
-from storage.schemas import neighbours as schemas
 from storage.tables import embedding_matrix, stage_shards
 from tasks.algorithms import duplicates, label_noise
 from tasks.algorithms import neighbours as knn
@@ -123,8 +120,7 @@ def _key_params(params: NeighboursParams) -> dict[str, Any]:
     }
 
 
-CODE = code_version(sys.modules[__name__], knn, duplicates, label_noise, schemas)
-STAGE = Stage("neighbours", CODE, _key_params)
+STAGE = Stage("neighbours", key_params=_key_params, module=__name__)
 
 
 @STAGE.task()
@@ -176,6 +172,5 @@ def neighbours_task(
             "near_duplicates": pairs,
             "label_suspects": suspects,
         },
-        params=_key_params(params),
         info=info,
     )

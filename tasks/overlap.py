@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from prefect import get_run_logger
 
 from storage import registry
 from storage.escape import terminal
-from storage.fingerprint import code_version
 from storage.manifest import StageManifest
-from storage.schemas import overlap as schemas
-from storage.schemas import trust as trust_schemas
 from storage.tables import embedding_matrix, split_shards, stage_shards
-from tasks.algorithms import bootstrap, calibration, label_noise, overlap_rules, pair_samples
+from tasks.algorithms import label_noise
 from tasks.algorithms.bootstrap import run_stability, with_stability
 from tasks.algorithms.calibration import apply_rule, calibration_table, suggest_setting
+from tasks.algorithms.overlap_rule import RULES
 from tasks.algorithms.overlap_rules import (
     overlap_classes_table,
     overlap_pairs_table,
@@ -30,23 +27,7 @@ from tasks.core.stage import Output, Stage
 
 def rule_params(params: OverlapParams) -> dict[str, Any]:
     """The parameters of the chosen rule only: changing an unused one must not re-run the stage."""
-    extra = {
-        "sigma": {"k": params.overlap_k},
-        "threshold": {"threshold": params.overlap_threshold},
-        "topk": {"top_k": params.overlap_top_k},
-        "classes": {"classes": params.overlap_classes},
-    }[params.overlap_rule]
-    return {"rule": params.overlap_rule, **extra}
-
-
-def describe_rule(params: dict[str, Any]) -> str:
-    """The rule in words, for logs and warnings."""
-    return {
-        "sigma": lambda p: f"cosine >= mu + {p.get('k')}*sigma",
-        "threshold": lambda p: f"cosine >= {p.get('threshold')}",
-        "topk": lambda p: f"mutual top-{p.get('top_k')} nearest classes",
-        "classes": lambda p: f"most similar pairs until {p.get('classes')} classes are covered",
-    }[params["rule"]](params)
+    return RULES[params.overlap_rule].chosen(params)
 
 
 def _bootstrap_params(params: OverlapParams) -> dict[str, Any]:
@@ -57,7 +38,7 @@ def _bootstrap_params(params: OverlapParams) -> dict[str, Any]:
 
 def _key_params(params: OverlapParams) -> dict[str, Any]:
     return {
-        "rule": rule_params(params),
+        **rule_params(params),
         "pair_samples": params.pair_samples,
         **_bootstrap_params(params),
         # the bootstrap resamples the centroids' images: a key field only when not all of them
@@ -65,17 +46,7 @@ def _key_params(params: OverlapParams) -> dict[str, Any]:
     }
 
 
-CODE = code_version(
-    sys.modules[__name__],
-    overlap_rules,
-    pair_samples,
-    label_noise,
-    calibration,
-    bootstrap,
-    schemas,
-    trust_schemas,
-)
-STAGE = Stage("overlap", CODE, _key_params)
+STAGE = Stage("overlap", key_params=_key_params, module=__name__)
 
 
 @STAGE.task()
@@ -152,13 +123,12 @@ def overlap_task(
     if dataset.get("planted_pairs"):
         summary["planted"] = planted_check(flagged.pairs, names, dataset["planted_pairs"])
     _log_summary(get_run_logger(), summary, len(names))
-    recorded = {**rule, "pair_samples": params.pair_samples, **_bootstrap_params(params)}
-    return Output(tables=tables, params=recorded, info=summary)
+    return Output(tables=tables, info=summary)
 
 
 def _log_summary(logger: Any, summary: dict[str, Any], num_classes: int) -> None:
     """Say how many pairs and classes were flagged, and warn loudly when none were."""
-    rule = describe_rule(summary)
+    rule = RULES[summary["rule"]].describe(summary)
     stats = f"mu={summary['mu']:.4f}, sigma={summary['sigma']:.4f}"
     if summary["n_pairs"] == 0:
         logger.warning(

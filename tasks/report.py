@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +9,6 @@ import numpy as np
 from prefect import get_run_logger, task
 
 from storage import registry
-from storage.fingerprint import code_version, source_file
 from storage.fs import Location
 from storage.layout import class_folders
 from storage.manifest import StageManifest
@@ -22,7 +20,16 @@ from tasks.core.stage import Output, Stage
 from tasks.reporting import report_artifacts, report_data, report_render
 from tasks.reporting import report_sections as sections
 from tasks.reporting.report_data import RunTables
-from tasks.reporting.report_render import Block, Figure, Heading, Link, Text
+from tasks.reporting.report_render import (
+    REPORT_HTML,
+    Block,
+    Figure,
+    Heading,
+    Link,
+    Text,
+    figure,
+    report_files,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure as MplFigure
@@ -37,16 +44,7 @@ EXPLORER_LINK_TEXT = (
     "Open the interactive explorer (explorer.html, next to this report): heatmaps, UMAPs and "
     "pair tables linked to their images"
 )
-REPORT_MD, REPORT_HTML, SUMMARY_MD = "report.md", "report.html", "summary.md"
-
-
-def figure(name: str, caption: str, fig: MplFigure) -> Figure:
-    """A report figure from a matplotlib figure."""
-    from tasks.reporting import figures
-
-    block = Figure(f"figure-{name}.png", caption, figures.png_bytes(fig))
-    progress.step(figure=name)  # the report stage's progress, when one is shown
-    return block
+SUMMARY_MD = "summary.md"
 
 
 def similarity_figure(data: RunTables) -> Figure:
@@ -223,22 +221,6 @@ def pair_section(
     return blocks
 
 
-def report_files(title: str, blocks: list[Block]) -> dict[str, bytes]:
-    """Every figure's PNG, report.md and report.html: file name -> bytes."""
-    files = {block.name: block.png for block in blocks if isinstance(block, Figure)}
-    files[REPORT_MD] = report_render.to_markdown(title, blocks).encode()
-    files[REPORT_HTML] = report_render.to_html(title, blocks).encode()
-    return files
-
-
-def write_report(location: Location, title: str, blocks: list[Block]) -> dict[str, int | None]:
-    """Write every figure, report.md and report.html into ``location``; name -> None."""
-    files = report_files(title, blocks)
-    for name, data in files.items():
-        location.write_bytes(name, data)
-    return dict.fromkeys(files)
-
-
 def explorer_page(
     stages: Mapping[str, StageManifest], tables: RunTables, params: ReportParams
 ) -> bytes:
@@ -259,20 +241,6 @@ def explorer_page(
 # The figure and explorer modules load matplotlib, SciPy, UMAP and Bokeh: they are imported in the
 # functions that draw, so a run whose report is cached (and the flow's import) loads none of them;
 # their code version is read from their files.
-CODE = code_version(
-    sys.modules[__name__],
-    source_file("tasks.reporting.figures"),
-    source_file("tasks.reporting.figures_pairs"),
-    source_file("tasks.reporting.figures_calibration"),
-    source_file("tasks.reporting.inside"),
-    report_data,
-    report_render,
-    source_file("tasks.reporting.report_trust"),
-    sections,
-    source_file("tasks.reporting.explorer"),
-    source_file("tasks.reporting.explorer_data"),
-    source_file("tasks.reporting.explorer_js"),
-)
 
 
 def _key_params(params: ReportParams) -> dict[str, Any]:
@@ -280,7 +248,7 @@ def _key_params(params: ReportParams) -> dict[str, Any]:
     return params.model_dump(include={"grid_images", "report_pairs", "explorer_images", "seed"})
 
 
-STAGE = Stage("report", CODE, _key_params)
+STAGE = Stage("report", key_params=_key_params, module=__name__)
 
 
 # Cached like every stage (its inputs' fingerprints, settings, parameters, code): a warm run draws
@@ -322,7 +290,7 @@ def report_task(
         info["explorer"] = report_artifacts.report_link(target, explorer.EXPLORER_HTML)
         summary.append(Text(f"Interactive explorer: `{info['explorer']}`"))
     files[SUMMARY_MD] = report_render.to_markdown("Class overlap", summary).encode()
-    return Output(files=files, params=_key_params(params), info=info)
+    return Output(files=files, info=info)
 
 
 @task(name="publish report")

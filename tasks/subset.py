@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -13,11 +12,9 @@ import pyarrow.compute as pc
 from prefect import get_run_logger
 
 from storage import registry
-from storage.fingerprint import code_version
 from storage.fs import Location
 from storage.layout import CLASS_FOLDERS_FILE, class_folders, class_folders_tsv
 from storage.manifest import StageManifest
-from storage.schemas import overlap as schemas
 from storage.tables import stage_shards
 from tasks.core.params import SubsetParams
 from tasks.core.stage import Output, Stage
@@ -132,14 +129,10 @@ def export_pngs(location: Location, subset: pa.Table, split: np.ndarray) -> int:
 
 
 def _key_params(params: SubsetParams) -> dict[str, Any]:
-    return {
-        "split": [params.seed, params.val_fraction, params.test_fraction],
-        "export_pngs": params.export_pngs,
-    }
+    return params.model_dump(include={"seed", "val_fraction", "test_fraction", "export_pngs"})
 
 
-CODE = code_version(sys.modules[__name__], schemas)
-STAGE = Stage("subset", CODE, _key_params)
+STAGE = Stage("subset", key_params=_key_params, module=__name__)
 
 
 @STAGE.task()
@@ -174,7 +167,6 @@ def subset_task(
     )
     return Output(
         tables={"subset": subset, "splits": splits_table(subset, split)},
-        params=params.model_dump(include={"seed", "val_fraction", "test_fraction", "export_pngs"}),
         info=info,
     )
 

@@ -18,8 +18,8 @@ from tasks.algorithms.bootstrap import (
     with_stability,
 )
 from tasks.algorithms.calibration import apply_rule
+from tasks.algorithms.centroids import cosine_matrix, neighbour_ranks, stream_centroids
 from tasks.algorithms.overlap_rules import overlap_pairs_table
-from tasks.class_similarity import cosine_matrix, neighbour_ranks, stream_centroids
 
 NUM_CLASSES, PER_CLASS, DIM = 12, 60, 32
 PLANTED = ((0, 5), (2, 7), (3, 9))

@@ -12,7 +12,7 @@ from tasks.algorithms.calibration import (
     setting_flags,
     suggest_setting,
 )
-from tasks.class_similarity import neighbour_ranks
+from tasks.algorithms.centroids import neighbour_ranks
 from tests.builders import FIVE_CLASS_COSINE as COSINE
 
 

@@ -12,13 +12,13 @@ from prefect.logging import disable_run_logger
 
 from storage.schemas.overlap import CLASS_SIMILARITY, centroids_schema
 from storage.tables import read_parquet
-from tasks.class_similarity import (
-    class_similarity_task,
+from tasks.algorithms.centroids import (
     cosine_matrix,
     neighbour_ranks,
     similarity_table,
     stream_centroids,
 )
+from tasks.class_similarity import class_similarity_task
 from tests.builders import (
     dataset_stage,
     ovl_clusters,

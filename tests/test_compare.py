@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from tasks.algorithms.centroids import neighbour_ranks, similarity_table
 from tasks.algorithms.compare import (
     RunPairs,
     agreement_table,
@@ -14,9 +15,8 @@ from tasks.algorithms.compare import (
     consensus_pairs,
     consensus_table,
 )
+from tasks.algorithms.confusion_pairs import confusion_pairs
 from tasks.algorithms.overlap_rules import flag_pairs, overlap_pairs_table
-from tasks.class_similarity import neighbour_ranks, similarity_table
-from tasks.confusion import confusion_pairs
 from tests.builders import FIVE_CLASS_COSINE as COSINE
 
 NAMES = ["girl", "woman", "oak", "maple", "bus"]

@@ -9,7 +9,7 @@ from prefect.logging import disable_run_logger
 from scipy import stats
 
 from tasks import classifier, confusion, evaluate
-from tasks.confusion import (
+from tasks.algorithms.confusion_pairs import (
     base_rate,
     binomial_p_values,
     confusion_pairs,

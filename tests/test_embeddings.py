@@ -13,9 +13,10 @@ from flows.config import RunConfig
 from storage.fs import Location
 from storage.schemas.images import IMAGES, embeddings_schema
 from storage.tables import read_shards, shard_name, write_parquet
-from tasks.embeddings import build_extractor, extract_shards, weights_fingerprint
 from tasks.models import models
 from tasks.models.embed import Extractor, preprocess, stack_uint8
+from tasks.models.embedding_shards import extract_shards
+from tasks.models.extractor import build_extractor, weights_fingerprint
 from tasks.sources.synthetic import make_synthetic
 
 TINY = "vit_tiny_patch16_224"

@@ -20,8 +20,10 @@ from storage.schemas.images import IMAGES
 from storage.tables import read_parquet, read_shards, shard_name, write_parquet
 from tasks.algorithms.delta import FileStat, assemble, content_hashes, folder_delta, unseen
 from tasks.core.params import EmbeddingsParams, ImagesParams
-from tasks.embeddings import build_extractor, embeddings_task, extract_shards
+from tasks.embeddings import embeddings_task
 from tasks.images import images_task
+from tasks.models.embedding_shards import extract_shards
+from tasks.models.extractor import build_extractor
 from tasks.models.reuse import Reuse
 from tasks.record import record_task
 from tasks.sources import imagefolder as imagefolder_source

@@ -16,6 +16,7 @@ from flows.config import RunConfig
 from storage.manifest import StageManifest
 from storage.schemas.overlap import OVERLAP_CLASSES, OVERLAP_PAIRS, PAIR_SAMPLES
 from storage.tables import read_parquet
+from tasks.algorithms.centroids import neighbour_ranks
 from tasks.algorithms.overlap_rules import (
     flag_pairs,
     overlap_classes_table,
@@ -23,7 +24,7 @@ from tasks.algorithms.overlap_rules import (
     overlap_pairs_table,
 )
 from tasks.algorithms.pair_samples import top_pair_samples
-from tasks.class_similarity import class_similarity_task, neighbour_ranks
+from tasks.class_similarity import class_similarity_task
 from tasks.overlap import _log_summary, overlap_task, rule_params
 from tests.builders import (
     FIVE_CLASS_COSINE as COSINE,

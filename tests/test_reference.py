@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tasks.algorithms.confusion_pairs import confusion_pairs
 from tasks.algorithms.reference import (
     REFERENCE,
     beside_reference_text,
     pairs_beside_reference,
     summary_beside_reference,
 )
-from tasks.confusion import confusion_pairs
 from tasks.evaluate import report_from_counts
 
 # A classifier subset without mouse and shrew; 100 test images a class, as CIFAR-100's test set.

@@ -25,16 +25,26 @@ from storage.schemas import classifier as clf_schemas
 from storage.schemas import overlap as schemas
 from storage.schemas.images import POINTER, embeddings_schema
 from storage.tables import shard_name, table_name, write_parquet
-from tasks import class_similarity as similarity
-from tasks import confusion, evaluate
+from tasks import evaluate
+from tasks.algorithms import centroids as similarity
+from tasks.algorithms import confusion_pairs as confusion
 from tasks.algorithms.classification import confusion_counts
 from tasks.algorithms.overlap_rules import flag_pairs, overlap_classes_table, overlap_pairs_table
 from tasks.analyze_predictions import analyze_predictions
 from tasks.core.stage import Stage
-from tasks.report import REPORT_HTML, REPORT_MD, publish_report_task, report_task
+from tasks.report import publish_report_task, report_task
 from tasks.reporting import report_artifacts
 from tasks.reporting.report_predictions import write_predictions_report
-from tasks.reporting.report_render import Figure, Heading, Table, Text, to_html, to_markdown
+from tasks.reporting.report_render import (
+    REPORT_HTML,
+    REPORT_MD,
+    Figure,
+    Heading,
+    Table,
+    Text,
+    to_html,
+    to_markdown,
+)
 from tests.builders import REAL, write_real_predictions
 
 NAMES = ["apple", "pear", "cat", "dog", "car", "bus"]

@@ -36,11 +36,11 @@ def _history(epochs: int) -> pa.Table:
 def test_a_stage_task_computes_its_inputs_once(tmp_path: Path) -> None:
     calls: list[int] = []
 
-    def key_params(params: StageParams) -> dict:
+    def key_inputs(params: StageParams) -> dict:
         calls.append(1)  # stands in for costly inputs: a folder listing, a weights hash
-        return {"x": 1}
+        return {"listing": "abc"}
 
-    stage = Stage("probe", "v1", key_params)
+    stage = Stage("probe", "v1", lambda params: {"x": 1}, key_inputs=key_inputs)
 
     @stage.task()
     def probe(params: StageParams, target) -> Output:
@@ -54,6 +54,7 @@ def test_a_stage_task_computes_its_inputs_once(tmp_path: Path) -> None:
     manifest = run(params)
     assert len(calls) == 1  # for the cache key; the early-return check and the body reused it
     assert manifest.location.read_bytes("where.txt").decode() == manifest.url
+    assert manifest.params == {"x": 1}  # the key parameters recorded; input fingerprints not
     assert manifest.url == stage.location(params=params).url  # outside a task: same folder
     assert len(calls) == 2
 
@@ -69,7 +70,6 @@ def test_a_declared_stage_writes_its_tables_and_manifest_and_reuses_them(tmp_pat
         return Output(
             tables={"training_history": _history(upstream)},
             files={"note.txt": b"hi"},
-            params={"upstream": upstream},
             info={"epochs": upstream},
         )
 

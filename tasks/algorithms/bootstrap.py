@@ -21,8 +21,8 @@ from threadpoolctl import threadpool_limits
 
 from storage.schemas.trust import OVERLAP_STABILITY
 from tasks.algorithms.calibration import apply_rule
+from tasks.algorithms.centroids import check_finite, check_labels, neighbour_ranks, unit_rows
 from tasks.algorithms.overlap_rules import pair_columns
-from tasks.class_similarity import check_finite, check_labels, neighbour_ranks, unit_rows
 
 CHUNK_ROWS = 8192
 BELOW_CUT = 10

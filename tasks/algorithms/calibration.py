@@ -15,18 +15,9 @@ import numpy as np
 import pyarrow as pa
 
 from storage.schemas.trust import OVERLAP_CALIBRATION
-from tasks.algorithms.overlap_rules import RULES as BASE_RULES
+from tasks.algorithms.overlap_rule import RULES
 from tasks.algorithms.overlap_rules import Flagged, flag_pairs, off_diagonal_stats
 
-RULES = (*BASE_RULES, "classes")
-# Each rule's one parameter, under its keyword in ``apply_rule`` and its command-line flag.
-PARAMETER = {"sigma": "k", "threshold": "threshold", "topk": "top_k", "classes": "classes"}
-FLAG = {
-    "k": "--overlap-k",
-    "threshold": "--overlap-threshold",
-    "top_k": "--overlap-top-k",
-    "classes": "--overlap-classes",
-}
 K_GRID = np.round(np.arange(0.0, 6.0001, 0.25), 2)
 THRESHOLD_STEP = 0.025
 MAX_TOP_K = 20
@@ -113,7 +104,7 @@ def _grids(cosine: np.ndarray, chosen: Mapping[str, Any]) -> dict[str, np.ndarra
     }
     rule = chosen.get("rule")
     if rule in grids:  # the run's own setting is always a row, so it can be checked against
-        grids[rule] = np.union1d(grids[rule], [chosen[PARAMETER[rule]]])
+        grids[rule] = np.union1d(grids[rule], [chosen[RULES[rule].parameter]])
     return {name: np.asarray(grid, dtype=np.float64) for name, grid in grids.items()}
 
 
@@ -152,11 +143,12 @@ def calibration_table(
     pieces = []
     for rule, grid in _grids(cosine, chosen).items():
         cutoff, n_pairs, n_classes = _rule_rows(rule, grid, cosine, ranks, mu, sigma)
-        is_chosen = np.isclose(grid, float(chosen.get(PARAMETER[rule], np.nan)), rtol=0, atol=1e-9)
+        parameter = RULES[rule].parameter
+        is_chosen = np.isclose(grid, float(chosen.get(parameter, np.nan)), rtol=0, atol=1e-9)
         pieces.append(
             {
                 "rule": [rule] * len(grid),
-                "parameter": [PARAMETER[rule]] * len(grid),
+                "parameter": [parameter] * len(grid),
                 "value": grid,
                 "cutoff": pa.array([None] * len(grid) if cutoff is None else cutoff, pa.float64()),
                 "n_pairs": n_pairs.astype(np.int64),
@@ -169,9 +161,7 @@ def calibration_table(
 
 def setting_flags(rule: str, value: float) -> str:
     """The command-line flags of one setting, e.g. ``--overlap-rule sigma --overlap-k 2.5``."""
-    parameter = PARAMETER[rule]
-    shown = int(value) if parameter in ("top_k", "classes") else f"{value:g}"
-    return f"--overlap-rule {rule} {FLAG[parameter]} {shown}"
+    return RULES[rule].setting(value)
 
 
 def suggest_setting(calibration: pa.Table, rule: str) -> str | None:
@@ -184,8 +174,7 @@ def suggest_setting(calibration: pa.Table, rule: str) -> str | None:
     for candidates in ([r for r in rows if r["rule"] == rule], rows):
         hits = [r for r in candidates if r["n_pairs"] > 0]
         if hits:
-            direction = {"sigma": -1, "threshold": -1, "topk": 1, "classes": 1}
-            best = min(hits, key=lambda r: (r["n_pairs"], direction[r["rule"]] * r["value"]))
+            best = min(hits, key=lambda r: (r["n_pairs"], RULES[r["rule"]].looser * r["value"]))
             return (
                 f"{setting_flags(best['rule'], best['value'])} would flag {best['n_pairs']} "
                 f"pair(s) over {best['n_classes']} classes"

@@ -9,8 +9,10 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.algorithms.label_noise import OVERLAP_DEFECT_COLUMNS, defect_columns
+from tasks.algorithms.overlap_rule import RULES as ALL_RULES
 
-RULES = ("sigma", "threshold", "topk")
+# the rules flag_pairs computes itself; the others are one of these at a cutoff (apply_rule)
+RULES = tuple(name for name, rule in ALL_RULES.items() if rule.via is None)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.tables import embedding_matrix
+from tasks.algorithms.centroids import unit_rows
 from tasks.algorithms.overlap_rules import pair_columns
-from tasks.class_similarity import unit_rows
 
 _SORT = [("pair_id", "ascending"), ("label", "ascending")]
 _RANKING = [*_SORT, ("cos_other", "descending"), ("sample_id", "ascending")]

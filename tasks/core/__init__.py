@@ -1,1 +1,1 @@
-"""Stage infrastructure: the one way a stage is declared, its locks, its preflight checks."""
+"""Stage infrastructure: the one way a stage is declared, its parameters and its locks."""

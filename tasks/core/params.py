@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from storage.fs import normalise_url
+from tasks.algorithms.overlap_rule import RULE_NAMES
 
 KNOWN_DATASETS = (
     "cifar100",
@@ -267,7 +268,7 @@ class SimilarityParams(StageParams):
 class OverlapParams(SimilarityParams):
     """Parameters of the overlap stage: the rule that flags class pairs, images per pair."""
 
-    overlap_rule: Literal["sigma", "threshold", "topk", "classes"] = Field(
+    overlap_rule: Literal[RULE_NAMES] = Field(  # one entry per rule in overlap_rule.RULES
         "sigma",
         description="how centroid pairs are flagged: sigma (cosine >= mu + k*sigma over all "
         "pairs), threshold (cosine >= --overlap-threshold), topk (mutual: each class among "

@@ -1,5 +1,8 @@
 """Progress of a long stage: a terminal bar (tqdm) mirrored to a Prefect progress artifact.
 
+``Progress`` counts extraction's images (images/s, resumable); ``StageProgress`` counts the
+steps of the other long stages (epochs, figures).
+
 The stage owns one ``StageProgress`` while it computes and advances it step by step (epochs,
 figures); code deeper down that does not know the stage advances the current one through
 ``step()``, a no-op when no stage progress is active (a unit test, a cached stage).
@@ -92,3 +95,35 @@ def step(**shown: Any) -> None:
     progress = _CURRENT.get()
     if progress is not None:
         progress.advance(**shown)
+
+
+class Progress:
+    """A terminal progress bar (images/s) mirrored to a Prefect progress artifact."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.reported = total, 0, -1.0
+        self.bar = tqdm(total=total, unit="img", desc="extract", smoothing=0.1)
+        self.artifact = create_progress_artifact(
+            progress=self.percent, key="embedding-extraction", description="images embedded"
+        )
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.done / max(self.total, 1)
+
+    def start_at(self, done: int) -> None:
+        """Count images a resumed run finds already embedded (not in the images/s rate)."""
+        self.done = self.bar.initial = self.bar.n = done
+        self.bar.refresh()
+        self.reported = self.percent
+        update_progress_artifact(self.artifact, progress=self.percent)
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        self.bar.update(n)
+        if self.percent - self.reported >= 1.0 or self.done == self.total:
+            self.reported = self.percent
+            update_progress_artifact(self.artifact, progress=self.percent)
+
+    def close(self) -> None:
+        self.bar.close()

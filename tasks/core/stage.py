@@ -1,7 +1,7 @@
 """The one way to declare a stage: where it writes, its cache key, its tables and manifest.
 
-A stage module ends with ``STAGE = Stage(name, CODE, key_params)`` and a body decorated with
-``@STAGE.task()``. The body receives its upstream manifests and its typed parameters
+A stage module ends with ``STAGE = Stage(name, key_params=..., module=__name__)`` and a body
+decorated with ``@STAGE.task()``. The body receives its upstream manifests and its typed parameters
 (and, when it asks for ``target``, its output folder, for shard-by-shard writes) and returns an
 ``Output``; the declaration owns the rest: the cache policy with a lock per key, the early
 return when a finished, intact output exists, writing the tables through the registry, and the
@@ -27,6 +27,7 @@ from prefect.settings import get_current_settings
 from prefect.transactions import IsolationLevel
 
 from storage import registry
+from storage.code_version import code_version_of
 from storage.fingerprint import hash_value
 from storage.fs import Location
 from storage.layout import OutputLayout
@@ -55,13 +56,12 @@ class Output:
 
     ``tables``: registry table name -> rows to write; ``files``: other files (name -> bytes);
     ``written``: files the body wrote itself into ``target`` (name -> rows, None for non-tables);
-    ``params``: the parameters the manifest records; ``info``: facts for downstream stages.
+    ``info``: facts for downstream stages. The manifest records the stage's key parameters.
     """
 
     tables: Mapping[str, pa.Table] = field(default_factory=dict)
     files: Mapping[str, bytes] = field(default_factory=dict)
     written: Mapping[str, int | None] = field(default_factory=dict)
-    params: Mapping[str, Any] = field(default_factory=dict)
     info: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -92,20 +92,35 @@ class Stage:
     """One stage: its name, its code version, and what determines its output.
 
     The key is the hash of the stage's upstream arguments (manifests: their content fingerprint),
-    ``code`` (a version of every module whose edit changes the output), and ``key_params`` of
-    its parameters (only those that change the output, plus file fingerprints where a parameter
-    names a file); it names the stage's folder and is the Prefect cache key.
+    its code version, ``key_params`` of its parameters (only those that change the output; the
+    manifest records them) and ``key_inputs``, fingerprints of files that parameters name (a
+    folder listing: in the key only); it names the stage's folder and is the Prefect cache key.
+    The code version is derived from ``module``, the stage module, and every module it imports
+    (``storage.code_version``); ``version`` gives one by hand (tests).
     """
 
     name: str
-    code: str = ""
+    version: str = ""
     key_params: Callable[[Any], dict[str, Any]] = _no_params
+    module: str = ""
+    key_inputs: Callable[[Any], dict[str, Any]] = _no_params
+
+    @functools.cached_property
+    def code(self) -> str:
+        """The code version: computed on first use, so importing a stage module parses nothing."""
+        return code_version_of(self.module) if self.module else self.version
 
     def key(self, **arguments: Any) -> str:
         """Hash of the stage's inputs plus the output root it writes under."""
         params: StageParams = arguments["params"]
         upstream = {n: fingerprint(v) for n, v in arguments.items() if n != "params"}
-        inputs = {"out": params.out, "code": self.code, **upstream, **self.key_params(params)}
+        inputs = {
+            "out": params.out,
+            "code": self.code,
+            **upstream,
+            **self.key_params(params),
+            **self.key_inputs(params),
+        }
         return OutputLayout.at(params.out).stage_key(self.name, inputs)
 
     def location(self, **arguments: Any) -> Location:
@@ -179,7 +194,7 @@ class Stage:
         )
         return write_manifest(manifest)
 
-    def save(self, location: Location, output: Output) -> StageManifest:
+    def save(self, location: Location, output: Output, params: Mapping[str, Any]) -> StageManifest:
         """Write a body's tables (through the registry) and files, then the manifest."""
         rows = dict(output.written)
         for name, rows_of in output.tables.items():
@@ -188,7 +203,7 @@ class Stage:
         for name, data in output.files.items():
             location.write_bytes(name, data)
             rows[name] = None
-        return self.finish(location, rows, output.params, output.info, self.code)
+        return self.finish(location, rows, params, output.info, self.code)
 
     def run(self, body: Callable[..., Output], **arguments: Any) -> StageManifest:
         """The earlier run's manifest when intact, else the body's output, written.
@@ -205,7 +220,8 @@ class Stage:
             return done
         if TARGET in inspect.signature(body).parameters:
             arguments = {**arguments, TARGET: location}
-        return self.save(location, body(**arguments))
+        output = body(**arguments)
+        return self.save(location, output, self.key_params(arguments["params"]))
 
     def task(
         self, *, cached: bool = True, **options: Any

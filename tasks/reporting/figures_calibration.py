@@ -10,13 +10,10 @@ import matplotlib.pyplot as plt
 import pyarrow as pa
 from matplotlib.figure import Figure
 
+from tasks.algorithms.overlap_rule import RULES
+
 # Panel order and axis labels, one panel per rule.
-PANELS = {
-    "sigma": "k of the sigma rule (cosine >= mu + k*sigma)",
-    "threshold": "cosine threshold",
-    "topk": "top-k of the mutual nearest-class rule",
-    "classes": "classes asked for (--overlap-classes)",
-}
+PANELS = {name: rule.axis for name, rule in RULES.items()}
 
 
 def calibration_figure(calibration: pa.Table, num_classes: int) -> Figure:

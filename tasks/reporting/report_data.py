@@ -9,10 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from storage import registry
 from storage.manifest import StageManifest
-from storage.tables import read_embeddings, read_parquet, table_name
+from storage.tables import read_embeddings
+from tasks.algorithms.confusion_pairs import counts_from_table
 from tasks.algorithms.overlap_rules import similarity_matrices
-from tasks.confusion import counts_from_table
 
 MIN_TEST_PER_CLASS = 30  # fewer test points than this per class: project all splits instead
 
@@ -67,16 +68,14 @@ def read_points(
     embeddings: StageManifest, subset: StageManifest, evaluation: StageManifest
 ) -> Points:
     """Embeddings of the subset's samples joined with their split and prediction."""
-    splits = read_parquet(subset.location, table_name("splits"), ["sample_id", "split", "label"])
+    splits = registry.table("splits").read(subset.location, ["sample_id", "split", "label"])
     sample_id, x = read_embeddings(embeddings, splits.column("sample_id"))
     split_ids = splits.column("sample_id").to_numpy()
     by_id = np.argsort(split_ids)
     at = by_id[np.searchsorted(split_ids, sample_id, sorter=by_id)]
     labels = splits.column("label").to_numpy()[at]
     split = np.asarray(splits.column("split").to_pylist(), dtype=object)[at]
-    predictions = read_parquet(
-        evaluation.location, table_name("predictions"), ["sample_id", "y_pred"]
-    )
+    predictions = registry.table("predictions").read(evaluation.location, ["sample_id", "y_pred"])
     y_pred = np.full(len(sample_id), -1, np.int64)
     pred_ids = predictions.column("sample_id").to_numpy()
     pos = np.clip(np.searchsorted(sample_id, pred_ids), 0, max(len(sample_id) - 1, 0))
@@ -92,9 +91,9 @@ def read_run_tables(stages: Mapping[str, StageManifest]) -> RunTables:
     all_names = list(stages["images"].info["class_names"])
     columns = ["label_a", "label_b", "cosine", "rank"]  # not the N^2 class-name strings
     all_cosine, _ = similarity_matrices(
-        read_parquet(similarity.location, table_name("class_similarity"), columns), len(all_names)
+        registry.table("class_similarity").read(similarity.location, columns), len(all_names)
     )
-    classes = read_parquet(overlap.location, table_name("overlap_classes"), ["label", "group"])
+    classes = registry.table("overlap_classes").read(overlap.location, ["label", "group"])
     groups: list[int | None] = [None] * len(all_names)
     for label, group in zip(
         *(classes.column(c).to_pylist() for c in ("label", "group")), strict=True
@@ -105,28 +104,26 @@ def read_run_tables(stages: Mapping[str, StageManifest]) -> RunTables:
         class_names=names,
         original_labels=list(subset.info["original_labels"]),
         counts=counts_from_table(
-            read_parquet(evaluation.location, table_name("confusion_matrix")), len(names)
+            registry.table("confusion_matrix").read(evaluation.location), len(names)
         ),
         all_names=all_names,
         all_cosine=all_cosine,
         groups=groups,
-        overlap_pairs=read_parquet(overlap.location, table_name("overlap_pairs")),
-        confusion_pairs=read_parquet(stages["confusion"].location, table_name("confusion_pairs")),
-        classification_report=read_parquet(
-            evaluation.location, table_name("classification_report")
-        ),
+        overlap_pairs=registry.table("overlap_pairs").read(overlap.location),
+        confusion_pairs=registry.table("confusion_pairs").read(stages["confusion"].location),
+        classification_report=registry.table("classification_report").read(evaluation.location),
         points=read_points(stages["embeddings"], subset, evaluation),
     )
 
 
 def read_table(stage: StageManifest, name: str) -> pa.Table:
     """One single-file table of a stage, by table name."""
-    return read_parquet(stage.location, table_name(name))
+    return registry.table(name).read(stage.location)
 
 
 def read_images(subset: StageManifest, sample_ids: Sequence[int]) -> dict[int, bytes]:
     """Image bytes of the given samples from the ``subset`` table."""
-    table = read_parquet(subset.location, table_name("subset"), ["sample_id", "image"])
+    table = registry.table("subset").read(subset.location, ["sample_id", "image"])
     table = table.filter(
         pc.is_in(table.column("sample_id"), value_set=pa.array(list(sample_ids), pa.int64()))
     )

@@ -8,11 +8,10 @@ import pyarrow as pa
 
 from storage.fs import Location
 from storage.manifest import StageManifest
-from tasks.confusion import counts_from_table
-from tasks.report import figure, write_report
+from tasks.algorithms.confusion_pairs import counts_from_table
 from tasks.reporting import figures, report_data
 from tasks.reporting import report_sections as sections
-from tasks.reporting.report_render import Block, Text
+from tasks.reporting.report_render import Block, Text, figure, write_report
 
 FOCUS_CLASSES = 40  # the focused heatmap shows the classes of the top flagged pairs, up to this
 FULL_HEATMAP_MAX = 120  # all classes in one heatmap only up to this many

@@ -6,12 +6,19 @@ import base64
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import pyarrow as pa
 
 from storage import escape
+from storage.fs import Location
+from tasks.core import progress
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure as MplFigure
+
+REPORT_MD, REPORT_HTML = "report.md", "report.html"
 
 MAX_TABLE_ROWS = 60  # longer tables are cut in the report; the Parquet file has them all
 PAGE_WIDTH_PX = 1150  # the page's content width (CSS max-width 1200px less padding)
@@ -195,3 +202,28 @@ def to_html(title: str, blocks: Sequence[Block]) -> str:
             out.append(_html_figure(block))
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def figure(name: str, caption: str, fig: MplFigure) -> Figure:
+    """A report figure from a matplotlib figure (figures loads matplotlib: only when drawing)."""
+    from tasks.reporting import figures
+
+    block = Figure(f"figure-{name}.png", caption, figures.png_bytes(fig))
+    progress.step(figure=name)  # the report stage's progress, when one is shown
+    return block
+
+
+def report_files(title: str, blocks: list[Block]) -> dict[str, bytes]:
+    """Every figure's PNG, report.md and report.html: file name -> bytes."""
+    files = {block.name: block.png for block in blocks if isinstance(block, Figure)}
+    files[REPORT_MD] = to_markdown(title, blocks).encode()
+    files[REPORT_HTML] = to_html(title, blocks).encode()
+    return files
+
+
+def write_report(location: Location, title: str, blocks: list[Block]) -> dict[str, int | None]:
+    """Write every figure, report.md and report.html into ``location``; name -> None."""
+    files = report_files(title, blocks)
+    for name, data in files.items():
+        location.write_bytes(name, data)
+    return dict.fromkeys(files)

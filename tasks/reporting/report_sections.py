@@ -8,6 +8,7 @@ from typing import Any
 import pyarrow as pa
 
 from storage.manifest import StageManifest
+from tasks.algorithms.overlap_rule import RULES
 from tasks.reporting.report_data import flagged_pairs
 from tasks.reporting.report_render import Block, Figure, Heading, Table, Text, arrow_table
 
@@ -118,13 +119,10 @@ def run_overview(stages: Mapping[str, StageManifest], accuracy: float | None) ->
 def overlap_rule_text(info: Mapping[str, Any]) -> str:
     """How the model-free rule flagged pairs, in words."""
     rule = info.get("rule")
-    detail = {
-        "sigma": f"cosine >= mu + {info.get('k')}*sigma",
-        "threshold": f"cosine >= {info.get('threshold')}",
-        "topk": f"mutual top-{info.get('top_k')} nearest classes",
-        "classes": f"the most similar pairs, in order, until {info.get('classes')} classes are "
-        f"covered (cosine >= {info.get('cutoff') or float('nan'):.4f})",
-    }.get(rule, str(rule))
+    known = RULES.get(str(rule))
+    detail = str(rule) if known is None else known.describe(info)
+    if known is not None and known.via:  # a cutoff found from the data: say which
+        detail += f" (cosine >= {info.get('cutoff') or float('nan'):.4f})"
     stats = (
         f"mu = {info.get('mu', float('nan')):.4f}, sigma = {info.get('sigma', float('nan')):.4f}"
     )

@@ -15,10 +15,9 @@ import numpy as np
 from storage import registry
 from storage.manifest import StageManifest
 from tasks.algorithms.overlap_rules import similarity_matrices
-from tasks.core import progress
 from tasks.reporting import figures
 from tasks.reporting.figures_calibration import calibration_figure
-from tasks.reporting.report_render import Block, Figure, Heading, Text, arrow_table
+from tasks.reporting.report_render import Block, Heading, Text, arrow_table, figure
 from tasks.reporting.report_sections import (
     RANDOM_WARNING,
     key_values,
@@ -28,13 +27,6 @@ from tasks.reporting.report_sections import (
 
 STABILITY_COLUMNS = ["class_a", "class_b", "cosine", "flagged", "ci_low", "ci_high", "flag_rate"]
 MAX_HEATMAP_CLASSES = 100
-
-
-def _figure(name: str, caption: str, fig: Any) -> Figure:
-    """A report figure block from a matplotlib figure (as the report stage makes them)."""
-    block = Figure(f"figure-{name}.png", caption, figures.png_bytes(fig))
-    progress.step(figure=name)
-    return block
 
 
 def nothing_flagged_line(info: Mapping[str, Any]) -> str:
@@ -64,7 +56,7 @@ def calibration_blocks(overlap: StageManifest, num_classes: int) -> list[Block]:
     return [
         Heading("Calibration: what each setting would flag"),
         Text(text),
-        _figure("calibration", "Classes flagged against each rule's parameter", fig),
+        figure("calibration", "Classes flagged against each rule's parameter", fig),
     ]
 
 
@@ -105,7 +97,7 @@ def similarity_blocks(
         shown = np.sort(np.argsort(-nearest)[:MAX_HEATMAP_CLASSES])
     fig = figures.similarity_heatmap(cosine[np.ix_(shown, shown)], [names[i] for i in shown])
     which = "every class" if len(shown) == len(names) else f"the {len(shown)} most similar"
-    return [_figure("similarity", f"Centroid cosine of {which}", fig)]
+    return [figure("similarity", f"Centroid cosine of {which}", fig)]
 
 
 def model_free_blocks(

@@ -1,0 +1,128 @@
+"""A stage's code version, derived from the modules it imports: no list of modules to forget.
+
+The version hashes the text of every project module (under ``flows``, ``tasks``, ``storage``)
+that a stage module imports, transitively, found by reading their ``import`` statements (lazy
+imports inside functions included), so nothing is imported to compute it: a stage whose code
+loads torch can be keyed without loading torch. It also folds in the installed versions of the
+third-party packages that the computing code (``tasks.algorithms``, ``tasks.models``) imports:
+an upgrade of numpy, FAISS or timm can change the numbers. Packages that only orchestrate or
+store (Prefect, imported by every stage) are left out, or any upgrade would recompute
+everything, embeddings included.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import sys
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, packages_distributions, version
+from pathlib import Path
+
+from storage.fingerprint import SCHEMA_VERSION
+
+PROJECT_PACKAGES = ("flows", "tasks", "storage")
+COMPUTING = "tasks"  # third-party imports of modules under here count, bar the machinery's
+MACHINERY = "tasks.core"
+ROOT = Path(__file__).resolve().parent.parent  # the folder holding the project's packages
+
+
+def module_file(module: str, root: Path = ROOT) -> Path | None:
+    """Source file of a project module (package: its ``__init__.py``), None for any other."""
+    parts = module.split(".")
+    if parts[0] not in PROJECT_PACKAGES:
+        return None
+    base = root.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_names(tree: ast.AST, module: str, is_package: bool) -> Iterator[str]:
+    """Every module name an import statement may load (``from a import b``: ``a`` and ``a.b``)."""
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: up from this module's package
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            yield base
+            yield from (f"{base}.{alias.name}" for alias in node.names)
+
+
+def _with_parents(name: str) -> Iterator[str]:
+    """Importing ``a.b.c`` runs ``a`` and ``a.b`` first."""
+    parts = name.split(".")
+    yield from (".".join(parts[:i]) for i in range(1, len(parts) + 1))
+
+
+def _third_party(imported: str) -> str | None:
+    top = imported.partition(".")[0]
+    is_own = top in PROJECT_PACKAGES or top in sys.stdlib_module_names
+    return None if is_own or not top else top
+
+
+def imports_of(module: str, root: Path = ROOT) -> tuple[dict[str, Path], dict[str, set[str]]]:
+    """The project modules ``module`` loads, transitively (name -> file), and the top-level
+    third-party modules each of them imports (name -> set)."""
+    found: dict[str, Path] = {}
+    external: dict[str, set[str]] = {}
+    pending = list(_with_parents(module))
+    while pending:
+        name = pending.pop()
+        path = module_file(name, root)
+        if name in found or path is None:
+            continue
+        found[name], external[name] = path, set()
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+        for imported in _imported_names(tree, name, path.name == "__init__.py"):
+            if (top := _third_party(imported)) is not None:
+                external[name].add(top)
+            elif imported.partition(".")[0] in PROJECT_PACKAGES:
+                pending.extend(_with_parents(imported))
+    return found, external
+
+
+def _under(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def computing_packages(external: dict[str, set[str]]) -> set[str]:
+    """Third-party packages of the computing modules, less those of the stage machinery."""
+    machinery = set().union(*(tops for n, tops in external.items() if _under(n, MACHINERY)))
+    computing = (t for n, tops in external.items() if _under(n, COMPUTING) for t in tops)
+    return set(computing) - machinery
+
+
+@functools.cache
+def _distributions() -> dict[str, list[str]]:
+    return packages_distributions()  # reads every installed package's metadata once: ~0.2 s
+
+
+def package_versions(top_level: set[str]) -> dict[str, str]:
+    """Installed distribution versions of these top-level modules (not installed: left out)."""
+    versions: dict[str, str] = {}
+    for name in sorted(top_level):
+        for distribution in _distributions().get(name, []):
+            try:
+                versions[distribution] = version(distribution)
+            except PackageNotFoundError:
+                continue
+    return versions
+
+
+def code_version_of(module: str, root: Path = ROOT) -> str:
+    """Fingerprint of ``module``'s code: every project module it loads, the versions of the
+    packages its computing code uses, and the storage schema version."""
+    files, external = imports_of(module, root)
+    digest = hashlib.sha256(SCHEMA_VERSION.encode())
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name].read_bytes() + b"\0")
+    for distribution, installed in sorted(package_versions(computing_packages(external)).items()):
+        digest.update(f"{distribution}=={installed}\0".encode())
+    return digest.hexdigest()[:16]
