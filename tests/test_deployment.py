@@ -298,6 +298,17 @@ def test_scheduled_runs_are_executed_and_served_from_cache(
             # The triggered run computed everything; every scheduled run reuses it.
             states = _task_states(client, run.id)
             assert_only(states)
+    _stop_the_schedule(deployed, deployment.id)
+
+
+def _stop_the_schedule(server: Server, deployment_id: UUID) -> None:
+    """No schedule and no scheduled run left: a later test's --run-once worker would pick one."""
+    result = server.cli("deployment", "schedule", "clear", SYNTHETIC, "-y")
+    assert result.returncode == 0, result.stdout + result.stderr
+    with server.client() as client:
+        for run in _scheduled_runs(client, deployment_id):
+            if not run.state.is_final():
+                client.delete_flow_run(run.id)
 
 
 def _final_state(server: Server, flow_run_id: UUID, timeout: float = 120) -> Any:

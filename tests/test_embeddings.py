@@ -87,6 +87,23 @@ def test_a_cpu_forward_takes_at_most_32_images_and_keeps_the_order(tmp_path: Pat
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
 
 
+def test_a_bf16_embedding_does_not_depend_on_how_many_images_shared_its_pass(
+    tmp_path: Path,
+) -> None:
+    # oneDNN (AMX) and cuBLAS pick kernels by the number of rows, and bf16 rounds differently in
+    # each: a shard's last few images, or a resumed run's, must still get the same vectors.
+    images = torch.from_numpy(make_synthetic(0).images[:40]).permute(0, 3, 1, 2)
+    extractor = build_extractor(_config(tmp_path, batch_size=32, precision="bf16"))
+    seen: list[int] = []
+    extractor.model.register_forward_pre_hook(lambda _, args: seen.append(len(args[0])))
+    together = extractor.embed_arrays(images)
+    assert seen == [32, 32]  # the last 8 padded to a full pass
+    one_by_one = np.concatenate([extractor.embed_uint8(image[None]) for image in images])
+    in_threes = np.concatenate([extractor.embed_uint8(images[i : i + 3]) for i in range(0, 40, 3)])
+    np.testing.assert_array_equal(together, one_by_one)
+    np.testing.assert_array_equal(together, in_threes)
+
+
 def test_bf16_embeddings_agree_with_fp32(tmp_path: Path) -> None:
     images = torch.from_numpy(make_synthetic(0).images[:8]).permute(0, 3, 1, 2)
     fp32 = build_extractor(_config(tmp_path)).embed_arrays(images)

@@ -57,7 +57,9 @@ def first_stages(config: RunConfig) -> dict[str, StageManifest]:
     embeddings = embeddings_stage(
         images, config.params_of(params.EmbeddingsParams), on_cluster=on_cluster
     )
-    similarity = class_similarity_task(images, embeddings, config.params_of(params.StageParams))
+    similarity = class_similarity_task(
+        images, embeddings, config.params_of(params.SimilarityParams)
+    )
     return {"images": images, "embeddings": embeddings, "class_similarity": similarity}
 
 

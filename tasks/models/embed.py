@@ -140,17 +140,23 @@ class Extractor:
     def embed_uint8(self, batch: torch.Tensor) -> np.ndarray:
         """Embeddings of one uint8 batch already sized for the device."""
         batch = batch.to(self.device, non_blocking=True)
-        features = torch.cat(
-            [
-                self.model(
-                    preprocess(part, self.prep, self.dtype).contiguous(
-                        memory_format=self.memory_format
-                    )
-                ).float()
-                for part in batch.split(self.forward_images)
-            ]
-        )
+        features = torch.cat([self._forward(part) for part in batch.split(self.forward_images)])
         return F.normalize(features, dim=1).cpu().numpy()
+
+    def _forward(self, part: torch.Tensor) -> torch.Tensor:
+        """Features (float32) of at most ``forward_images`` uint8 images.
+
+        In bf16 every forward pass has the same number of rows: the kernels that oneDNN (AMX)
+        and cuBLAS pick depend on it, and so do the roundings, so an image's embedding would
+        otherwise depend on how many images shared its pass (a shard's last few, a resumed
+        run, the store's unseen ones). A short part is padded with copies of its last image.
+        """
+        rows = len(part)
+        if self.precision == "bf16" and rows < self.forward_images:
+            padding = part[-1:].expand(self.forward_images - rows, *part.shape[1:])
+            part = torch.cat([part, padding])
+        x = preprocess(part, self.prep, self.dtype).contiguous(memory_format=self.memory_format)
+        return self.model(x).float()[:rows]
 
     def embed_arrays(
         self, images: torch.Tensor, on_batch: Callable[[int], None] | None = None
