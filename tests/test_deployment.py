@@ -109,8 +109,8 @@ class Server:
             timeout=timeout,
         )
 
-    def worker(self, name: str, timeout: float = 300) -> str:
-        """``prefect worker start --run-once --limit 1``: executes one due run; returns its log."""
+    def start_worker(self, name: str) -> tuple[subprocess.Popen, Path]:
+        """``prefect worker start --run-once --limit 1``, running: it executes one due run."""
         log = self.logs / f"worker-{name}.log"
         command = [PREFECT, "worker", "start", "--pool", POOL, "--run-once", "--limit", "1"]
         with log.open("w") as handle:
@@ -118,10 +118,15 @@ class Server:
                 command, cwd=REPO, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
-            try:
-                process.wait(timeout)
-            finally:
-                stop(process)
+        return process, log
+
+    def worker(self, name: str, timeout: float = 300) -> str:
+        """A worker that executes one due run, waited for; returns its log."""
+        process, log = self.start_worker(name)
+        try:
+            process.wait(timeout)
+        finally:
+            stop(process)
         return log.read_text()
 
     @contextlib.contextmanager
@@ -327,13 +332,7 @@ def test_a_run_cancelled_from_the_ui_stops_on_the_worker_and_the_next_run_resume
     config = {"dataset": "synthetic", "out": str(out), "report_pairs": 0, "shard_size": 150}
     parameters = f"config={json.dumps(config)}"
     cancelled = _flow_run_id(deployed.cli("deployment", "run", SYNTHETIC, "-p", parameters).stdout)
-    log = deployed.logs / "worker-cancelled.log"
-    command = [PREFECT, "worker", "start", "--pool", POOL, "--run-once", "--limit", "1"]
-    with log.open("w") as handle:
-        worker = subprocess.Popen(
-            command, cwd=REPO, env=deployed.env, stdout=handle, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+    worker, log = deployed.start_worker("cancelled")
     try:
         # Cancelled once its first stage is done: the run is then extracting, or further on.
         deadline = time.monotonic() + 300

@@ -97,33 +97,27 @@ def step(**shown: Any) -> None:
         progress.advance(**shown)
 
 
-class Progress:
-    """A terminal progress bar (images/s) mirrored to a Prefect progress artifact."""
+class Progress(StageProgress):
+    """Extraction's progress: images (a resumed run starts at those already embedded), the
+    artifact at 100 % once every image is in, as the other stages' at their end."""
 
     def __init__(self, total: int) -> None:
-        self.total, self.done, self.reported = total, 0, -1.0
-        self.bar = tqdm(total=total, unit="img", desc="extract", smoothing=0.1)
-        self.artifact = create_progress_artifact(
-            progress=self.percent, key="embedding-extraction", description="images embedded"
-        )
-
-    @property
-    def percent(self) -> float:
-        return 100.0 * self.done / max(self.total, 1)
+        super().__init__(
+            total, unit="img", desc="extract", key="embedding-extraction",
+            description="images embedded",
+        )  # fmt: skip
+        self.bar.smoothing = 0.1
 
     def start_at(self, done: int) -> None:
         """Count images a resumed run finds already embedded (not in the images/s rate)."""
         self.done = self.bar.initial = self.bar.n = done
         self.bar.refresh()
-        self.reported = self.percent
-        update_progress_artifact(self.artifact, progress=self.percent)
+        self._publish(self.percent)
 
     def __call__(self, n: int) -> None:
         self.done += n
         self.bar.update(n)
-        if self.percent - self.reported >= 1.0 or self.done == self.total:
-            self.reported = self.percent
-            update_progress_artifact(self.artifact, progress=self.percent)
+        self._publish(self.percent)
 
     def close(self) -> None:
         self.bar.close()

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from tasks.models.packed import PackedWeights
+
 log = logging.getLogger(__name__)
 
 PROBE_SIZE = 64  # pixels: enough for every timm CNN's strides, cheap to run
@@ -136,7 +138,7 @@ def fold_batchnorms(model: nn.Module, size: int = PROBE_SIZE) -> int:
     return len(pairs)
 
 
-class PackedConv2d(nn.Module):
+class PackedConv2d(PackedWeights):
     """A CPU Conv2d whose weight oneDNN lays out once, with the following activation fused in.
 
     The plain ``weight`` and ``bias`` stay, so code that reads them directly still works.
@@ -157,16 +159,6 @@ class PackedConv2d(nn.Module):
             self.weight.detach(), self.padding, self.stride, self.dilation, self.groups, None
         )
         self.register_buffer("packed", packed, persistent=False)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # oneDNN's packed layout cannot be copied or pickled: drop it and pack again on load
-        state = self.__dict__.copy()
-        state["_buffers"] = {k: v for k, v in self._buffers.items() if k != "packed"}
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._pack()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)

@@ -7,13 +7,14 @@ only to modules whose exact types they know, and leave anything else as it was.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from timm.layers import Mlp
 from timm.models.vision_transformer import Attention, Block, VisionTransformer
 from torch import nn
+
+from tasks.models.packed import PackedWeights
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 SCORES_CHUNK_BYTES = 2 * 2**20
 
 
-class PackedLinear(nn.Linear):
+class PackedLinear(PackedWeights, nn.Linear):
     """A bf16 CPU Linear whose weight oneDNN reorders once, with bias (and GELU) fused in.
 
     ``nn.Linear`` re-lays the weight out on every call and adds the bias in a separate pass;
@@ -40,16 +41,6 @@ class PackedLinear(nn.Linear):
     def _pack(self) -> None:
         packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach())
         self.register_buffer("packed", packed, persistent=False)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # oneDNN's packed layout cannot be copied or pickled: drop it and pack again on load
-        state = self.__dict__.copy()
-        state["_buffers"] = {k: v for k, v in self._buffers.items() if k != "packed"}
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._pack()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         algorithm = "none" if self.activation == "gelu" else ""
