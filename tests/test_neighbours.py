@@ -253,3 +253,23 @@ def test_an_image_folder_file_under_two_classes_and_both_splits(tmp_path: Path) 
         ("train/dog/same.png", "test/cat/same.png", "cross_class"),
     }
     assert manifest.info["leaked_test_images"] == 1 and manifest.info["test_images"] == 9
+
+
+def test_the_cpu_exact_search_equals_faiss_exact_whichever_runs_it() -> None:
+    x = _unit(900, 32, seed=7, clusters=9)
+    flat = nb.knn(_reader(x, 250), len(x), 32, k=6, gpu=False, kind="flat")
+    faiss_flat = nb.knn(_reader(x, 250), len(x), 32, k=6, gpu=False, kind="faiss-flat")
+    assert flat.recall == faiss_flat.recall == 1.0
+    np.testing.assert_array_equal(flat.neighbours.positions, faiss_flat.neighbours.positions)
+    np.testing.assert_allclose(flat.neighbours.cosine, faiss_flat.neighbours.cosine, atol=1e-5)
+
+
+def test_where_exact_search_runs_in_torch_it_stays_exact_to_a_larger_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    x = _unit(300, 8, seed=8, clusters=3)
+    monkeypatch.setattr(nb, "EXACT_MAX_ROWS", 100)
+    monkeypatch.setattr(nb, "EXACT_MAX_ROWS_BF16", 1000)
+    for in_torch, kind in ((True, "flat"), (False, "ivf")):
+        monkeypatch.setattr(nb, "torch_exact", lambda gpu, answer=in_torch: answer)
+        assert nb.knn(_reader(x, 100), len(x), 8, k=4, gpu=False).kind == kind

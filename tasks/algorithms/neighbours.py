@@ -1,12 +1,13 @@
 """k nearest neighbours of every embedding by cosine, streamed shard by shard.
 
-Exact search on a GPU (``tasks/algorithms/exact_knn.py``: torch, bf16 candidates proven exact in
-fp32) and on a CPU up to ``EXACT_MAX_ROWS`` rows (FAISS ``IndexFlatIP``: on 60k x 384 it took a
-third of the torch search's time on 2 AMX cores); beyond that on a CPU an inverted-file index (IVF),
-whose queries go one shard at a time and whose recall against exact search is measured on a
-sample of queries (``sample_recall``) so that a run can log what it traded. Kind "faiss-flat"
-forces FAISS's exact index anywhere; HNSW is kept for comparison (``benchmarks/knn.py``):
-HNSW on 60k x 384 was 1.6x slower than IVF at the same recall, and needs more memory (its graph).
+Exact search ("flat") on a GPU and on a CPU with native bf16 (``tasks/algorithms/exact_knn.py``:
+torch, bf16 candidates proven exact in fp32), up to ``EXACT_MAX_ROWS_BF16`` rows on such a CPU;
+on a CPU without native bf16, FAISS's ``IndexFlatIP`` up to ``EXACT_MAX_ROWS``. Beyond those sizes
+on a CPU an inverted-file index (IVF), whose queries go one shard at a time and whose recall
+against exact search is measured on a sample of queries (``sample_recall``) so that a run can log
+what it traded. Kind "faiss-flat" forces FAISS's exact index anywhere; HNSW is kept for
+comparison (``benchmarks/knn.py``): HNSW on 60k x 384 was 1.6x slower than IVF at the same
+recall, and needs more memory (its graph).
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ ShardReader = Callable[[], Iterable[np.ndarray]]
 DEFAULT_K = 10
 # Exact all-vs-all costs O(N^2 d): on 60k x 384 (2 loaded CPU cores, one run) FAISS exact took
 # 257 s, IVF 79 s at recall 0.9998, HNSW 125 s (benchmarks/knn.py, RESULTS.md). Up to this many
-# rows on a CPU, exact.
+# rows on a CPU without native bf16, exact.
 EXACT_MAX_ROWS = 50_000
+# The torch bf16 search did 60k x 384 several times faster than FAISS exact (RESULTS.md): at
+# this size it costs about what IVF costs at 60k, so a CPU with native bf16 stays exact to here.
+EXACT_MAX_ROWS_BF16 = 200_000
 # HNSW (for comparison): links per node and the search breadth; efSearch trades time for recall.
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
@@ -72,6 +76,14 @@ def concat(parts: Iterable[Neighbours]) -> Neighbours:
 def choose_index(rows: int, *, gpu: bool, exact_max_rows: int = EXACT_MAX_ROWS) -> IndexKind:
     """Exact on a GPU and up to ``exact_max_rows``; IVF (approximate) beyond, on a CPU."""
     return "flat" if gpu or rows <= exact_max_rows else "ivf"
+
+
+def torch_exact(gpu: bool) -> bool:
+    """Whether exact search runs in torch here: on a GPU, or a CPU with native bf16 (elsewhere
+    FAISS's fp32 index is as fast as an fp32 product in torch)."""
+    from tasks.models.hardware import native_bf16
+
+    return gpu or native_bf16("cpu")
 
 
 def ivf_lists(rows: int) -> int:
@@ -249,23 +261,27 @@ def knn(
     *,
     gpu: bool | None = None,
     kind: IndexKind | None = None,
-    exact_max_rows: int = EXACT_MAX_ROWS,
+    exact_max_rows: int | None = None,
     recall_sample: int = RECALL_SAMPLE,
 ) -> Knn:
     """Every row's k nearest other rows by cosine; ``read`` yields unit float32 shards.
 
     ``gpu`` None searches on a GPU when torch sees one. ``kind`` None picks exact or IVF by
-    size (``choose_index``); an approximate index's recall is measured against exact search on
-    ``recall_sample`` rows.
+    size (``choose_index``; ``exact_max_rows`` None: ``EXACT_MAX_ROWS_BF16`` where exact search
+    runs in torch, else ``EXACT_MAX_ROWS``); an approximate index's recall is measured against
+    exact search on ``recall_sample`` rows.
     """
     if gpu is None:
         from tasks.models.hardware import device_name
 
         gpu = device_name("auto") == "cuda"
     check_k(k, rows)
+    in_torch = torch_exact(gpu)
+    if exact_max_rows is None:
+        exact_max_rows = EXACT_MAX_ROWS_BF16 if in_torch else EXACT_MAX_ROWS
     kind = choose_index(rows, gpu=gpu, exact_max_rows=exact_max_rows) if kind is None else kind
-    if kind == "flat" and gpu:
-        return Knn(exact_search(read, rows, k, gpu=True), kind, 1.0)
+    if kind == "flat" and in_torch:
+        return Knn(exact_search(read, rows, k, gpu=gpu), kind, 1.0)
     index = build_index(read, rows, dim, "faiss-flat" if kind == "flat" else kind)
     found = concat(search_shards(index, read, k))
     del index  # the sample check below streams the shards again; the index is no longer needed
