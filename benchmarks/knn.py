@@ -109,6 +109,13 @@ def main() -> int:
         print(
             f"flat vs faiss-flat: same neighbour in {same:.6f} of places, max |cos| gap {gap:.2e}"
         )
+    brute = None
+    if "flat" in found:  # the torch search against an fp32 brute force (ties by position)
+        rows = nb.sample_rows(args.rows, args.sample)
+        read = reader(vectors)
+        truth = nb.exact_neighbours(rows, nb.gather(read, rows), read, args.k)
+        brute = float(np.mean(found["flat"].positions[rows] == truth.positions))
+        print(f"flat vs brute force, {len(rows)} sampled rows: same neighbour in {brute} of places")
     by_kind = {k: [r["total_s"] for r in results if r["kind"] == k] for k in kinds}
     if "flat" in by_kind and "faiss-flat" in by_kind:
         ratios = [f / t for f, t in zip(by_kind["faiss-flat"], by_kind["flat"], strict=True)]
@@ -119,6 +126,7 @@ def main() -> int:
         "torch_device": "cuda" if gpu else "cpu",
         "results": results,
         "flat_equals_faiss_flat": same,
+        "flat_equals_brute_force_sample": brute,
         "environment": environment(),
     }
     print("wrote", write_json("knn", record, args.json))
