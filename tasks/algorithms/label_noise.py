@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from storage.schemas.neighbours import CONFUSION_DEFECTS, OVERLAP_DEFECTS
+from storage.schemas.shared_columns import CONFUSION_DEFECTS, OVERLAP_DEFECTS
 from tasks.algorithms.duplicates import leaked_test_labels
 from tasks.algorithms.neighbours import Neighbours
 
