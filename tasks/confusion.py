@@ -53,13 +53,11 @@ def confusion_task(
         cosine = all_cosine[np.ix_(original, original)]
     defects = None
     if neighbours is not None:  # the neighbours stage's counts, over the subset's classes
-        matrices = label_noise.pair_count_matrices(
-            len(images.info["class_names"]),
-            registry.table("near_duplicates").read(neighbours.location),
-            registry.table("label_suspects").read(neighbours.location, ["label", "majority_label"]),
+        inputs = label_noise.DEFECT_INPUTS.items()
+        read = (registry.table(name).read(neighbours.location, cols) for name, cols in inputs)
+        defects = label_noise.pair_count_matrices(
+            len(images.info["class_names"]), *read, classes=subset.info["original_labels"]
         )
-        original = subset.info["original_labels"]
-        defects = {name: m[np.ix_(original, original)] for name, m in matrices.items()}
     pairs = confusion_pairs(
         counts,
         class_names,

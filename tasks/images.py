@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import urllib.error
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from prefect import task
@@ -15,22 +16,22 @@ from prefect.utilities.annotations import unmapped
 
 from storage import registry
 from storage.escape import terminal
-from storage.file_index import last_load
 from storage.fingerprint import hash_value
 from storage.fs import Location
 from storage.manifest import StageManifest, valid_manifest
+from tasks.core.dataset_kinds import argument_of, kind_of
 from tasks.core.params import ImagesParams, StageParams
 from tasks.core.stage import Output, Stage
 from tasks.sources import (
-    ArraySource,
     DatasetError,
     Source,
+    cifar,
+    folder_delta,
+    idx,
     imagefolder,
     sharded_load,
     synthetic,
 )
-from tasks.sources import cifar as cifar_source
-from tasks.sources import idx as idx_source
 from tasks.sources.folder_delta import ReusingImageFolderSource
 from tasks.sources.parquet import ParquetColumns
 from tasks.sources.sharded_load import INDEX_FOLDER, ShardedSource
@@ -39,9 +40,10 @@ from tasks.sources.shards import SourceShard
 
 def folder_of(dataset: str) -> Path | None:
     """The path of an ``imagefolder:PATH`` dataset, else None."""
-    return (
-        Path(dataset.split(":", 1)[1]).expanduser() if dataset.startswith("imagefolder:") else None
-    )
+    kind = kind_of(dataset)
+    if kind is None or kind.name != "imagefolder":
+        return None
+    return Path(argument_of(dataset)).expanduser()
 
 
 def listing_fingerprint(root: Path) -> str:
@@ -56,43 +58,22 @@ def listing_fingerprint(root: Path) -> str:
     return hash_value(entries)
 
 
+# The modules the kinds' rows name: imported here, so that this stage's code version covers them
+# (tests check that every row's module is one of these).
+SOURCE_MODULES: dict[str, ModuleType] = {
+    module.__name__.rpartition(".")[2]: module for module in (cifar, folder_delta, idx, synthetic)
+}
+
+
 def open_source(params: ImagesParams) -> Source:
     """The source for ``params.dataset``; downloads CIFAR and (Fashion-)MNIST when absent."""
-    built_in = built_in_source(params)
-    if built_in is not None:
-        if params.max_per_class is not None:
-            return built_in.per_class(params.max_per_class, params.seed)
-        return built_in
-    # unchanged files come from the last load's table; --rescan reads every file again
-    previous = None if params.rescan else last_load(params.out, params.dataset)
-    return ReusingImageFolderSource(
-        folder_of(params.dataset), max_pixels=pixel_limit(params), previous=previous
-    )
-
-
-def pixel_limit(params: ImagesParams) -> int | None:
-    """The most pixels an image may have to be loaded; None: no limit."""
-    return params.max_image_pixels or None
-
-
-def built_in_source(params: ImagesParams) -> ArraySource | None:
-    """The whole built-in dataset ``params.dataset`` (read or downloaded), else None."""
-    if params.dataset == "synthetic":
-        return synthetic.make_synthetic(params.seed, with_defects=params.synthetic_defects)
-    if params.dataset in cifar_source.VARIANTS:
-        return cifar_source.load_cifar(Path(params.data_dir), params.dataset, params.download_url)
-    if params.dataset in idx_source.VARIANTS:
-        return idx_source.load_idx(Path(params.data_dir), params.dataset, params.download_url)
-    return None
-
-
-# classes of the built-in datasets, known without loading them
-BUILT_IN_CLASSES = {
-    "synthetic": synthetic.N_CLASSES,
-    "cifar10": 10,
-    "cifar100": 100,
-    **{name: len(spec.class_names) for name, spec in idx_source.VARIANTS.items()},
-}
+    kind = kind_of(params.dataset)
+    if kind is None or kind.source is None:
+        raise DatasetError(f"{terminal(params.dataset)} is read in place, not opened whole")
+    source = SOURCE_MODULES[kind.source].open_dataset(params, kind.name)
+    if kind.built_in and params.max_per_class is not None:
+        return source.per_class(params.max_per_class, params.seed)
+    return source
 
 
 def check_dataset(params: StageParams) -> int | None:
@@ -106,7 +87,8 @@ def check_dataset(params: StageParams) -> int | None:
     sharded = ShardedSource.of(params) if isinstance(params, ImagesParams) else None
     if sharded is not None:  # listing, credentials, columns, --class-names: all cheap
         sharded.check()
-    return BUILT_IN_CLASSES.get(params.dataset)
+    kind = kind_of(params.dataset)
+    return None if kind is None else kind.num_classes
 
 
 def _key_params(params: ImagesParams) -> dict[str, Any]:

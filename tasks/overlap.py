@@ -86,11 +86,9 @@ def overlap_task(
     shards = stage_shards(embeddings, ["sample_id", "split", "label", "class_name", "embedding"])
     defects = None
     if neighbours is not None:  # how much of each pair near-duplicates and suspects explain
-        defects = label_noise.pair_count_matrices(
-            len(names),
-            registry.table("near_duplicates").read(neighbours.location),
-            registry.table("label_suspects").read(neighbours.location, ["label", "majority_label"]),
-        )
+        inputs = label_noise.DEFECT_INPUTS.items()
+        read = (registry.table(name).read(neighbours.location, cols) for name, cols in inputs)
+        defects = label_noise.pair_count_matrices(len(names), *read)
     tables = {
         "overlap_pairs": with_stability(
             overlap_pairs_table(

@@ -114,7 +114,7 @@ def clf_subset_stage(
     coarse_names: list[str | None] | None = None,
 ) -> StageManifest:
     """A subset StageManifest whose splits.parquet covers every embedding row (same labels)."""
-    from storage.schemas.overlap import SPLITS
+    from storage.schemas.subset import SPLITS
     from storage.tables import table_name, write_parquet
 
     location = Location(str(root / "subset"))
@@ -138,7 +138,7 @@ def clf_subset_stage(
 
 def clf_similarity_stage(root: Path, cosine: np.ndarray, class_names: list[str]) -> StageManifest:
     """A similarity StageManifest with class_similarity.parquet (both directions)."""
-    from storage.schemas.overlap import CLASS_SIMILARITY
+    from storage.schemas.class_similarity import CLASS_SIMILARITY
     from storage.tables import table_name, write_parquet
 
     location = Location(str(root / "similarity"))

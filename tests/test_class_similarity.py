@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from prefect.logging import disable_run_logger
 
-from storage.schemas.overlap import CLASS_SIMILARITY, centroids_schema
+from storage.schemas.class_similarity import CLASS_SIMILARITY, centroids_schema
 from storage.tables import read_parquet
 from tasks.algorithms.centroids import (
     cosine_matrix,

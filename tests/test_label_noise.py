@@ -76,6 +76,27 @@ def test_pair_counts_split_an_overlap_into_its_defects() -> None:
     np.testing.assert_array_equal(counts["leaked_test"], [3, 0, 3])
 
 
+def test_pair_count_matrices_hold_pair_counts_and_a_subset_s_classes_in_its_order() -> None:
+    duplicates = pa.table(
+        {"label_a": [0, 2, 2], "label_b": [2, 1, 0], "split_a": ["train"] * 3}
+        | {"split_b": ["train", "test", "train"], "sample_id_a": [1, 2, 3]}
+        | {"sample_id_b": [4, 5, 6]}
+    )
+    suspects = pa.table({"label": [2, 2, 1], "majority_label": [0, 0, 2]})
+    full = ln.pair_count_matrices(3, duplicates, suspects)
+    a, b = np.divmod(np.arange(9), 3)
+    counts = ln.pair_counts(a, b, duplicates, suspects)
+    np.testing.assert_array_equal(
+        full["cross_class_duplicates"].ravel(), counts["cross_class_duplicates"]
+    )
+    np.testing.assert_array_equal(full["suspects"].ravel(), counts["suspects_a_to_b"])
+    np.testing.assert_array_equal(full["cross_class_duplicates"][[0, 2], [2, 0]], [2, 2])
+    subset = ln.pair_count_matrices(3, duplicates, suspects, classes=[2, 0])
+    for name, matrix in full.items():  # the subset's label 0 is class 2, its label 1 class 0
+        np.testing.assert_array_equal(subset[name], matrix[np.ix_([2, 0], [2, 0])])
+    assert subset["suspects"].tolist() == [[0, 2], [0, 0]]
+
+
 def test_labels_outside_the_class_names_are_refused() -> None:
     found, keys, _ = _dataset(0)
     with pytest.raises(ValueError, match=r"labels must lie in 0\.\.2"):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import io
+import pkgutil
 import re
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 
 from flows.inspect_cmd import inspect_root
 from flows.overlap_flow import class_overlap
+from storage import schemas
 from storage.catalog import list_tables
 from storage.fs import Location
 from storage.registry import TABLES, table
@@ -37,6 +40,20 @@ def test_every_column_is_described_in_schema_order(name: str) -> None:
         # one line each, and safe inside a markdown table cell
         assert text.strip() and "\n" not in text and "|" not in text, (name, text)
     assert spec.name == name and spec.file_name.endswith(".parquet")
+
+
+def test_each_table_is_declared_beside_its_schema_in_one_schema_module() -> None:
+    """A table's spec and its Arrow schema sit in the same module of storage.schemas, and the
+    registry lists exactly the specs those modules declare, each once."""
+    modules = [
+        importlib.import_module(f"storage.schemas.{info.name}")
+        for info in pkgutil.iter_modules(schemas.__path__)
+    ]
+    declared = [(spec.name, module) for module in modules for spec in getattr(module, "SPECS", ())]
+    assert sorted(name for name, _ in declared) == sorted(TABLES)
+    for name, module in declared:
+        schema_names = [key for key, value in vars(module).items() if value is TABLES[name].arrow]
+        assert schema_names, f"{name}: its schema is not defined in {module.__name__}"
 
 
 def test_every_stage_table_is_declared() -> None:

@@ -21,8 +21,10 @@ from flows.config import RunConfig
 from storage import registry
 from storage.fs import Location
 from storage.manifest import StageManifest
+from storage.schemas import class_similarity as similarity_schemas
 from storage.schemas import classifier as clf_schemas
 from storage.schemas import overlap as schemas
+from storage.schemas import subset as subset_schemas
 from storage.schemas.images import POINTER, embeddings_schema
 from storage.tables import shard_name, table_name, write_parquet
 from tasks import evaluate
@@ -98,7 +100,7 @@ def report_stages(root: Path) -> dict[str, StageManifest]:
         {
             table_name("class_similarity"): (
                 similarity.similarity_table(cosine, NAMES),
-                schemas.CLASS_SIMILARITY,
+                similarity_schemas.CLASS_SIMILARITY,
             )
         },
         {**info},
@@ -144,7 +146,7 @@ def report_stages(root: Path) -> dict[str, StageManifest]:
             "coarse_label": pa.nulls(keep.sum(), pa.int32()),
             "coarse_name": pa.nulls(keep.sum(), pa.string()),
             "image": pa.array(
-                [{"bytes": b, "path": None} for b in png], schemas.SUBSET.field("image").type
+                [{"bytes": b, "path": None} for b in png], subset_schemas.SUBSET.field("image").type
             ),
             **{f.name: pa.nulls(keep.sum(), f.type) for f in POINTER},
         }
@@ -162,8 +164,8 @@ def report_stages(root: Path) -> dict[str, StageManifest]:
         root,
         "subset",
         {
-            table_name("subset"): (subset_table, schemas.SUBSET),
-            table_name("splits"): (splits_table, schemas.SPLITS),
+            table_name("subset"): (subset_table, subset_schemas.SUBSET),
+            table_name("splits"): (splits_table, subset_schemas.SPLITS),
         },
         {"class_names": sub_names, "original_labels": original, "split_counts": {"test": 24}},
     )

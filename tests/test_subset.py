@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from prefect.logging import disable_run_logger
 
-from storage.schemas.overlap import SPLITS, SUBSET
+from storage.schemas.subset import SPLITS, SUBSET
 from storage.tables import read_parquet, stage_shards
 from tasks.subset import NoOverlapError, as_png, assign_splits, subset_rows, subset_task
 from tests.builders import ovl_config, ovl_images_stage, ovl_overlap_stage

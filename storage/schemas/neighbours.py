@@ -1,8 +1,11 @@
-"""Schemas of the neighbours stage: the kNN graph, near-duplicate pairs and label suspects."""
+"""The neighbours stage's tables, schema and spec: the kNN graph, near-duplicates, suspects."""
 
 from __future__ import annotations
 
 import pyarrow as pa
+
+from storage.schemas.shared_columns import KEYS
+from storage.table_spec import TableSpec
 
 
 def _image_fields(side: str) -> list[pa.Field]:
@@ -24,6 +27,21 @@ NEIGHBOURS = pa.schema(
         pa.field("neighbour_cosines", pa.list_(pa.float32()), nullable=False),
     ]
 )
+NEIGHBOURS_TABLE = TableSpec(
+    "neighbours",
+    "neighbours",
+    "One row per image: its `--knn-k` nearest other images by cosine, nearest first (exact "
+    "on a GPU and up to 50,000 images, FAISS IVF beyond, its recall in the manifest; exact "
+    "means exactly what a brute-force fp32 search finds).",
+    {
+        "sample_id": KEYS["sample_id"],
+        "label": KEYS["label"],
+        "neighbour_ids": "sample_ids of the nearest other images, nearest first",
+        "neighbour_labels": "their labels, in the same order",
+        "neighbour_cosines": "their cosines to this image, in the same order",
+    },
+    arrow=NEIGHBOURS,
+)
 
 NEAR_DUPLICATES = pa.schema(
     [
@@ -32,6 +50,26 @@ NEAR_DUPLICATES = pa.schema(
         pa.field("cosine", pa.float32(), nullable=False),
         pa.field("kind", pa.string(), nullable=False),
     ]
+)
+NEAR_DUPLICATES_TABLE = TableSpec(
+    "near_duplicates",
+    "neighbours",
+    "Unordered pairs of images, among each other's nearest neighbours, with cosine ≥ the "
+    "duplicate threshold (the manifest's `duplicate_threshold`); most similar first.",
+    {
+        "sample_id_a": "the copy with the smaller sample_id",
+        "split_a": "its source split",
+        "label_a": "its label",
+        "class_a": "its class name",
+        "sample_id_b": "the other copy",
+        "split_b": "its source split",
+        "label_b": "its label",
+        "class_b": "its class name",
+        "cosine": "cosine of the two embeddings",
+        "kind": "`cross_class` (labels differ), `train_test_leak` (same label, one copy in "
+        "train and one in test) or `same_class`",
+    },
+    arrow=NEAR_DUPLICATES,
 )
 
 LABEL_SUSPECTS = pa.schema(
@@ -49,18 +87,23 @@ LABEL_SUSPECTS = pa.schema(
         pa.field("expected_share", pa.float32(), nullable=False),
     ]
 )
+LABEL_SUSPECTS_TABLE = TableSpec(
+    "label_suspects",
+    "neighbours",
+    "Images whose neighbours mostly carry another label, more than their class explains; "
+    "most suspect first.",
+    {
+        **KEYS,
+        "score": "−log10(`p_value`), capped at 300: higher is more suspect",
+        "p_value": "binomial P(X ≥ votes for `majority_label`) given `expected_share`",
+        "own_share": "share of the neighbours that carry the image's own label (< 0.5)",
+        "majority_label": "the most voted other label (ties: the nearer neighbour's)",
+        "majority_class": "its class name",
+        "majority_share": "its share of the neighbours",
+        "expected_share": "its share among the neighbours of the rest of the image's class "
+        "(leave-one-out, +1 smoothed)",
+    },
+    arrow=LABEL_SUSPECTS,
+)
 
-# Columns added to overlap_pairs (classes a, b) and confusion_pairs (True, Pred): how much of
-# the pair's overlap near-duplicates, suspects and leaks explain; null without the stage's tables.
-OVERLAP_DEFECTS = [
-    pa.field("cross_class_duplicates", pa.int64()),
-    pa.field("leaked_test", pa.int64()),
-    pa.field("suspects_a_to_b", pa.int64()),
-    pa.field("suspects_b_to_a", pa.int64()),
-]
-CONFUSION_DEFECTS = [
-    pa.field("cross_class_duplicates", pa.int64()),
-    pa.field("leaked_test", pa.int64()),
-    pa.field("suspects_true_to_pred", pa.int64()),
-    pa.field("suspects_pred_to_true", pa.int64()),
-]
+SPECS = (NEIGHBOURS_TABLE, NEAR_DUPLICATES_TABLE, LABEL_SUSPECTS_TABLE)

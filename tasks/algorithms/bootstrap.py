@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 from threadpoolctl import threadpool_limits
 
-from storage.schemas.trust import OVERLAP_STABILITY
+from storage.schemas.overlap import OVERLAP_STABILITY
 from tasks.algorithms.calibration import apply_rule
 from tasks.algorithms.centroids import check_finite, check_labels, neighbour_ranks, unit_rows
 from tasks.algorithms.overlap_rules import pair_columns

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from storage.schemas.trust import OVERLAP_CALIBRATION
+from storage.schemas.overlap import OVERLAP_CALIBRATION
 from tasks.algorithms.overlap_rule import RULES
 from tasks.algorithms.overlap_rules import Flagged, flag_pairs, off_diagonal_stats
 

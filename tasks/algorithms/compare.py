@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from storage.schemas.trust import COMPARE_AGREEMENT, COMPARE_CONSENSUS, COMPARE_PAIRS
+from storage.schemas.compare import COMPARE_AGREEMENT, COMPARE_CONSENSUS, COMPARE_PAIRS
 from tasks.algorithms.correlation import spearman
 
 PAIR = ["class_a", "class_b"]

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from storage.schemas.neighbours import CONFUSION_DEFECTS, OVERLAP_DEFECTS
+from storage.schemas.shared_columns import CONFUSION_DEFECTS, OVERLAP_DEFECTS
 from tasks.algorithms.duplicates import leaked_test_labels
 from tasks.algorithms.neighbours import Neighbours
 
@@ -167,20 +167,38 @@ def pair_counts(
     }
 
 
+# The neighbours stage's tables ``pair_count_matrices`` reads, and the columns it needs of each
+# (None: all), so that the stages that call it read them alike.
+DEFECT_INPUTS: dict[str, list[str] | None] = {
+    "near_duplicates": None,
+    "label_suspects": ["label", "majority_label"],
+}
+
+
 def pair_count_matrices(
-    num_classes: int, duplicates: pa.Table, suspects: pa.Table
+    num_classes: int,
+    duplicates: pa.Table,
+    suspects: pa.Table,
+    classes: Sequence[int] | None = None,
 ) -> dict[str, np.ndarray]:
     """``pair_counts`` for every ordered pair of classes, as C x C int64 matrices:
     cross_class_duplicates[a, b] (symmetric), leaked_test[a, b] (test images of a or b leaked
-    from train), suspects[a, b] (suspects labelled a whose neighbours vote b)."""
+    from train), suspects[a, b] (suspects labelled a whose neighbours vote b).
+
+    ``classes``: keep only the rows and columns of these labels, in this order (a subset's
+    original labels: the matrices are then indexed by the subset's own labels).
+    """
     a, b = np.divmod(np.arange(num_classes * num_classes), num_classes)
     counts = pair_counts(a, b, duplicates, suspects)
     shape = (num_classes, num_classes)
-    return {
+    matrices = {
         "cross_class_duplicates": counts["cross_class_duplicates"].reshape(shape),
         "leaked_test": counts["leaked_test"].reshape(shape),
         "suspects": counts["suspects_a_to_b"].reshape(shape),
     }
+    if classes is None:
+        return matrices
+    return {name: m[np.ix_(classes, classes)] for name, m in matrices.items()}
 
 
 def defect_columns(

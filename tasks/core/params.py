@@ -8,7 +8,6 @@ modules, so that the command line reads them without importing torch, FAISS or s
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal, Self, TypeVar
 from urllib.parse import urlparse
@@ -17,21 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from storage.fs import normalise_url
 from tasks.algorithms.overlap_rule import RULE_NAMES
-
-KNOWN_DATASETS = (
-    "cifar100",
-    "cifar10",
-    "fashion-mnist",
-    "mnist",
-    "synthetic",
-    "imagefolder:PATH",
-    "parquet:PATH_OR_URL",
-    "webdataset:PATTERN",
-)
-# The rule behind KNOWN_DATASETS, for the validator and for the JSON schema of deployments.
-DATASET_PATTERN = (
-    r"^(cifar100|cifar10|fashion-mnist|mnist|synthetic|(imagefolder|parquet|webdataset):.+)$"
-)
+from tasks.core import dataset_kinds as kinds
+from tasks.core.dataset_kinds import DATASET_PATTERN
+from tasks.core.dataset_kinds import KNOWN_DATASETS as KNOWN_DATASETS  # for flows.config
 
 P = TypeVar("P", bound="StageParams")
 
@@ -43,11 +30,7 @@ class StageParams(BaseModel):
 
     dataset: str = Field(
         "cifar100",
-        description="cifar100, cifar10, fashion-mnist, mnist (the four IDX files in "
-        "--data-dir, downloaded when absent), synthetic, imagefolder:PATH (class sub-folders, "
-        "optionally under train/ and test/), parquet:PATH_OR_URL (Parquet files with an image "
-        "and a label column: a file, folder, glob or s3:// URL) or webdataset:PATTERN (tar "
-        "shards, e.g. shard-{000000..000099}.tar); the last two are read in place",
+        description=kinds.help_text(),
         # In the JSON schema only, so that a deployment refuses a bad name when the run is
         # created; in Python the validator below gives the friendlier message.
         json_schema_extra={"pattern": DATASET_PATTERN},
@@ -69,9 +52,9 @@ class StageParams(BaseModel):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        if re.fullmatch(DATASET_PATTERN, value, re.DOTALL):
+        if kinds.kind_of(value) is not None:
             return value
-        raise ValueError(f"unknown dataset {value!r}; use one of {', '.join(KNOWN_DATASETS)}")
+        raise ValueError(kinds.unknown_dataset(value))
 
     def params_of(self, model: type[P]) -> P:
         """The fields of ``model`` out of this (larger) parameter set, as a ``model``."""
@@ -135,8 +118,8 @@ class ImagesParams(StageParams):
     max_per_class: int | None = Field(
         None,
         ge=1,
-        description="built-in datasets (cifar10/100, mnist, fashion-mnist, synthetic): keep at "
-        "most this many images of each class in each split, drawn at random with --seed "
+        description=f"built-in datasets ({', '.join(kinds.BUILT_IN)}): keep at most this many "
+        "images of each class in each split, drawn at random with --seed "
         "(a stratified subset for a quick look); default: every image",
     )
     max_image_pixels: int = Field(
@@ -172,10 +155,11 @@ class ImagesParams(StageParams):
 
     @model_validator(mode="after")
     def _subset_of_built_in(self) -> Self:
-        if self.max_per_class is not None and ":" in self.dataset:
+        kind = kinds.kind_of(self.dataset)
+        if self.max_per_class is not None and kind is not None and not kind.built_in:
             raise ValueError(
-                "--max-per-class subsets the built-in datasets only (cifar10, cifar100, mnist, "
-                "fashion-mnist, synthetic); select the images of a folder or file yourself"
+                f"--max-per-class subsets the built-in datasets only ({', '.join(kinds.BUILT_IN)})"
+                "; select the images of a folder or file yourself"
             )
         if self.max_per_class is not None and self.synthetic_defects:
             raise ValueError(

@@ -157,7 +157,7 @@ def scatters(
     return out
 
 
-def similarity_view(data: RunTables) -> tuple[list[str], np.ndarray]:
+def shown_similarity(data: RunTables) -> tuple[list[str], np.ndarray]:
     """Names and cosine matrix of every class, or the overlapping ones when there are many."""
     n = len(data.all_names)
     shown = list(range(n)) if n <= MAX_SIMILARITY_CLASSES else list(data.original_labels)
@@ -188,9 +188,9 @@ def gather_run(
     pairs, _ = report_data.pairs_to_draw(
         data.confusion_pairs, data.overlap_pairs, data.original_labels, report_pairs
     )
-    images = report_data.read_images(stages["subset"], chosen)
+    images = report_data.read_image_bytes(stages["subset"], "subset", chosen)
     thumbs = {sid: thumbnail_uri(images[sid]) for sid in chosen if sid in images}
-    names, cosine = similarity_view(data)
+    names, cosine = shown_similarity(data)
     notes = [f"{len(thumbs)} images embedded (at most {max_images}: `--explorer-images`)."]
     if (left_out := len(set(required)) - max_images) > 0:
         notes.append(f"{left_out} pair or confusion images left out by the cap.")

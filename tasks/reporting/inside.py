@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -12,8 +12,8 @@ from matplotlib.figure import Figure as MplFigure
 from storage import registry
 from storage.layout import class_folders
 from storage.manifest import StageManifest
-from storage.tables import stage_shards
 from tasks.reporting import figures_pairs
+from tasks.reporting.report_data import read_image_bytes
 from tasks.reporting.report_render import Block, Figure, Heading, Text, arrow_table
 from tasks.reporting.report_sections import key_values
 
@@ -42,17 +42,6 @@ def dataset_summary(info: Mapping[str, Any]) -> list[Block]:
     if "planted" in info:
         values["against the planted defects (precision, recall)"] = info["planted"]
     return key_values("Inside each overlap: duplicates, leaks and label suspects", values)
-
-
-def read_image_bytes(images: StageManifest, sample_ids: Sequence[int]) -> dict[int, bytes]:
-    """Image bytes of the given samples, streamed from the ``images`` shards."""
-    wanted = pa.array(sorted(set(sample_ids)), pa.int64())
-    found: dict[int, bytes] = {}
-    for shard in stage_shards(images, ["sample_id", "image"]):
-        shard = shard.filter(pc.is_in(shard.column("sample_id"), value_set=wanted))
-        data = shard.column("image").combine_chunks().field("bytes").to_pylist()
-        found.update(zip(shard.column("sample_id").to_pylist(), data, strict=True))
-    return found
 
 
 def between(table: pa.Table, a: int, b: int, first: str, second: str) -> pa.Table:
@@ -161,7 +150,7 @@ def inside_section(
         near = knn.filter(pc.is_in(knn["sample_id"], mine["sample_id"].combine_chunks()))
         per_pair.append((row, mine, grid_rows(pair_duplicates(duplicates, a, b), mine, near)))
     wanted = {i for *_, rows in per_pair for _, ids in rows for i in ids}
-    images = read_image_bytes(stages["images"], sorted(wanted)) if wanted else {}
+    images = read_image_bytes(stages["images"], "images", sorted(wanted)) if wanted else {}
     for rank, (row, mine, rows) in enumerate(per_pair, start=1):
         blocks += pair_blocks(rank, row, mine, images, rows, draw)
     return blocks

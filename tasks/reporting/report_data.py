@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 
 from storage import registry
 from storage.manifest import StageManifest
-from storage.tables import read_embeddings
+from storage.tables import read_embeddings, stage_shards
 from tasks.algorithms.confusion_pairs import counts_from_table
 from tasks.algorithms.overlap_rules import similarity_matrices
 
@@ -121,14 +121,20 @@ def read_table(stage: StageManifest, name: str) -> pa.Table:
     return registry.table(name).read(stage.location)
 
 
-def read_images(subset: StageManifest, sample_ids: Sequence[int]) -> dict[int, bytes]:
-    """Image bytes of the given samples from the ``subset`` table."""
-    table = registry.table("subset").read(subset.location, ["sample_id", "image"])
-    table = table.filter(
-        pc.is_in(table.column("sample_id"), value_set=pa.array(list(sample_ids), pa.int64()))
-    )
-    images = table.column("image").combine_chunks().field("bytes").to_pylist()
-    return dict(zip(table.column("sample_id").to_pylist(), images, strict=True))
+def read_image_bytes(
+    stage: StageManifest, table: str, sample_ids: Sequence[int]
+) -> dict[int, bytes]:
+    """Image bytes of the given samples from a stage's ``table`` (``images``: streamed shard by
+    shard, so memory holds one shard at a time; ``subset``: one file)."""
+    spec, columns = registry.table(table), ["sample_id", "image"]
+    parts = stage_shards(stage, columns) if spec.sharded else [spec.read(stage.location, columns)]
+    wanted = pa.array(sorted(set(sample_ids)), pa.int64())
+    found: dict[int, bytes] = {}
+    for part in parts:
+        part = part.filter(pc.is_in(part.column("sample_id"), value_set=wanted))
+        data = part.column("image").combine_chunks().field("bytes").to_pylist()
+        found.update(zip(part.column("sample_id").to_pylist(), data, strict=True))
+    return found
 
 
 def flagged_pairs(pairs: pa.Table) -> pa.Table:

@@ -9,7 +9,7 @@ import tarfile
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from tasks.sources.download import (
     failure_reason,
     fetch,
 )
+
+if TYPE_CHECKING:
+    from tasks.core.params import ImagesParams
 
 log = logging.getLogger(__name__)
 
@@ -170,3 +173,8 @@ def read_cifar(folder: Path, name: str) -> ArraySource:
 def load_cifar(root: Path, name: str, url: str | None = None) -> ArraySource:
     """Download when absent (retried by the calling task), then parse."""
     return read_cifar(download_cifar(root, name, url), name)
+
+
+def open_dataset(params: ImagesParams, name: str) -> ArraySource:
+    """Dataset ``name`` of the images parameters' ``--data-dir`` (``tasks.core.dataset_kinds``)."""
+    return load_cifar(Path(params.data_dir), name, params.download_url)

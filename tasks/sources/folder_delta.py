@@ -6,15 +6,21 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from storage.file_index import FILE_INDEX, INDEX_NAME, read_index, write_index
+from storage.file_index import FILE_INDEX, INDEX_NAME, last_load, read_index, write_index
 from storage.fs import Location
 from storage.manifest import StageManifest
 from storage.tables import read_parquet, shard_name
 from tasks.algorithms.delta import FileStat, FolderDelta, content_hash, folder_delta
+from tasks.core.dataset_kinds import argument_of
 from tasks.sources.imagefolder import ImageFile, ImageFolderSource
+
+if TYPE_CHECKING:
+    from tasks.core.params import ImagesParams
 
 
 def stat_files(root: os.PathLike[str] | str, files: list[ImageFile]) -> list[FileStat]:
@@ -90,3 +96,14 @@ class ReusingImageFolderSource(ImageFolderSource):
     def write_index(self, target: Location) -> dict[str, int]:
         """Write the file index next to the shards; return it as ``Output.written`` wants it."""
         return {INDEX_NAME: write_index(target, pa.Table.from_pylist(self.index, FILE_INDEX))}
+
+
+def open_dataset(params: ImagesParams, name: str) -> ReusingImageFolderSource:
+    """The image folder ``imagefolder:PATH`` names (``tasks.core.dataset_kinds``)."""
+    # unchanged files come from the last load's table; --rescan reads every file again
+    previous = None if params.rescan else last_load(params.out, params.dataset)
+    return ReusingImageFolderSource(
+        Path(argument_of(params.dataset)).expanduser(),
+        max_pixels=params.max_image_pixels or None,
+        previous=previous,
+    )

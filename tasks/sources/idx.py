@@ -15,6 +15,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from tasks.sources.download import (
     failure_reason,
     fetch,
 )
+
+if TYPE_CHECKING:
+    from tasks.core.params import ImagesParams
 
 log = logging.getLogger(__name__)
 
@@ -255,3 +259,8 @@ def load_idx(root: Path, name: str, url: str | None = None) -> ArraySource:
         files = find_files(download_idx(Path(root), spec, url), spec)
     assert files is not None  # download_idx wrote all four
     return read_idx_dataset(files, spec)
+
+
+def open_dataset(params: ImagesParams, name: str) -> ArraySource:
+    """Dataset ``name`` of the images parameters' ``--data-dir`` (``tasks.core.dataset_kinds``)."""
+    return load_idx(Path(params.data_dir), name, params.download_url)

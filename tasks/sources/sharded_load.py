@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from storage import registry
 from storage.fs import Location
 from storage.schemas.images import IMAGE_TYPE, POINTER
+from tasks.core.dataset_kinds import argument_of, kind_of
 from tasks.sources import DatasetError, DatasetInfo
 from tasks.sources import parquet as parquet_source
 from tasks.sources import webdataset as webdataset_source
@@ -40,7 +41,6 @@ from tasks.sources.shards import (
 )
 
 log = logging.getLogger(__name__)
-KINDS = ("parquet", "webdataset")
 INDEX_FOLDER = "_index"
 SOURCES_FILE = "sources.json"  # the shards' fingerprints: embeddings follow source edits
 _NAMES_KEY = b"class_names"  # where a raw index keeps the class names its file declares
@@ -63,12 +63,12 @@ class ShardedSource:
     @classmethod
     def of(cls, params: Any) -> ShardedSource | None:
         """The sharded source ``params.dataset`` names, else None (other dataset kinds)."""
-        kind, _, spec = params.dataset.partition(":")
-        if kind not in KINDS or not spec:
+        kind = kind_of(params.dataset)
+        if kind is None or not kind.read_in_place:
             return None
         return cls(
-            kind,
-            spec,
+            kind.name,
+            argument_of(params.dataset),
             image_column=params.image_column,
             label_column=params.label_column,
             split_column=params.split_column,

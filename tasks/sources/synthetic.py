@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from tasks.sources import ArraySource, DatasetInfo, defects
+
+if TYPE_CHECKING:
+    from tasks.core.params import ImagesParams
 
 N_CLASSES = 12
 N_PLANTED_PAIRS = 3
@@ -71,3 +76,8 @@ def make_synthetic(seed: int = 0, *, with_defects: bool = False) -> ArraySource:
     )
     paths = [f"synthetic_{i:05d}.png" for i in range(len(label_array))]
     return ArraySource(info=info, images=images, labels=label_array, splits=splits, paths=paths)
+
+
+def open_dataset(params: ImagesParams, name: str) -> ArraySource:
+    """The dataset the images parameters' seed and ``--synthetic-defects`` make."""
+    return make_synthetic(params.seed, with_defects=params.synthetic_defects)
