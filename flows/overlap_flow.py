@@ -51,7 +51,8 @@ def overlap_stages(config: RunConfig) -> dict[str, Any]:
 
     Each stage's wall time is lapped as it returns, for the run record (stages run in turn).
     """
-    clock, params, on_cluster = StageClock(), config.params, runners.on_cluster(config)
+    params, on_cluster = config.params, runners.on_cluster(config)
+    clock = StageClock()
     images = images_stage(params.images, on_cluster=on_cluster)
     clock.lap("images")
     embeddings = embeddings_stage(images, params.embeddings, on_cluster=on_cluster)
@@ -61,11 +62,7 @@ def overlap_stages(config: RunConfig) -> dict[str, Any]:
     class_similarity = class_similarity_task(images, embeddings, params.class_similarity)
     clock.lap("class_similarity")
     overlap = overlap_task(
-        images,
-        class_similarity,
-        embeddings,
-        params.overlap,
-        neighbours=neighbours,
+        images, class_similarity, embeddings, params.overlap, neighbours=neighbours
     )
     clock.lap("overlap")
     model_free = RunStages(images, embeddings, neighbours, class_similarity, overlap)
@@ -78,12 +75,7 @@ def overlap_stages(config: RunConfig) -> dict[str, Any]:
     evaluate = evaluate_task(classifier, embeddings, subset, params.common)
     clock.lap("evaluate")
     confusion = confusion_task(
-        images,
-        evaluate,
-        subset,
-        class_similarity,
-        params.confusion,
-        neighbours=neighbours,
+        images, evaluate, subset, class_similarity, params.confusion, neighbours=neighbours
     )
     clock.lap("confusion")
     trained = replace(
