@@ -202,7 +202,7 @@ class Stage:
 
     def save(self, location: Location, output: Output, params: Mapping[str, Any]) -> StageManifest:
         """Write a body's tables (through the registry) and files, then the manifest."""
-        self.info_type.model_validate(output.info)  # before any file is written
+        self.info_type.model_validate(output.info)  # before its tables and manifest are written
         rows = dict(output.written)
         for name, rows_of in output.tables.items():
             spec = registry.table(name)
