@@ -112,7 +112,7 @@ class RunParams:
         A field several parts share (dataset, out, seed) and gets wrong is reported once.
         """
         parts: dict[str, BaseModel] = {}
-        errors: dict[tuple[str, tuple], Any] = {}
+        errors: dict[tuple[str, tuple, str], Any] = {}
         for name, model in cls.models().items():
             try:
                 parts[name] = model.model_validate(
@@ -120,7 +120,7 @@ class RunParams:
                 )
             except ValidationError as error:
                 for line in error.errors():
-                    errors.setdefault((line["type"], line["loc"]), line)
+                    errors.setdefault((line["type"], line["loc"], line["msg"]), line)
         if errors:
             raise ValidationError.from_exception_data("RunConfig", list(errors.values()))
         return cls(**parts)
