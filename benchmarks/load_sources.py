@@ -94,7 +94,6 @@ def load_once(dataset: str, out: Path, runner: str, shard_size: int) -> dict[str
 
     from flows import runners
     from flows.config import RunConfig
-    from tasks.core.params import ImagesParams
     from tasks.images import images
 
     config = RunConfig(
@@ -104,7 +103,7 @@ def load_once(dataset: str, out: Path, runner: str, shard_size: int) -> dict[str
     @flow(name="load-benchmark", validate_parameters=False)
     def load_only(config: Any) -> dict[str, Any]:
         start = time.perf_counter()
-        manifest = images(config.params_of(ImagesParams), on_cluster=runners.on_cluster(config))
+        manifest = images(config.params.images, on_cluster=runners.on_cluster(config))
         return {"stage_s": time.perf_counter() - start, "rows": manifest.info["rows"]}
 
     state = runners.configured(load_only, config)(config, return_state=True)

@@ -45,7 +45,6 @@ def child(folder: str, out: str, shard_size: str) -> None:
     from prefect import flow
 
     from flows.config import RunConfig
-    from tasks.core.params import EmbeddingsParams, ImagesParams
     from tasks.embeddings import embeddings_task
     from tasks.images import images_task
 
@@ -62,8 +61,8 @@ def child(folder: str, out: str, shard_size: str) -> None:
 
     @flow(name="memory-benchmark")
     def stages() -> None:
-        images = images_task(config.params_of(ImagesParams))
-        embeddings_task(images, config.params_of(EmbeddingsParams))
+        images = images_task(config.params.images)
+        embeddings_task(images, config.params.embeddings)
 
     baseline = peak_mib()
     start = time.perf_counter()

@@ -190,13 +190,12 @@ def timed_load(folder: Path, out: Path, rescan: bool = False) -> dict[str, Any]:
     from prefect.logging import disable_run_logger
 
     from flows.config import RunConfig
-    from tasks.core.params import ImagesParams
     from tasks.images import images_task
 
     params = RunConfig(dataset=f"imagefolder:{folder}", out=str(out), rescan=rescan)
     start = time.perf_counter()
     with disable_run_logger():
-        manifest = images_task.fn(params.params_of(ImagesParams))
+        manifest = images_task.fn(params.params.images)
     return {"seconds": time.perf_counter() - start, "files": manifest.info.get("files")}
 
 

@@ -34,6 +34,7 @@ from flows.stopping import (
 from flows.verify_cmd import add_verify_parser, verify_command
 from storage.escape import terminal
 from storage.fs import Location
+from storage.runs import RunRecord
 from tasks.core.clock import process_started, time_by_stage, time_by_stage_line
 
 # Errors a user can fix by changing the call: shown as one line, no traceback.
@@ -228,12 +229,10 @@ def run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _checked_run(args: argparse.Namespace, stops: StopOnSignals) -> int:
     from flows.overlap_flow import class_overlap
     from flows.preflight import check_run
-    from flows.runners import check_runner
 
     values = {k: v for k, v in vars(args).items() if k != "command"}
     try:
         config = RunConfig(**values)
-        check_runner(config)
         check_run(config)
     except ValidationError as error:
         return fail(_validation_message(error), code=2)
@@ -252,7 +251,7 @@ def _run_flow(flow: Any, config: RunConfig, stops: StopOnSignals) -> int:
     try:
         if (server := start_temporary_server()) is not None:
             stops.children.append(server)
-        record = flow.with_options(on_running=[stops.remember_flow_run])(config)
+        result = flow.with_options(on_running=[stops.remember_flow_run])(config)
     except Exception as error:
         if (signum := stop_signal_behind(error)) is not None:
             raise RunStopped(signum) from error
@@ -263,15 +262,17 @@ def _run_flow(flow: Any, config: RunConfig, stops: StopOnSignals) -> int:
         if isinstance(error, USER_ERRORS) or _own_error(error):
             return fail(str(error))
         raise
-    pages = record["stages"].get("report", {}).get("tables", {})
-    if "timing" in record:
-        parts = time_by_stage(record["timing"], process_started(), time.time())
+    record = RunRecord.model_validate(result)
+    report = record.stages.get("report")
+    pages = report.tables if report is not None else {}
+    if record.timing:
+        parts = time_by_stage(record.timing, process_started(), time.time())
         print(terminal(time_by_stage_line(parts)))
-    print(terminal(f"outputs: {config.out}  (run record: runs/{record['name']}.json)"))
+    print(terminal(f"outputs: {config.out}  (run record: runs/{record.name}.json)"))
     for page in ("report.html", "explorer.html"):  # the two pages to open, by full path
         if page in pages:
             print(terminal(f"{page.removesuffix('.html')}: {pages[page]}"))
-    if "subset" not in record["stages"]:
+    if "subset" not in record.stages:  # the overlap rule flagged nothing
         print(terminal(_nothing_flagged(record)))
         return NOTHING_FLAGGED
     return 0
@@ -290,12 +291,12 @@ def _stopped(stop: RunStopped, flow_run_id: UUID | None, argv: Sequence[str]) ->
     return stop.exit_code
 
 
-def _nothing_flagged(record: dict[str, Any]) -> str:
+def _nothing_flagged(record: RunRecord) -> str:
     """The line naming a setting that would flag something, from the run's overlap manifest."""
     from storage.manifest import read_manifest
     from tasks.reporting.report_trust import nothing_flagged_line
 
-    overlap = read_manifest(Location(record["stages"]["overlap"]["url"]))
+    overlap = read_manifest(Location(record.stages["overlap"].url))
     return nothing_flagged_line(overlap.info if overlap else {})
 
 

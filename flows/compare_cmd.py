@@ -14,6 +14,7 @@ from flows.inspect_cmd import format_table
 from storage import registry
 from storage.finished_run import FinishedRun, open_run
 from storage.fs import Location
+from tasks.core.results import SubsetInfo
 from tasks.reporting import report_render
 from tasks.reporting.report_render import Block, Heading, Text
 
@@ -66,7 +67,7 @@ def run_pairs(run: FinishedRun) -> RunPairs:
         )
     confusion = run.table("confusion_pairs", ["True", "Pred", "MisRate"])
     subset = run.manifest("subset")
-    classes = None if subset is None else subset.info.get("class_names")
+    classes = None if subset is None else SubsetInfo.of(subset).class_names
     return algorithms().RunPairs(run.name, similarity, flagged, confusion, classes)
 
 

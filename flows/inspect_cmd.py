@@ -16,7 +16,7 @@ from storage.escape import terminal
 from storage.fs import Location
 from storage.layout import OutputLayout
 from storage.registry import TABLES
-from storage.runs import read_latest
+from storage.runs import RunRecord, read_latest
 from storage.schema_docs import described_columns
 
 WIDTH = 100
@@ -98,10 +98,10 @@ def print_tables(tables: list[catalog.TableInfo], show_schema: bool, out: TextIO
                 print(" " * 6 + line, file=out)
 
 
-def print_params(record: dict[str, Any], out: TextIO) -> None:
+def print_params(record: RunRecord, out: TextIO) -> None:
     """The latest run's name and parameters, ``key=value`` wrapped."""
-    print(f"\nLatest run: {record['name']}  (finished {record.get('finished', '?')})", file=out)
-    items = [f"{k}={json.dumps(v)}" for k, v in sorted(record.get("params", {}).items())]
+    print(f"\nLatest run: {record.name}  (finished {record.finished})", file=out)
+    items = [f"{k}={json.dumps(v)}" for k, v in sorted(record.params.items())]
     print(textwrap.indent("\n".join(textwrap.wrap("  ".join(items), WIDTH - 2)), "  "), file=out)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from prefect import flow
@@ -12,8 +13,8 @@ from flows.preflight import check_run
 from tasks.class_similarity import class_similarity_task
 from tasks.classifier import classifier_task
 from tasks.confusion import confusion_task
-from tasks.core import params
 from tasks.core.clock import StageClock
+from tasks.core.results import OverlapInfo, RunStages
 from tasks.embeddings import embeddings as embeddings_stage
 from tasks.evaluate import evaluate_task
 from tasks.images import images as images_stage
@@ -26,9 +27,12 @@ from tasks.subset import subset_task
 
 @flow(name="class-overlap", log_prints=True)
 def class_overlap(config: RunConfig) -> dict[str, Any]:
-    """Find the overlapping classes of an image dataset, model-free and through a classifier."""
-    runners.check_runner(config)
-    check_run(config)
+    """Find the overlapping classes of an image dataset, model-free and through a classifier.
+
+    Returns the run record as written (``RunRecord.as_json()``; ``RunRecord.model_validate``
+    reads it back): a flow's result is plain JSON, the same whether run here or by a worker.
+    """
+    check_run(config)  # a run started by the CLI passed them already; a deployment's has not
     if runners.shared_results(config):
         # A subflow carries the run's own task runner and result storage (Prefect fixes both
         # when a flow starts), so the parameter chooses them, from the CLI or a deployment.
@@ -47,70 +51,46 @@ def overlap_stages(config: RunConfig) -> dict[str, Any]:
 
     Each stage's wall time is lapped as it returns, for the run record (stages run in turn).
     """
+    params, on_cluster = config.params, runners.on_cluster(config)
     clock = StageClock()
-    common = config.params_of(params.StageParams)
-    images = images_stage(
-        config.params_of(params.ImagesParams), on_cluster=runners.on_cluster(config)
-    )
+    images = images_stage(params.images, on_cluster=on_cluster)
     clock.lap("images")
-    embeddings = embeddings_stage(
-        images, config.params_of(params.EmbeddingsParams), on_cluster=runners.on_cluster(config)
-    )
+    embeddings = embeddings_stage(images, params.embeddings, on_cluster=on_cluster)
     clock.lap("embeddings")
-    neighbours = neighbours_task(images, embeddings, config.params_of(params.NeighboursParams))
+    neighbours = neighbours_task(images, embeddings, params.neighbours)
     clock.lap("neighbours")
-    class_similarity = class_similarity_task(
-        images, embeddings, config.params_of(params.SimilarityParams)
-    )
+    class_similarity = class_similarity_task(images, embeddings, params.class_similarity)
     clock.lap("class_similarity")
     overlap = overlap_task(
-        images,
-        class_similarity,
-        embeddings,
-        config.params_of(params.OverlapParams),
-        neighbours=neighbours,
+        images, class_similarity, embeddings, params.overlap, neighbours=neighbours
     )
     clock.lap("overlap")
-    if not overlap.info.get("n_pairs"):  # nothing flagged: the model-free report, then stop
-        model_free = {"images": images, "embeddings": embeddings, "neighbours": neighbours}
-        model_free |= {"class_similarity": class_similarity, "overlap": overlap}
+    model_free = RunStages(images, embeddings, neighbours, class_similarity, overlap)
+    if not OverlapInfo.of(overlap).n_pairs:  # nothing flagged: the model-free report, then stop
         return report_and_record(model_free, config, clock)
-    subset = subset_task(images, overlap, config.params_of(params.SubsetParams))
+    subset = subset_task(images, overlap, params.subset)
     clock.lap("subset")
-    classifier = classifier_task(embeddings, subset, config.params_of(params.ClassifierParams))
+    classifier = classifier_task(embeddings, subset, params.classifier)
     clock.lap("classifier")
-    evaluate = evaluate_task(classifier, embeddings, subset, common)
+    evaluate = evaluate_task(classifier, embeddings, subset, params.common)
     clock.lap("evaluate")
     confusion = confusion_task(
-        images,
-        evaluate,
-        subset,
-        class_similarity,
-        config.params_of(params.ConfusionParams),
-        neighbours=neighbours,
+        images, evaluate, subset, class_similarity, params.confusion, neighbours=neighbours
     )
     clock.lap("confusion")
-    stages = {
-        "images": images,
-        "embeddings": embeddings,
-        "neighbours": neighbours,
-        "class_similarity": class_similarity,
-        "overlap": overlap,
-        "subset": subset,
-        "classifier": classifier,
-        "evaluate": evaluate,
-        "confusion": confusion,
-    }
-    return report_and_record(stages, config, clock)
+    trained = replace(
+        model_free, subset=subset, classifier=classifier, evaluate=evaluate, confusion=confusion
+    )
+    return report_and_record(trained, config, clock)
 
 
-def report_and_record(
-    stages: dict[str, Any], config: RunConfig, clock: StageClock
-) -> dict[str, Any]:
-    """The report of the stages that ran, its Prefect artifacts, then the run record."""
+def report_and_record(stages: RunStages, config: RunConfig, clock: StageClock) -> dict[str, Any]:
+    """The report of the stages that ran, its Prefect artifacts, then the run record (JSON)."""
     settings = config.model_dump(mode="json")
-    report = report_task(stages, settings, config.params_of(params.ReportParams))
+    report = report_task(stages, settings, config.params.report)
     publish_report_task(report, stages)
     clock.lap("report")
-    common = config.params_of(params.StageParams)
-    return record_task({**stages, "report": report}, settings, common, clock.as_record())
+    record = record_task(
+        stages.with_report(report), settings, config.params.common, clock.as_record()
+    )
+    return record.as_json()

@@ -1,47 +1,48 @@
-"""Checks that cost milliseconds, run before any download or forward pass, once per process."""
+"""The run checks: milliseconds, before any download or forward pass, once per run."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from types import ModuleType
 
+from flows.config import RunConfig
+from flows.runners import check_runner
 from storage.fs import Location
 from tasks.core.params import EmbeddingsParams, ImagesParams, OverlapParams
 from tasks.images import check_dataset
 from tasks.models import hardware
 
-# Parameter sets that passed: the CLI checks before the flow starts (no Prefect server for a
-# typo), the flow checks again for deployments; the second check in the same process is free.
-_PASSED: set[str] = set()
 
+def check_run(config: RunConfig) -> None:
+    """Raise a one-line error for a missing runner, an unwritable output, an unknown model, bad
+    weights or folder; the one place the run checks run.
 
-def check_run(params: EmbeddingsParams) -> None:
-    """Raise a one-line error for an unwritable output, unknown model, bad weights or folder.
-
-    ``params``: the run's parameters (a ``RunConfig``: the images' and embeddings' fields).
+    The CLI checks before the flow starts (no Prefect server for a typo) and the flow checks a
+    deployment's run: a configuration that passed is not checked again.
     """
-    key = params.model_dump_json()
-    if key in _PASSED:
+    if config.checked:
         return
-    Location(params.out).check_writable()
+    params = config.params
+    check_runner(config)
+    Location(config.out).check_writable()
     # First: whether the run's embeddings are finished lists the dataset's files, which must be
     # readable (a symlink loop is refused here in one line).
-    check_classes_rule(params, check_dataset(params))
+    check_classes_rule(params.overlap, check_dataset(params.images))
     # The model checks load timm and torch: a run whose embeddings are finished skips them
     # (they passed when the embeddings were made), so a cached run imports neither.
-    needs_model = not embedded(params)
+    needs_model = not embedded(params.images, params.embeddings)
     if needs_model:
-        check_model(params)
-    hardware.device_name(params.device)
-    if needs_model and params.weights is None and params.pretrained:
+        check_model(params.embeddings)
+    hardware.device_name(params.embeddings.device)
+    if needs_model and params.embeddings.weights is None and params.embeddings.pretrained:
         # one probe, before a dataset download that would be wasted without the weights
-        models().check_pretrained_available(params.model)
-    _PASSED.add(key)
+        models().check_pretrained_available(params.embeddings.model)
+    config.mark_checked()
 
 
-def check_classes_rule(params: EmbeddingsParams, num_classes: int | None) -> None:
+def check_classes_rule(params: OverlapParams, num_classes: int | None) -> None:
     """Refuse ``--overlap-classes`` above the dataset's class count before the extraction."""
-    if not isinstance(params, OverlapParams) or params.overlap_rule != "classes":
+    if params.overlap_rule != "classes":
         return
     if num_classes is not None and params.overlap_classes > num_classes:
         raise ValueError(
@@ -68,14 +69,15 @@ def check_model(params: EmbeddingsParams) -> None:
         )
 
 
-def embedded(params: EmbeddingsParams) -> bool:
+def embedded(images: ImagesParams, embeddings: EmbeddingsParams) -> bool:
     """True when this run's images and embeddings are finished and intact under its output root."""
-    from tasks import embeddings, images
+    from tasks import embeddings as embeddings_stage
+    from tasks import images as images_stage
 
-    if params.weights is not None and not Path(params.weights).is_file():
+    if embeddings.weights is not None and not Path(embeddings.weights).is_file():
         return False  # the model check says what is wrong with it
-    images_done = images.STAGE.completed(params=params.params_of(ImagesParams))
+    images_done = images_stage.STAGE.completed(params=images)
     if images_done is None:
         return False
-    done = embeddings.STAGE.completed(images=images_done, params=params.params_of(EmbeddingsParams))
+    done = embeddings_stage.STAGE.completed(images=images_done, params=embeddings)
     return done is not None

@@ -12,6 +12,7 @@ from tasks.algorithms.reference import (
     pairs_beside_reference,
     summary_beside_reference,
 )
+from tasks.core.results import EvaluateInfo, OverlapInfo
 
 
 def add_reference_parser(commands: argparse._SubParsersAction) -> None:
@@ -33,18 +34,18 @@ def beside_reference(run: FinishedRun) -> str:
         raise FileNotFoundError(
             f"the run at {run.root.url} has no overlap stage; it did not get that far"
         )
-    info = evaluate.info if evaluate is not None else {}
+    tested = EvaluateInfo.of(evaluate) if evaluate is not None else EvaluateInfo()
     summary = summary_beside_reference(
-        classes=overlap.info.get("n_classes"),
-        accuracy=info.get("accuracy"),
-        test_images=info.get("test_rows"),
+        classes=OverlapInfo.of(overlap).n_classes,
+        accuracy=tested.accuracy,
+        test_images=tested.test_rows,
     )
     flagged = run.table("overlap_pairs", ["class_a", "class_b"])
     names = [] if flagged is None else zip(*flagged.to_pydict().values(), strict=True)
     pairs = pairs_beside_reference(
         run.table("confusion_pairs"), run.table("classification_report"), names
     )
-    header = f"run {run.record.get('name')} at {run.root.url} beside the reference result"
+    header = f"run {run.record.name} at {run.root.url} beside the reference result"
     return f"{header}\n\n{beside_reference_text(summary, pairs)}"
 
 

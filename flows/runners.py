@@ -13,9 +13,11 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from prefect import Flow
 from prefect.filesystems import RemoteFileSystem, WritableFileSystem
 from prefect.task_runners import TaskRunner
 
+from flows.config import RunConfig
 from storage.fingerprint import hash_value
 from storage.fs import Location
 
@@ -27,7 +29,7 @@ ENGINES = {
 }
 
 
-def check_runner(config: Any) -> None:
+def check_runner(config: RunConfig) -> None:
     """Raise a one-line error, before any work, when the chosen runner is not installed."""
     if config.runner not in ENGINES:
         return
@@ -40,17 +42,17 @@ def check_runner(config: Any) -> None:
         )
 
 
-def on_cluster(config: Any) -> bool:
+def on_cluster(config: RunConfig) -> bool:
     """True when extraction is spread over a Dask or Ray cluster's workers."""
     return config.runner != "threads"
 
 
-def shared_results(config: Any) -> bool:
+def shared_results(config: RunConfig) -> bool:
     """True when Prefect's records must live with the outputs: a bucket, or several machines."""
     return on_cluster(config) or not Location(config.out).is_local
 
 
-def result_storage(config: Any) -> Path | WritableFileSystem:
+def result_storage(config: RunConfig) -> Path | WritableFileSystem:
     """``<out>/_prefect``: Prefect's result and cache records, readable wherever the outputs are.
 
     Prefect takes a remote result storage only as a saved block (records name it by id, so any
@@ -66,9 +68,8 @@ def result_storage(config: Any) -> Path | WritableFileSystem:
     return block
 
 
-def task_runner(config: Any) -> TaskRunner:
+def task_runner(config: RunConfig) -> TaskRunner:
     """The Prefect task runner ``config.runner`` names (checked installed by ``check_runner``)."""
-    check_runner(config)
     if config.runner == "dask":
         from prefect_dask import DaskTaskRunner
 
@@ -94,7 +95,7 @@ def task_runner(config: Any) -> TaskRunner:
     return ThreadPoolTaskRunner()
 
 
-def configured(flow: Any, config: Any) -> Any:
+def configured(flow: Flow[..., Any], config: RunConfig) -> Flow[..., Any]:
     """``flow`` with the task runner and result storage ``config`` asks for."""
     options: dict[str, Any] = {"task_runner": task_runner(config)}
     if shared_results(config):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,7 +19,7 @@ from storage.fs import TMP_MARKER, Location
 from storage.integrity import FULL_HASH_MAX
 from storage.layout import OutputLayout
 from storage.manifest import MANIFEST_NAME, StageManifest, read_manifest
-from storage.runs import read_latest
+from storage.runs import RunRecord, read_latest
 from storage.tables import SHARD_PREFIX, shard_names
 
 REPORT_SUFFIXES = (".html", ".md")
@@ -53,14 +52,11 @@ def _table_name(file_name: str, stage: str) -> str:
     return stage if file_name.startswith(SHARD_PREFIX) else file_name.removesuffix(".parquet")
 
 
-def _latest_folders(record: dict[str, Any] | None) -> set[str]:
+def _latest_folders(record: RunRecord | None) -> set[str]:
     """``dataset/stage/key`` of every stage folder the run record used."""
     if not record:
         return set()
-    return {
-        "/".join(stage["url"].rstrip("/").rsplit("/", 3)[-3:])
-        for stage in record.get("stages", {}).values()
-    }
+    return {"/".join(stage.url.rstrip("/").rsplit("/", 3)[-3:]) for stage in record.stages.values()}
 
 
 def manifest_mismatch(
@@ -153,18 +149,18 @@ def _add_missing(
             table.damaged = table.damaged or f"{file_name}: missing (its manifest lists it)"
 
 
-def stage_folder(root: Location, record: dict[str, Any], stage: str) -> Location | None:
+def stage_folder(root: Location, record: RunRecord, stage: str) -> Location | None:
     """A stage folder of a run record: under ``root`` (which may have moved), else as recorded."""
-    entry = record.get("stages", {}).get(stage)
+    entry = record.stages.get(stage)
     if entry is None:
         return None
-    recorded = entry["url"].rstrip("/")
+    recorded = entry.url.rstrip("/")
     moved = root.child(*recorded.rsplit("/", 3)[-3:])
     return moved if moved.exists() else Location(recorded)
 
 
 def latest_table(
-    root: Location, record: dict[str, Any], name: str, columns: list[str] | None = None
+    root: Location, record: RunRecord, name: str, columns: list[str] | None = None
 ) -> pa.Table | None:
     """A registry table of a run record (e.g. ``overlap_pairs``), or None when the run did not
     write it; DamagedFileError when its file does not read."""
@@ -192,7 +188,7 @@ def _require(table: pa.Table, columns: list[str], folder: Location | None, name:
         )
 
 
-def top_overlap_pairs(root: Location, record: dict[str, Any], n: int) -> pa.Table | None:
+def top_overlap_pairs(root: Location, record: RunRecord, n: int) -> pa.Table | None:
     """The ``n`` flagged class pairs with the highest centroid cosine."""
     table = latest_table(root, record, "overlap_pairs")
     if table is None:
@@ -216,7 +212,7 @@ def top_confusion(pairs: pa.Table, n: int | None) -> pa.Table:
     return table.select([c for c in CONFUSION_COLUMNS if c in table.column_names]).slice(0, n)
 
 
-def top_confusion_pairs(root: Location, record: dict[str, Any], n: int | None) -> pa.Table | None:
+def top_confusion_pairs(root: Location, record: RunRecord, n: int | None) -> pa.Table | None:
     """``top_confusion`` of the latest run's confusion_pairs table (None when it has none)."""
     table = latest_table(root, record, "confusion_pairs")
     if table is None:
@@ -226,12 +222,12 @@ def top_confusion_pairs(root: Location, record: dict[str, Any], n: int | None) -
     return top_confusion(table, n)
 
 
-def report_paths(root: Location, record: dict[str, Any]) -> list[str]:
+def report_paths(root: Location, record: RunRecord) -> list[str]:
     """URLs of the latest run's reports (report.html, report.md, summary.md), when it wrote any."""
     paths = []
-    for stage, entry in record.get("stages", {}).items():
+    for stage, entry in record.stages.items():
         folder = stage_folder(root, record, stage)
-        for file_name in entry.get("tables", {}):
+        for file_name in entry.tables:
             if file_name.endswith(REPORT_SUFFIXES) and folder is not None:
                 paths.append(folder.child(file_name).url)
     return sorted(paths)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import posixpath
 from dataclasses import dataclass
-from typing import Any
 
 import pyarrow as pa
 
@@ -13,7 +11,7 @@ from storage.catalog import latest_table, stage_folder
 from storage.fs import Location
 from storage.layout import OutputLayout
 from storage.manifest import StageManifest, read_manifest
-from storage.runs import read_latest
+from storage.runs import RunRecord, read_latest, read_record
 
 
 @dataclass(frozen=True)
@@ -21,7 +19,7 @@ class FinishedRun:
     """One run: the output root it wrote under, its record, and a name to show it by."""
 
     root: Location
-    record: dict[str, Any]
+    record: RunRecord
     name: str
 
     def manifest(self, stage: str) -> StageManifest | None:
@@ -44,7 +42,7 @@ def open_run(source: str, name: str | None = None) -> FinishedRun:
         runs = Location(folder or ".")
         if not runs.exists(file_name):
             raise FileNotFoundError(f"no run record at {source!r}; pass an output root or its json")
-        record = json.loads(runs.read_bytes(file_name))
+        record = read_record(runs.read_bytes(file_name))
         # OUT/runs/<name>.json -> OUT; OUT/latest.json -> OUT
         inside_runs = posixpath.basename(folder) == "runs"
         root = Location((posixpath.dirname(folder) if inside_runs else folder) or ".")

@@ -15,6 +15,7 @@ from tasks.algorithms.centroids import (
     stream_centroids,
 )
 from tasks.core.params import SimilarityParams
+from tasks.core.results import EmbeddingsInfo, ImagesInfo
 from tasks.core.stage import Output, Stage
 
 
@@ -31,10 +32,10 @@ def class_similarity_task(
     images: StageManifest, embeddings: StageManifest, params: SimilarityParams
 ) -> Output:
     """Class centroids (of ``--centroid-split``'s images) and the cosine of every pair."""
-    names = list(images.info["class_names"])
+    names = ImagesInfo.of(images).class_names
     split = params.centroid_split
     shards = split_shards(embeddings, split, ["sample_id", "label", "embedding"])
-    centroids, counts = stream_centroids(shards, names, embeddings.info.get("dim"))
+    centroids, counts = stream_centroids(shards, names, EmbeddingsInfo.of(embeddings).dim)
     similarity = similarity_table(cosine_matrix(centroids), names)
     get_run_logger().info(
         "class similarity: %d classes, %d pairs, centroids of %s images (%d)",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,6 +16,7 @@ from storage.manifest import StageManifest
 from storage.tables import read_embeddings
 from tasks.core.params import ClassifierParams
 from tasks.core.progress import stage_progress
+from tasks.core.results import ClassifierInfo, SubsetInfo
 from tasks.core.stage import Output, Stage
 
 if TYPE_CHECKING:  # torch is imported where a model is built: a cached run never needs it
@@ -24,38 +24,6 @@ if TYPE_CHECKING:  # torch is imported where a model is built: a cached run neve
     from torch import nn
 
 MODEL_FILE = "model.pt"
-
-
-def _default(field: str) -> Any:
-    return ClassifierParams.model_fields[field].default
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    """Hyper-parameters of one training run (ClassifierParams' fields, its defaults)."""
-
-    hidden_size: int = _default("hidden_size")
-    dropout: float = _default("dropout")
-    learning_rate: float = _default("learning_rate")
-    weight_decay: float = _default("weight_decay")
-    epochs: int = _default("epochs")
-    patience: int = _default("patience")
-    batch_size: int = _default("train_batch_size")
-    seed: int = _default("seed")
-
-    @classmethod
-    def from_params(cls, params: ClassifierParams) -> TrainParams:
-        """The training parameters of the classifier stage's parameters."""
-        return cls(
-            hidden_size=params.hidden_size,
-            dropout=params.dropout,
-            learning_rate=params.learning_rate,
-            weight_decay=params.weight_decay,
-            epochs=params.epochs,
-            patience=params.patience,
-            batch_size=params.train_batch_size,
-            seed=params.seed,
-        )
 
 
 def build_mlp(input_dim: int, num_classes: int, hidden_size: int, dropout: float) -> nn.Module:
@@ -120,7 +88,7 @@ def train_mlp(
     x_val: np.ndarray,
     y_val: np.ndarray,
     num_classes: int,
-    params: TrainParams,
+    params: ClassifierParams,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Train on CPU, stop after `patience` epochs without a better val loss; keep the best.
@@ -143,10 +111,10 @@ def train_mlp(
             model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
         )
         order = torch.Generator().manual_seed(params.seed)
-        val_batches = list(torch.arange(len(yv)).split(params.batch_size))
+        val_batches = list(torch.arange(len(yv)).split(params.train_batch_size))
         best_loss, best_state, stale, history = float("inf"), None, 0, []
         for epoch in range(1, params.epochs + 1):
-            batches = list(torch.randperm(len(yt), generator=order).split(params.batch_size))
+            batches = list(torch.randperm(len(yt), generator=order).split(params.train_batch_size))
             train_loss, train_acc = _epoch(model, xt, yt, batches, optimizer)
             val_loss, val_acc = _epoch(model, xv, yv, val_batches, None)
             history.append(
@@ -171,7 +139,7 @@ def train_mlp(
     return model.eval(), history
 
 
-def stopping(history: list[dict[str, Any]], params: TrainParams) -> dict[str, Any]:
+def stopping(history: list[dict[str, Any]], params: ClassifierParams) -> dict[str, Any]:
     """How training ended: epochs run, best epoch, and whether early stopping ended it."""
     best = min(history, key=lambda row: row["val_loss"])
     return {
@@ -236,10 +204,16 @@ def load_split_arrays(
 
 
 def _key_params(params: ClassifierParams) -> dict[str, Any]:
-    return asdict(TrainParams.from_params(params))
+    trained = {"hidden_size", "dropout", "learning_rate", "weight_decay", "epochs", "patience"}
+    # train_batch_size as "batch_size": the name earlier runs' stage keys hash (kept, so that
+    # their outputs stay cached)
+    key = params.model_dump(include=trained)
+    key["batch_size"] = params.train_batch_size
+    key["seed"] = params.seed
+    return key
 
 
-STAGE = Stage("classifier", key_params=_key_params, module=__name__)
+STAGE = Stage("classifier", key_params=_key_params, module=__name__, info_type=ClassifierInfo)
 
 
 @STAGE.task()
@@ -247,28 +221,27 @@ def classifier_task(
     embeddings: StageManifest, subset: StageManifest, params: ClassifierParams
 ) -> Output:
     """Train the MLP on the subset's train split; write ``model.pt`` and ``training_history``."""
-    train = TrainParams.from_params(params)
     arrays = load_split_arrays(embeddings, subset)
-    class_names = list(subset.info["class_names"])
+    class_names = SubsetInfo.of(subset).class_names
     (_, x_train, y_train), (_, x_val, y_val) = arrays["train"], arrays["val"]
     with stage_progress(
-        train.epochs,
+        params.epochs,
         unit="epoch",
         desc="classifier",
         key="classifier-training",
         description="epochs trained (of --epochs; early stopping may end it sooner)",
     ) as progress:
         model, history = train_mlp(
-            *(x_train, y_train, x_val, y_val, len(class_names), train),
+            *(x_train, y_train, x_val, y_val, len(class_names), params),
             on_epoch=lambda row: progress.advance(val_loss=f"{row['val_loss']:.4f}"),
         )
-    stop = stopping(history, train)
-    get_run_logger().info("classifier: %s", stopping_text(stop, train.patience))
+    stop = stopping(history, params)
+    get_run_logger().info("classifier: %s", stopping_text(stop, params.patience))
     model_config = dict(
         input_dim=int(x_train.shape[1]),
         num_classes=len(class_names),
-        hidden_size=train.hidden_size,
-        dropout=train.dropout,
+        hidden_size=params.hidden_size,
+        dropout=params.dropout,
         class_names=class_names,
     )
     return Output(

@@ -19,6 +19,7 @@ from tasks.algorithms.confusion_pairs import (
 )
 from tasks.algorithms.overlap_rules import similarity_matrices
 from tasks.core.params import ConfusionParams
+from tasks.core.results import ImagesInfo, SubsetInfo
 from tasks.core.stage import Output, Stage
 
 
@@ -40,7 +41,8 @@ def confusion_task(
     neighbours: StageManifest | None = None,
 ) -> Output:
     """Flag the directed class pairs the classifier confuses; write ``confusion_pairs``."""
-    class_names = list(subset.info["class_names"])
+    kept = SubsetInfo.of(subset)
+    class_names = kept.class_names
     counts = counts_from_table(
         registry.table("confusion_matrix").read(evaluate.location), len(class_names)
     )
@@ -48,9 +50,8 @@ def confusion_task(
     if class_similarity is not None:
         columns = ["label_a", "label_b", "cosine", "rank"]
         table = registry.table("class_similarity").read(class_similarity.location, columns)
-        all_cosine, _ = similarity_matrices(table, len(images.info["class_names"]))
-        original = subset.info["original_labels"]
-        cosine = all_cosine[np.ix_(original, original)]
+        all_cosine, _ = similarity_matrices(table, len(ImagesInfo.of(images).class_names))
+        cosine = all_cosine[np.ix_(kept.original_labels, kept.original_labels)]
     defects = None
     if neighbours is not None:  # the neighbours stage's counts, over the subset's classes
         inputs = label_noise.DEFECT_INPUTS.items()
@@ -64,7 +65,7 @@ def confusion_task(
         k=params.confusion_k,
         alpha=params.confusion_alpha,
         rule=params.confusion_rule,
-        coarse_names=subset.info.get("coarse_names"),
+        coarse_names=kept.coarse_names,
         cosine=cosine,
         defects=defects,
     )

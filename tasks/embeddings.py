@@ -32,6 +32,7 @@ from storage.manifest import StageManifest, intact_or_cleared
 from storage.tables import listed_shards
 from tasks.core.params import EmbeddingsParams
 from tasks.core.progress import Progress
+from tasks.core.results import EmbeddingsInfo, ImagesInfo
 from tasks.core.stage import Output, Stage
 from tasks.images import transient
 from tasks.models import hardware
@@ -52,7 +53,7 @@ def _key_params(params: EmbeddingsParams) -> dict[str, Any]:
     }
 
 
-STAGE = Stage("embeddings", key_params=_key_params, module=__name__)
+STAGE = Stage("embeddings", key_params=_key_params, module=__name__, info_type=EmbeddingsInfo)
 
 
 @functools.cache
@@ -80,7 +81,7 @@ def embeddings_task(images: StageManifest, params: EmbeddingsParams, target: Loc
     if params.random_weights:
         logger.warning("RANDOM WEIGHTS (--no-pretrained): embeddings and results are meaningless")
     extractor = build_extractor(params)
-    progress = Progress(total=images.info["rows"])
+    progress = Progress(total=ImagesInfo.of(images).rows or 0)
     try:
         reuse = Reuse()
         store = embedding_store(params, logger.warning)

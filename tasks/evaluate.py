@@ -14,6 +14,7 @@ from storage.manifest import StageManifest
 from tasks.algorithms.classification import class_scores, confusion_counts
 from tasks.classifier import MODEL_FILE, load_model, load_split_arrays
 from tasks.core.params import StageParams
+from tasks.core.results import EvaluateInfo
 from tasks.core.stage import Output, Stage
 
 if TYPE_CHECKING:  # torch is imported where the model runs: a cached run never needs it
@@ -144,7 +145,7 @@ def evaluation_output(
     return tables, {REPORT_MD: report_markdown(report).encode()}
 
 
-STAGE = Stage("evaluate", module=__name__)
+STAGE = Stage("evaluate", module=__name__, info_type=EvaluateInfo)
 
 
 @STAGE.task()

@@ -21,6 +21,7 @@ from storage.fs import Location
 from storage.manifest import StageManifest, valid_manifest
 from tasks.core.dataset_kinds import argument_of, kind_of
 from tasks.core.params import ImagesParams, StageParams
+from tasks.core.results import ImagesInfo
 from tasks.core.stage import Output, Stage
 from tasks.sources import (
     DatasetError,
@@ -118,7 +119,13 @@ def _input_fingerprints(params: ImagesParams) -> dict[str, Any]:
     return inputs
 
 
-STAGE = Stage("images", key_params=_key_params, module=__name__, key_inputs=_input_fingerprints)
+STAGE = Stage(
+    "images",
+    key_params=_key_params,
+    module=__name__,
+    key_inputs=_input_fingerprints,
+    info_type=ImagesInfo,
+)
 
 
 DETERMINISTIC = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)

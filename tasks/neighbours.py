@@ -19,6 +19,7 @@ from storage.tables import embedding_matrix, stage_shards
 from tasks.algorithms import duplicates, label_noise
 from tasks.algorithms import neighbours as knn
 from tasks.core.params import NeighboursParams
+from tasks.core.results import EmbeddingsInfo, ImagesInfo
 from tasks.core.stage import Output, Stage
 
 KEY_COLUMNS = ["sample_id", "split", "label", "class_name"]
@@ -129,9 +130,10 @@ def neighbours_task(
 ) -> Output:
     """Every image's nearest neighbours; near-duplicate pairs and likely label errors."""
     logger = get_run_logger()
-    names = list(images.info["class_names"])
+    dataset = ImagesInfo.of(images)
+    names = dataset.class_names
     keys = read_keys(embeddings)
-    dim = int(embeddings.info["dim"])
+    dim = EmbeddingsInfo.of(embeddings).dim
     found = knn.knn(shard_reader(embeddings), keys.num_rows, dim, params.knn_k)
     logger.info(
         "neighbours: k=%d over %d images, %s index, recall@k %.4f%s",
@@ -153,7 +155,7 @@ def neighbours_task(
         "duplicate_threshold": threshold,
         **summary(keys, pairs, suspects, names),
     }
-    planted = images.info.get("planted_defects")
+    planted = dataset.planted_defects
     if planted:
         info["planted"] = planted_check(planted, pairs, suspects)
     logger.info(

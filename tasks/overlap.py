@@ -22,6 +22,7 @@ from tasks.algorithms.overlap_rules import (
 )
 from tasks.algorithms.pair_samples import top_pair_samples
 from tasks.core.params import OverlapParams
+from tasks.core.results import ImagesInfo, OverlapInfo
 from tasks.core.stage import Output, Stage
 
 
@@ -46,7 +47,7 @@ def _key_params(params: OverlapParams) -> dict[str, Any]:
     }
 
 
-STAGE = Stage("overlap", key_params=_key_params, module=__name__)
+STAGE = Stage("overlap", key_params=_key_params, module=__name__, info_type=OverlapInfo)
 
 
 @STAGE.task()
@@ -59,7 +60,7 @@ def overlap_task(
 ) -> Output:
     """Flag overlapping class pairs by the configured rule; write pairs, classes and samples."""
     dataset = images.info
-    names = list(dataset["class_names"])
+    names = ImagesInfo.of(images).class_names
     cosine, ranks = similarity_matrices(
         registry.table("class_similarity").read(similarity.location), len(names)
     )

@@ -16,6 +16,7 @@ from tasks.algorithms.correlation import spearman
 from tasks.core import progress
 from tasks.core.params import ReportParams
 from tasks.core.progress import stage_progress
+from tasks.core.results import EvaluateInfo, ReportInfo, RunStages
 from tasks.core.stage import Output, Stage
 from tasks.reporting import report_artifacts, report_data, report_render
 from tasks.reporting import report_sections as sections
@@ -131,7 +132,7 @@ def agreement_text(rho: float, n: int) -> str:
 
 
 def run_blocks(
-    stages: Mapping[str, StageManifest],
+    stages: RunStages,
     data: RunTables,
     config: ReportParams,
     settings: Mapping[str, Any],
@@ -139,8 +140,8 @@ def run_blocks(
     """(report blocks, summary blocks) of a run; every figure drawn here."""
     from tasks.reporting import figures
 
-    evaluation, confusion = stages["evaluate"], stages["confusion"]
-    overview = sections.run_overview(stages, evaluation.info.get("accuracy"))
+    evaluation, confusion = stages.evaluate, stages.confusion
+    overview = sections.run_overview(stages, EvaluateInfo.of(evaluation).accuracy)
     _, _, cos, rate = figures.pair_agreement(data.counts, data.cosine)
     agreement = Text(agreement_text(*spearman(cos, rate)))
     flagged = report_data.flagged_pairs(data.confusion_pairs)
@@ -152,12 +153,12 @@ def run_blocks(
     )
     heatmap = figures.confusion_heatmap(data.counts, data.class_names)
     blocks = overview + sections.overlap_section(
-        stages["overlap"].info, data.overlap_pairs, similarity_figure(data)
+        stages.overlap.info, data.overlap_pairs, similarity_figure(data)
     )
     from tasks.reporting import report_trust
 
-    blocks += report_trust.calibration_blocks(stages["overlap"], len(data.all_names))
-    blocks += report_trust.stability_blocks(stages["overlap"])
+    blocks += report_trust.calibration_blocks(stages.overlap, len(data.all_names))
+    blocks += report_trust.stability_blocks(stages.overlap)
     blocks += sections.classification_section(
         data.classification_report, figure("confusion", "Confusion matrix (test split)", heatmap)
     )
@@ -168,12 +169,12 @@ def run_blocks(
         [agreement, figure("agreement", "Model-free versus classifier", scatter)],
     )
     blocks += pair_section(stages, data, config)
-    if "neighbours" in stages:
+    if stages.neighbours is not None:
         from tasks.reporting import inside
 
         blocks += inside.inside_section(stages, data.overlap_pairs, config.report_pairs, figure)
     blocks += sections.key_values("Parameters", dict(settings))
-    blocks += sections.tables_section(stages)
+    blocks += sections.tables_section(stages.ran())
     summary = [*overview, agreement, Heading("Top overlapping pairs (model-free)")]
     summary.append(
         report_render.arrow_table(data.overlap_pairs, sections.OVERLAP_COLUMNS, SUMMARY_ROWS)
@@ -187,9 +188,7 @@ def run_blocks(
     return blocks, summary
 
 
-def pair_section(
-    stages: Mapping[str, StageManifest], data: RunTables, config: ReportParams
-) -> list[Block]:
+def pair_section(stages: RunStages, data: RunTables, config: ReportParams) -> list[Block]:
     """UMAP of all overlapping classes, then a UMAP and an image grid per top flagged pair."""
     points = data.points
     test = points.take(np.flatnonzero(points.split == "test"))
@@ -215,17 +214,13 @@ def pair_section(
         for p in chosen
     ]
     wanted = {i for grid in rows for _, ids in grid for i in ids}
-    images = (
-        report_data.read_image_bytes(stages["subset"], "subset", sorted(wanted)) if wanted else {}
-    )
+    images = report_data.read_image_bytes(stages.subset, "subset", sorted(wanted)) if wanted else {}
     for rank, (pair, grid) in enumerate(zip(chosen, rows, strict=True), start=1):
         blocks += pair_figures(data, rank, pair, grid, images, config)
     return blocks
 
 
-def explorer_page(
-    stages: Mapping[str, StageManifest], tables: RunTables, params: ReportParams
-) -> bytes:
+def explorer_page(stages: RunStages, tables: RunTables, params: ReportParams) -> bytes:
     """explorer.html, the interactive page of the run (see tasks/reporting/explorer.py)."""
     from tasks.reporting import explorer, explorer_data
 
@@ -250,14 +245,14 @@ def _key_params(params: ReportParams) -> dict[str, Any]:
     return params.model_dump(include={"grid_images", "report_pairs", "explorer_images", "seed"})
 
 
-STAGE = Stage("report", key_params=_key_params, module=__name__)
+STAGE = Stage("report", key_params=_key_params, module=__name__, info_type=ReportInfo)
 
 
 # Cached like every stage (its inputs' fingerprints, settings, parameters, code): a warm run draws
 # nothing; its Prefect artifacts are published again from the stored files by publish_report_task.
 @STAGE.task()
 def report_task(
-    stages: dict[str, StageManifest],
+    stages: RunStages,
     settings: dict[str, Any],
     params: ReportParams,
     target: Location,
@@ -266,7 +261,7 @@ def report_task(
     from tasks.reporting import explorer, report_trust
 
     tables = None
-    if "subset" in stages:
+    if stages.trained:
         tables = report_data.read_run_tables(stages)  # once, for the report and the explorer
         with stage_progress(
             expected_steps(tables, params),
@@ -296,17 +291,18 @@ def report_task(
 
 
 @task(name="publish report")
-def publish_report_task(report: StageManifest, stages: dict[str, StageManifest]) -> None:
+def publish_report_task(report: StageManifest, stages: RunStages) -> None:
     """The report's Prefect artifacts (summary, top pairs, link), on every run."""
+    pages = ReportInfo.of(report)
     report_artifacts.publish_artifacts(
         report.location.read_bytes(SUMMARY_MD).decode(),
-        report_data.read_table(stages["overlap"], "overlap_pairs"),
-        report_data.read_table(stages["confusion"], "confusion_pairs")
-        if "confusion" in stages
+        report_data.read_table(stages.overlap, "overlap_pairs"),
+        report_data.read_table(stages.confusion, "confusion_pairs")
+        if stages.confusion is not None
         else registry.table("confusion_pairs").schema().empty_table(),
-        report.info["report"],
+        pages.report,
     )
-    get_run_logger().info("report: %s", report.info["report"])
-    if "explorer" in report.info:
-        report_artifacts.publish_explorer_link(report.info["explorer"])
-        get_run_logger().info("explorer: %s", report.info["explorer"])
+    get_run_logger().info("report: %s", pages.report)
+    if pages.explorer is not None:
+        report_artifacts.publish_explorer_link(pages.explorer)
+        get_run_logger().info("explorer: %s", pages.explorer)

@@ -17,6 +17,7 @@ from storage.layout import CLASS_FOLDERS_FILE, class_folders, class_folders_tsv
 from storage.manifest import StageManifest
 from storage.tables import stage_shards
 from tasks.core.params import SubsetParams
+from tasks.core.results import ImagesInfo, SubsetInfo
 from tasks.core.stage import Output, Stage
 from tasks.sources.sharded_load import with_image_bytes
 
@@ -132,7 +133,7 @@ def _key_params(params: SubsetParams) -> dict[str, Any]:
     return params.model_dump(include={"seed", "val_fraction", "test_fraction", "export_pngs"})
 
 
-STAGE = Stage("subset", key_params=_key_params, module=__name__)
+STAGE = Stage("subset", key_params=_key_params, module=__name__, info_type=SubsetInfo)
 
 
 @STAGE.task()
@@ -150,7 +151,7 @@ def subset_task(
         )
     # read-in-place sources (parquet:, webdataset:): the subset's images are copied here
     subset = with_image_bytes(subset_rows(stage_shards(images), original))
-    has_test = bool(images.info.get("has_test_split"))
+    has_test = bool(ImagesInfo.of(images).has_test_split)
     split = assign_splits(
         subset.column("split").to_numpy(zero_copy_only=False),
         subset.column("new_label").to_numpy(),

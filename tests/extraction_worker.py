@@ -34,7 +34,6 @@ from flows.config import RunConfig
 from storage.fs import Location
 from storage.manifest import StageManifest
 from storage.tables import COMPRESSION, conform
-from tasks.core.params import EmbeddingsParams, ImagesParams
 from tasks.embeddings import embeddings_task
 from tasks.images import images_task
 
@@ -42,8 +41,8 @@ from tasks.images import images_task
 @flow(name="extraction")
 def extraction(config: RunConfig) -> StageManifest:
     """Load the dataset and embed it: the expensive half of the class-overlap flow."""
-    images = images_task(config.params_of(ImagesParams))
-    return embeddings_task(images, config.params_of(EmbeddingsParams))
+    images = images_task(config.params.images)
+    return embeddings_task(images, config.params.embeddings)
 
 
 def _freeze(marker: str) -> None:

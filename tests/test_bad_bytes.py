@@ -19,7 +19,6 @@ from prefect.logging import disable_run_logger
 from flows.config import RunConfig
 from storage.manifest import StageManifest
 from storage.tables import read_shards
-from tasks.core.params import EmbeddingsParams, ImagesParams
 from tasks.embeddings import embeddings_task
 from tasks.images import images_task
 from tasks.sources import DatasetError
@@ -45,7 +44,7 @@ def bomb_png(width: int = 20_000, height: int = 20_000) -> bytes:
 def load(dataset: str, out: Path, **overrides: object) -> StageManifest:
     config = RunConfig(dataset=dataset, out=str(out), shard_size=50, **overrides)
     with disable_run_logger():
-        return images_task.fn(config.params_of(ImagesParams))
+        return images_task.fn(config.params.images)
 
 
 def embed(images: StageManifest, out: Path) -> StageManifest:
@@ -54,7 +53,7 @@ def embed(images: StageManifest, out: Path) -> StageManifest:
         image_size=16, batch_size=8, device="cpu",
     )  # fmt: skip
     with disable_run_logger():
-        return embeddings_task.fn(images, config.params_of(EmbeddingsParams))
+        return embeddings_task.fn(images, config.params.embeddings)
 
 
 def test_undecodable_parquet_rows_are_skipped_by_name_and_the_rest_embedded(

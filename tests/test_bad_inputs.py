@@ -212,7 +212,7 @@ def test_analyze_predictions_refuses_an_unwritable_out(tmp_path: Path, capsys) -
 def similarity_only(embeddings: StageManifest, config: RunConfig) -> StageManifest:
     """The class similarity task, as the flow calls it."""
     images = dataset_stage(Path(config.out).parent / "dataset", NAMES)
-    return class_similarity_task(images, embeddings, config)
+    return class_similarity_task(images, embeddings, config.params.class_similarity)
 
 
 def _embeddings(root: Path, parts: list[pa.Table]) -> StageManifest:
@@ -266,7 +266,7 @@ def test_bad_embeddings_fail_the_run_in_one_line(tmp_path: Path, shards, message
 @flow(name="load only")
 def load_only(config: RunConfig) -> StageManifest:
     """The images task, as the flow calls it."""
-    return images_task(config)
+    return images_task(config.params.images)
 
 
 @pytest.mark.usefixtures("prefect_server")

@@ -44,7 +44,9 @@ def test_train_centroids_leave_the_test_images_out(tmp_path: Path) -> None:
     with disable_run_logger():
         for split in ("all", "train"):
             config = ovl_config(tmp_path / split, centroid_split=split)
-            results[split] = class_similarity_task.fn(images, embeddings, config)
+            results[split] = class_similarity_task.fn(
+                images, embeddings, config.params.class_similarity
+            )
     train = results["train"]
     assert train.info["centroid_split"] == "train" and train.info["centroid_images"] == 90
     assert results["all"].info["centroid_images"] == 120

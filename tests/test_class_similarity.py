@@ -99,8 +99,8 @@ def test_task_writes_tables_readable_by_polars_and_duckdb(tmp_path: Path) -> Non
     config = ovl_config(tmp_path)
     images = dataset_stage(tmp_path, NAMES)
     with disable_run_logger():
-        manifest = class_similarity_task.fn(images, embeddings, config)
-        again = class_similarity_task.fn(images, embeddings, config)
+        manifest = class_similarity_task.fn(images, embeddings, config.params.class_similarity)
+        again = class_similarity_task.fn(images, embeddings, config.params.class_similarity)
     assert again.fingerprint == manifest.fingerprint and manifest.problems() == []
     assert manifest.info["dim"] == 8 and manifest.info["num_classes"] == len(NAMES)
     centroids = pl.read_parquet(manifest.path("centroids.parquet"))

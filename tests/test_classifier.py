@@ -12,7 +12,8 @@ from prefect.logging import disable_run_logger
 
 from storage.tables import read_parquet
 from tasks import classifier
-from tasks.classifier import TrainParams, load_model, train_mlp
+from tasks.classifier import load_model, train_mlp
+from tasks.core.params import ClassifierParams
 from tasks.evaluate import predict_proba
 from tests.builders import (
     clf_clusters,
@@ -24,7 +25,7 @@ from tests.builders import (
 )
 
 NAMES = [f"class_{i}" for i in range(5)]
-FAST = TrainParams(hidden_size=32, epochs=60, patience=8, batch_size=32, seed=3)
+FAST = ClassifierParams(hidden_size=32, epochs=60, patience=8, train_batch_size=32, seed=3)
 
 
 @pytest.fixture(autouse=True)
@@ -54,9 +55,7 @@ def test_same_seed_same_model_and_history() -> None:
     assert history_a == history_b
     for name, tensor in first.state_dict().items():
         assert torch.equal(tensor, second.state_dict()[name])
-    other, _ = train_mlp(
-        *data["train"], *data["val"], 5, TrainParams(**{**FAST.__dict__, "seed": 4})
-    )
+    other, _ = train_mlp(*data["train"], *data["val"], 5, FAST.model_copy(update={"seed": 4}))
     assert not torch.equal(first[0].weight, other[0].weight)
 
 
@@ -82,8 +81,8 @@ def test_confuses_planted_near_identical_pair() -> None:
 
 def test_early_stopping_keeps_best_epoch() -> None:
     data = _arrays(*clf_clusters(5, 40, noise=0.4))
-    params = TrainParams(
-        hidden_size=64, epochs=300, patience=3, batch_size=16, learning_rate=1e-2, seed=0
+    params = ClassifierParams(
+        hidden_size=64, epochs=300, patience=3, train_batch_size=16, learning_rate=1e-2, seed=0
     )
     model, history = train_mlp(*data["train"], *data["val"], 5, params)
     assert len(history) < 300
@@ -97,15 +96,15 @@ def test_early_stopping_keeps_best_epoch() -> None:
 
 def test_stopping_says_where_training_ended() -> None:
     data = _arrays(*clf_clusters(5, 40, noise=0.4))
-    params = TrainParams(
-        hidden_size=64, epochs=300, patience=3, batch_size=16, learning_rate=1e-2, seed=0
+    params = ClassifierParams(
+        hidden_size=64, epochs=300, patience=3, train_batch_size=16, learning_rate=1e-2, seed=0
     )
     _, history = train_mlp(*data["train"], *data["val"], 5, params)
     stop = classifier.stopping(history, params)
     assert stop["stopped_early"] and stop["epochs_run"] == stop["best_epoch"] + 3
     assert "stopped early at epoch" in classifier.stopping_text(stop, params.patience)
     # A run that used every epoch says so, and how to give it more.
-    full = classifier.stopping(history, TrainParams(epochs=len(history)))
+    full = classifier.stopping(history, ClassifierParams(epochs=len(history)))
     assert not full["stopped_early"]
     assert "raise --epochs" in classifier.stopping_text(full, 3)
 
@@ -122,10 +121,12 @@ def test_task_writes_model_and_history(tmp_path) -> None:
     subset = clf_subset_stage(tmp_path, labels, clf_splits(labels), NAMES)
     config = clf_config(tmp_path)
     with disable_run_logger():
-        manifest = classifier.classifier_task.fn(embeddings, subset, config)
+        manifest = classifier.classifier_task.fn(embeddings, subset, config.params.classifier)
     assert set(manifest.files) == {"model.pt", "training_history.parquet"}
     assert manifest.problems() == []
-    assert manifest.key == classifier.STAGE.key(embeddings=embeddings, subset=subset, params=config)
+    assert manifest.key == classifier.STAGE.key(
+        embeddings=embeddings, subset=subset, params=config.params.classifier
+    )
     history = pl.read_parquet(manifest.path("training_history.parquet"))
     assert history.columns == ["epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy"]
     assert history.height == manifest.info["epochs_run"]

@@ -144,7 +144,7 @@ def test_prefect_logs_no_traceback_for_our_own_errors_but_keep_it_for_bugs() -> 
     assert _QuietOwnErrors().filter(bug) and bug.exc_info is not None
 
 
-def test_preflight_runs_once_per_parameter_set(tmp_path: Path, monkeypatch) -> None:
+def test_preflight_runs_once_per_configuration(tmp_path: Path, monkeypatch) -> None:
     """The CLI checks before the flow starts and the flow checks again: the second is free."""
     from flows import preflight
     from tasks.models import models

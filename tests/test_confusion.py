@@ -121,10 +121,14 @@ def test_pipeline_flags_planted_pair(tmp_path) -> None:
     images = dataset_stage(tmp_path, names)
     config = clf_config(tmp_path, confusion_rule="binomial")
     with disable_run_logger(), clf_single_thread():
-        model = classifier.classifier_task.fn(embeddings, subset, config)
-        evaluation = evaluate.evaluate_task.fn(model, embeddings, subset, config)
-        manifest = confusion.confusion_task.fn(images, evaluation, subset, similarity, config)
-        no_similarity = confusion.confusion_task.fn(images, evaluation, subset, None, config)
+        model = classifier.classifier_task.fn(embeddings, subset, config.params.classifier)
+        evaluation = evaluate.evaluate_task.fn(model, embeddings, subset, config.params.common)
+        manifest = confusion.confusion_task.fn(
+            images, evaluation, subset, similarity, config.params.confusion
+        )
+        no_similarity = confusion.confusion_task.fn(
+            images, evaluation, subset, None, config.params.confusion
+        )
     pairs = pl.read_parquet(manifest.path("confusion_pairs.parquet"))
     flagged = pairs.filter(pl.col("flagged"))
     assert set(zip(flagged["True"], flagged["Pred"], strict=True)) <= {

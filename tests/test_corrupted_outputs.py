@@ -241,7 +241,7 @@ def test_a_damaged_shard_is_embedded_again_by_its_cluster_task(finished, caplog)
 
     caplog.set_level(logging.INFO, logger="prefect.flow_runs")
 
-    embeddings_on_a_cluster(images, config.params_of(EmbeddingsParams))
+    embeddings_on_a_cluster(images, config.params.embeddings)
 
     # the shard task embedded it (a damaged shard that still reads would have counted as done)
     assert "embedded 1 shard(s) on the cluster (3 already done)" in caplog.messages

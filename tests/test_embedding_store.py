@@ -20,7 +20,7 @@ from storage.manifest import MANIFEST_NAME, StageManifest, read_manifest
 from storage.schemas.images import IMAGES
 from storage.tables import read_parquet, read_shards, shard_name, write_parquet
 from tasks.algorithms.delta import content_hashes
-from tasks.core.params import EmbeddingsParams, StageParams
+from tasks.core.results import RunStages
 from tasks.embeddings import build_extractor, extract_shards
 from tasks.models.reuse import Reuse
 from tasks.record import record_task
@@ -103,7 +103,7 @@ def _synthetic_images(location: Location, shards: int) -> Location:
 
 def test_a_rerun_over_a_damaged_store_embeds_its_images_again(tmp_path: Path) -> None:
     config = RunConfig(dataset="synthetic", out=str(tmp_path), batch_size=16, image_size=16)
-    extractor = build_extractor(config.params_of(EmbeddingsParams))
+    extractor = build_extractor(config.params.embeddings)
     images = _synthetic_images(Location(str(tmp_path / "images")), shards=2)
     reference = Location(str(tmp_path / "reference"))
     extract_shards(extractor, images, reference, _Progress())  # no store: everything embedded
@@ -176,7 +176,7 @@ class _Killed(_Progress):
 
 def test_a_resumed_run_counts_what_it_did(tmp_path: Path) -> None:
     config = RunConfig(dataset="synthetic", out=str(tmp_path), batch_size=16, image_size=16)
-    extractor = build_extractor(config.params_of(EmbeddingsParams))
+    extractor = build_extractor(config.params.embeddings)
     images = _synthetic_images(Location(str(tmp_path / "images")), shards=3)
     store = EmbeddingStore.open(Location(str(tmp_path / "store")))
     target = Location(str(tmp_path / "emb"))
@@ -201,10 +201,9 @@ def test_the_run_record_counts_this_runs_work(
 ) -> None:
     images = _manifest("images", {"rows": 10, "files": {"new": 1, "unchanged": 9}})
     info = {"rows": 10, "embedded": 5, "reused": 3, "cached": 2, "flow_run": made_by}
-    params = RunConfig(dataset="synthetic", out=str(tmp_path)).params_of(StageParams)
+    params = RunConfig(dataset="synthetic", out=str(tmp_path)).params.common
     with disable_run_logger():  # outside a flow run: the current flow run is None
-        record = record_task.fn({"images": images, "embeddings": _manifest("embeddings", info)},
-                                {}, params)  # fmt: skip
+        record = record_task.fn(RunStages(images, _manifest("embeddings", info)), {}, params)
     expected = {"new": 1, "unchanged": 9, "embedded": 0, "reused": 0} | counts
-    assert record["changes"] == expected
+    assert record.changes == expected
     assert json.loads((tmp_path / "latest.json").read_text())["changes"] == expected

@@ -105,8 +105,8 @@ def test_evaluate_task(tmp_path) -> None:
     subset = clf_subset_stage(tmp_path, labels, split, names)
     config = clf_config(tmp_path)
     with disable_run_logger():
-        model = classifier.classifier_task.fn(embeddings, subset, config)
-        manifest = evaluate.evaluate_task.fn(model, embeddings, subset, config)
+        model = classifier.classifier_task.fn(embeddings, subset, config.params.classifier)
+        manifest = evaluate.evaluate_task.fn(model, embeddings, subset, config.params.common)
     assert set(manifest.files) == {
         "predictions.parquet",
         "classification_report.parquet",

@@ -19,7 +19,7 @@ from storage.manifest import StageManifest
 from storage.schemas.images import IMAGES
 from storage.tables import read_parquet, read_shards, shard_name, write_parquet
 from tasks.algorithms.delta import FileStat, assemble, content_hashes, folder_delta, unseen
-from tasks.core.params import EmbeddingsParams, ImagesParams
+from tasks.core.results import RunStages
 from tasks.embeddings import embeddings_task
 from tasks.images import images_task
 from tasks.models.embedding_shards import extract_shards
@@ -63,8 +63,8 @@ def _extract(folder: Path, out: Path) -> tuple[StageManifest, StageManifest]:
     """The load and extraction stages over ``folder``, writing under ``out``."""
     config = _config(folder, out)
     with disable_run_logger():
-        images = images_task.fn(config.params_of(ImagesParams))
-        return images, embeddings_task.fn(images, config.params_of(EmbeddingsParams))
+        images = images_task.fn(config.params.images)
+        return images, embeddings_task.fn(images, config.params.embeddings)
 
 
 def _table(manifest: StageManifest) -> pa.Table:
@@ -111,7 +111,7 @@ def test_rerun_embeds_only_new_images_and_equals_a_from_scratch_run(tmp_path: Pa
 
     _grow_shrink_relabel(folder)
     images, second = _extract(folder, out)
-    images_params = _config(folder, out).params_of(ImagesParams)
+    images_params = _config(folder, out).params.images
     assert images.info["rows"] == 20
     assert (second.info["embedded"], second.info["reused"]) == (4, 16)
 
@@ -122,10 +122,10 @@ def test_rerun_embeds_only_new_images_and_equals_a_from_scratch_run(tmp_path: Pa
     assert moved.num_rows == 6  # 6 - 1 removed + 1 relabelled in
 
     with disable_run_logger():
-        record = record_task.fn({"images": images, "embeddings": second}, {}, images_params)
+        record = record_task.fn(RunStages(images, second), {}, images_params)
     expected = {"new": 7, "changed": 0, "removed": 5, "unchanged": 13}
     expected |= {"embedded": 4, "reused": 16, "cached": 0}
-    assert record["changes"] == expected  # 4 added, 3 moved in; 2 removed, 3 moved away
+    assert record.changes == expected  # 4 added, 3 moved in; 2 removed, 3 moved away
     assert json.loads((out / "latest.json").read_text())["changes"] == expected
 
 
@@ -165,7 +165,7 @@ def test_a_run_killed_in_the_delta_resumes_with_nothing_lost_or_embedded_twice(
     tmp_path: Path,
 ) -> None:
     config = RunConfig(dataset="synthetic", out=str(tmp_path), batch_size=16, image_size=16)
-    extractor = build_extractor(config.params_of(EmbeddingsParams))
+    extractor = build_extractor(config.params.embeddings)
     reference = Location(str(tmp_path / "reference"))
     grown = _synthetic_images(Location(str(tmp_path / "images")), shards=3)
     extract_shards(extractor, grown, reference, _Killed())  # no store: everything embedded
@@ -202,7 +202,7 @@ def test_folder_delta_sorts_files_by_what_happened_to_them() -> None:
 def _load(folder: Path, out: Path, **overrides: object) -> StageManifest:
     config = _config(folder, out).model_copy(update=overrides)
     with disable_run_logger():
-        return images_task.fn(config.params_of(ImagesParams))
+        return images_task.fn(config.params.images)
 
 
 @pytest.mark.usefixtures("prefect_server")

@@ -37,7 +37,9 @@ def _root(tmp_path: Path, pairs: pa.Table) -> Path:
     folder = out / "synthetic" / "confusion" / "abc123"
     folder.mkdir(parents=True)
     pq.write_table(pairs, folder / "confusion_pairs.parquet")
-    record = {"name": "run-1", "params": {}, "stages": {"confusion": {"url": str(folder)}}}
+    table = {"confusion_pairs.parquet": str(folder / "confusion_pairs.parquet")}
+    entry = {"url": str(folder), "key": "abc123", "tables": table, "rows": {}}
+    record = {"name": "run-1", "finished": "", "params": {}, "stages": {"confusion": entry}}
     (out / "runs").mkdir()
     (out / "runs" / "run-1.json").write_text(json.dumps(record))
     (out / "latest.json").write_text(json.dumps(record))

@@ -160,7 +160,8 @@ def overlap_root(out: Path) -> Path:
     )  # fmt: skip
     folder = out / "synthetic" / "overlap" / "k1"
     stage_with(folder, "overlap_pairs.parquet", parquet_bytes(pairs))
-    record = {"name": "r", "params": {}, "stages": {"overlap": {"url": str(folder)}}}
+    entry = {"url": str(folder), "key": "k1", "tables": {}, "rows": {}}
+    record = {"name": "r", "finished": "", "params": {}, "stages": {"overlap": entry}}
     (out / "latest.json").write_text(json.dumps(record))
     return folder / "overlap_pairs.parquet"
 
@@ -233,7 +234,7 @@ def test_export_pngs_never_merges_classes_whose_names_slug_alike(tmp_path: Path)
     overlap = ovl_overlap_stage(tmp_path, [0, 1, 2, 3], names)
     config = ovl_config(tmp_path, export_pngs=True, val_fraction=0.25, test_fraction=0.25)
     with disable_run_logger():
-        manifest = subset_task.fn(images, overlap, config)
+        manifest = subset_task.fn(images, overlap, config.params.subset)
     pngs = Path(manifest.location.path) / "pngs"
     rows = (pngs / "class_folders.tsv").read_text().splitlines()[1:]
     folder_of = {json.loads(n): f for f, n in (row.split("\t") for row in rows)}

@@ -15,7 +15,6 @@ from storage.fs import Location
 from tasks.algorithms.delta import content_hashes
 from tasks.class_similarity import STAGE as SIMILARITY
 from tasks.class_similarity import class_similarity_task
-from tasks.core.params import NeighboursParams
 from tasks.neighbours import STAGE as NEIGHBOURS
 from tasks.neighbours import neighbours_task
 from tests.builders import (
@@ -48,11 +47,10 @@ def plant(location: Location) -> Path:
 def test_a_stage_removes_the_temporaries_of_an_interrupted_run(tmp_path: Path, stage: str) -> None:
     images, embeddings = stages(tmp_path)
     config = ovl_config(tmp_path, knn_k=5)
-    declared, body = {
-        "neighbours": (NEIGHBOURS, neighbours_task),
-        "class_similarity": (SIMILARITY, class_similarity_task),
+    declared, body, params = {
+        "neighbours": (NEIGHBOURS, neighbours_task, config.params.neighbours),
+        "class_similarity": (SIMILARITY, class_similarity_task, config.params.class_similarity),
     }[stage]
-    params = config.params_of(NeighboursParams) if stage == "neighbours" else config
     leftover = plant(declared.location(images=images, embeddings=embeddings, params=params))
     with disable_run_logger():
         manifest = body.fn(images, embeddings, params)

@@ -12,7 +12,6 @@ from PIL import Image
 from prefect.logging import disable_run_logger
 
 from flows.config import RunConfig
-from tasks.core.params import ImagesParams
 from tasks.images import images_task
 from tasks.overlap import _log_summary
 
@@ -48,7 +47,7 @@ def test_an_unreadable_file_in_a_hostile_class_folder_is_one_log_line(
     (root / FAKE.replace("\x1b", "") / "broken.png").write_bytes(b"not an image")
     config = RunConfig(dataset=f"imagefolder:{root}", out=str(tmp_path / "out"))
     with disable_run_logger(), caplog.at_level(logging.WARNING, logger="tasks.sources"):
-        manifest = images_task.fn(config.params_of(ImagesParams))
+        manifest = images_task.fn(config.params.images)
     assert len(manifest.info["skipped_files"]) == 1
     warned = [r.getMessage() for r in caplog.records if "broken.png" in r.getMessage()]
     assert warned and all("\n" not in line for line in warned)
@@ -59,6 +58,6 @@ def test_hidden_class_folders_are_reported(tmp_path: Path) -> None:
     root = _folder(tmp_path / "folder", ("cat", "dog", ".cache"))
     config = RunConfig(dataset=f"imagefolder:{root}", out=str(tmp_path / "out"))
     with disable_run_logger():
-        manifest = images_task.fn(config.params_of(ImagesParams))
+        manifest = images_task.fn(config.params.images)
     assert manifest.info["class_names"] == ["cat", "dog"]
     assert manifest.info["skipped_folders"] == [".cache"]

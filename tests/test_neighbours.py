@@ -20,7 +20,6 @@ from flows.overlap_flow import class_overlap
 from storage import registry
 from storage.manifest import StageManifest
 from tasks.algorithms import neighbours as nb
-from tasks.core.params import EmbeddingsParams, ImagesParams, NeighboursParams
 from tasks.embeddings import embeddings_task
 from tasks.images import images_task
 from tasks.neighbours import neighbours_task
@@ -213,9 +212,9 @@ def test_the_report_shows_what_is_inside_each_overlap(defects_run) -> None:
 @flow(name="neighbours-only")
 def neighbours_only(config: RunConfig) -> tuple[StageManifest, StageManifest]:
     """Load, embed, neighbours: the stage and what it needs; the images and stage manifests."""
-    images = images_task(config.params_of(ImagesParams))
-    embeddings = embeddings_task(images, config.params_of(EmbeddingsParams))
-    return images, neighbours_task(images, embeddings, config.params_of(NeighboursParams))
+    images = images_task(config.params.images)
+    embeddings = embeddings_task(images, config.params.embeddings)
+    return images, neighbours_task(images, embeddings, config.params.neighbours)
 
 
 def _save(path: Path, pixels: np.ndarray) -> None:

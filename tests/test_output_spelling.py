@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from flows.config import RunConfig
-from tasks.core.params import ImagesParams, StageParams
+from tasks.core.params import StageParams
 from tasks.images import STAGE as IMAGES
 
 
 def folder(out: str) -> str:
-    params = RunConfig(dataset="synthetic", out=out).params_of(ImagesParams)
+    params = RunConfig(dataset="synthetic", out=out).params.images
     return IMAGES.location(params=params).url
 
 

@@ -139,8 +139,8 @@ def test_task_flags_the_planted_pairs_and_writes_readable_tables(tmp_path: Path)
     )
     config = ovl_config(tmp_path, pair_samples=5)
     with disable_run_logger():
-        similarity = class_similarity_task.fn(images, embeddings, config)
-        manifest = overlap_task.fn(images, similarity, embeddings, config)
+        similarity = class_similarity_task.fn(images, embeddings, config.params.class_similarity)
+        manifest = overlap_task.fn(images, similarity, embeddings, config.params.overlap)
     assert manifest.info["n_pairs"] == 2 and manifest.info["n_classes"] == 4
     assert manifest.info["planted"] == {
         "found": [["class_01", "class_07"], ["class_03", "class_04"]],
@@ -167,8 +167,8 @@ def test_rule_that_flags_nothing_writes_empty_tables(tmp_path: Path) -> None:
     images, embeddings = _stages(tmp_path)
     config = ovl_config(tmp_path, overlap_rule="threshold", overlap_threshold=1.0)
     with disable_run_logger():
-        similarity = class_similarity_task.fn(images, embeddings, config)
-        manifest = overlap_task.fn(images, similarity, embeddings, config)
+        similarity = class_similarity_task.fn(images, embeddings, config.params.class_similarity)
+        manifest = overlap_task.fn(images, similarity, embeddings, config.params.overlap)
     assert manifest.info["n_pairs"] == 0 and manifest.info["flagged_labels"] == []
     for name in ("overlap_pairs", "overlap_classes", "pair_samples"):
         assert pl.read_parquet(manifest.path(f"{name}.parquet")).height == 0

@@ -56,7 +56,7 @@ def test_the_classifier_shows_its_epochs_in_prefect(tmp_path) -> None:
 
     @flow
     def train():
-        return classifier.classifier_task.fn(embeddings, subset, config)
+        return classifier.classifier_task.fn(embeddings, subset, config.params.classifier)
 
     with clf_single_thread():
         manifest = train()

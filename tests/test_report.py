@@ -33,6 +33,7 @@ from tasks.algorithms import confusion_pairs as confusion
 from tasks.algorithms.classification import confusion_counts
 from tasks.algorithms.overlap_rules import flag_pairs, overlap_classes_table, overlap_pairs_table
 from tasks.analyze_predictions import analyze_predictions
+from tasks.core.results import RunStages
 from tasks.core.stage import Stage
 from tasks.report import publish_report_task, report_task
 from tasks.reporting import report_artifacts
@@ -62,7 +63,7 @@ def _finish(root: Path, name: str, tables: dict, info: dict, params: dict | None
     return Stage(name).finish(location, rows, params or {}, info)
 
 
-def report_stages(root: Path) -> dict[str, StageManifest]:
+def report_stages(root: Path) -> RunStages:
     """Every stage the report reads, with tiny real-format tables: 6 classes, 4 overlapping."""
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(len(NAMES), DIM))
@@ -206,16 +207,16 @@ def report_stages(root: Path) -> dict[str, StageManifest]:
         {"flagged": confusion.pair_summary(pairs)["flagged"], "threshold": 0.1},
     )
     classifier = Stage("classifier").finish(Location(str(root / "classifier")), {}, {}, {})
-    return {
-        "images": images,
-        "embeddings": embeddings,
-        "class_similarity": sim,
-        "overlap": overlap,
-        "subset": subset,
-        "classifier": classifier,
-        "evaluate": evaluation,
-        "confusion": conf,
-    }
+    return RunStages(
+        images=images,
+        embeddings=embeddings,
+        class_similarity=sim,
+        overlap=overlap,
+        subset=subset,
+        classifier=classifier,
+        evaluate=evaluation,
+        confusion=conf,
+    )
 
 
 def external_references(html: str) -> list[str]:
@@ -309,7 +310,7 @@ def test_report_task_writes_report_figures_and_artifacts(tmp_path: Path) -> None
 
     @flow
     def report_flow() -> StageManifest:
-        report = report_task(stages, config.model_dump(mode="json"), config)
+        report = report_task(stages, config.model_dump(mode="json"), config.params.report)
         publish_report_task(report, stages)
         return report
 
@@ -328,7 +329,7 @@ def test_report_task_writes_report_figures_and_artifacts(tmp_path: Path) -> None
     assert "| apple | pear |" in markdown  # the overlap table, most similar pair first
     assert "| True | Pred | MisRate |" in markdown and "| apple | pear | 0.5000 |" in markdown
     assert "| class_name | precision | recall | f1 | support |" in markdown
-    assert stages["confusion"].path("confusion_pairs.parquet") in markdown
+    assert stages.confusion.path("confusion_pairs.parquet") in markdown
     assert html.count("data:image/png;base64,") == len(figures)
     # self-contained; the report and the explorer find each other: a link to the page next to it
     assert external_references(html) == ["explorer.html"]

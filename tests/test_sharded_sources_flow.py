@@ -29,7 +29,6 @@ from storage.fs import Location
 from storage.manifest import StageManifest
 from storage.tables import embedding_matrix
 from tasks.class_similarity import class_similarity_task
-from tasks.core import params
 from tasks.embeddings import embeddings as embeddings_stage
 from tasks.images import images as images_stage
 from tasks.sources import synthetic
@@ -53,13 +52,9 @@ DASK = importlib.util.find_spec("prefect_dask") is not None
 def first_stages(config: RunConfig) -> dict[str, StageManifest]:
     """images -> embeddings -> class_similarity, spread over the cluster where there is one."""
     on_cluster = runners.on_cluster(config)
-    images = images_stage(config.params_of(params.ImagesParams), on_cluster=on_cluster)
-    embeddings = embeddings_stage(
-        images, config.params_of(params.EmbeddingsParams), on_cluster=on_cluster
-    )
-    similarity = class_similarity_task(
-        images, embeddings, config.params_of(params.SimilarityParams)
-    )
+    images = images_stage(config.params.images, on_cluster=on_cluster)
+    embeddings = embeddings_stage(images, config.params.embeddings, on_cluster=on_cluster)
+    similarity = class_similarity_task(images, embeddings, config.params.class_similarity)
     return {"images": images, "embeddings": embeddings, "class_similarity": similarity}
 
 

@@ -50,7 +50,7 @@ def test_a_stage_task_computes_its_inputs_once(tmp_path: Path) -> None:
     def run(params: StageParams) -> StageManifest:
         return probe(params)
 
-    params = RunConfig(dataset="synthetic", out=str(tmp_path)).params_of(StageParams)
+    params = RunConfig(dataset="synthetic", out=str(tmp_path)).params.common
     manifest = run(params)
     assert len(calls) == 1  # for the cache key; the early-return check and the body reused it
     assert manifest.location.read_bytes("where.txt").decode() == manifest.url

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -22,7 +23,7 @@ from storage.manifest import (
     valid_manifest,
     write_manifest,
 )
-from storage.runs import read_latest, run_record, write_run_record
+from storage.runs import RunRecord, StageEntry, read_latest, run_record, write_run_record
 from storage.schemas.images import embeddings_schema
 from storage.tables import conform, read_parquet, read_shards, shard_name, write_parquet
 
@@ -163,16 +164,18 @@ def test_run_record_is_written_and_is_latest(tmp_path: Path) -> None:
     record = run_record({"dataset": "synthetic"}, {"embeddings": manifest})
     write_run_record(layout, record)
     assert read_latest(layout) == record
-    assert (tmp_path / "runs" / f"{record['name']}.json").is_file()
-    assert record["stages"]["embeddings"]["rows"] == {"t.parquet": 4}
+    assert (tmp_path / "runs" / f"{record.name}.json").is_file()
+    assert record.stages["embeddings"].rows == {"t.parquet": 4}
+    written = json.loads((tmp_path / "latest.json").read_text())
+    assert list(written) == ["name", "finished", "params", "stages"]  # no extras: none given
 
 
 def test_a_finished_run_reads_its_sharded_tables(tmp_path: Path) -> None:
     folder = tmp_path / "out" / "synthetic" / "embeddings" / "k"
     table = _embeddings(4, 4)
     write_parquet(Location(str(folder)), shard_name(0), table, embeddings_schema(4))
-    run = FinishedRun(
-        Location(str(tmp_path / "out")), {"stages": {"embeddings": {"url": str(folder)}}}, "r"
-    )
+    entry = StageEntry(url=str(folder), key="k", tables={}, rows={})
+    record = RunRecord(name="r", finished="", params={}, stages={"embeddings": entry})
+    run = FinishedRun(Location(str(tmp_path / "out")), record, "r")
     assert run.table("embeddings").equals(read_shards(Location(str(folder))))
     assert run.table("class_similarity") is None  # a stage the run did not record

@@ -110,7 +110,7 @@ def test_task_writes_subset_splits_and_pngs(tmp_path: Path) -> None:
     overlap = ovl_overlap_stage(tmp_path, [4, 2, 3], NAMES)
     config = ovl_config(tmp_path, export_pngs=True, val_fraction=0.25)
     with disable_run_logger():
-        manifest = subset_task.fn(images, overlap, config)
+        manifest = subset_task.fn(images, overlap, config.params.subset)
     assert manifest.info["class_names"] == ["boy", "girl", "man"]
     assert manifest.info["original_labels"] == [2, 3, 4]
     assert manifest.info["coarse_names"] == ["people"] * 3

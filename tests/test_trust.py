@@ -113,7 +113,7 @@ def test_the_reference_printout_of_a_finished_run(tiny, capsys) -> None:
         r"[01] of 8 figures within their spread of the reference \(5 missing from this run\)",
         lines[-1],
     )
-    assert main(["reference", f"{tiny.root.url}/runs/{tiny.record['name']}.json"]) == 0
+    assert main(["reference", f"{tiny.root.url}/runs/{tiny.record.name}.json"]) == 0
     assert "beside the reference result" in capsys.readouterr().out
 
 
@@ -124,7 +124,7 @@ def test_a_rule_that_flags_nothing_ends_with_the_model_free_report(tiny, capsys)
     said = capsys.readouterr().out
     assert "--overlap-rule threshold --overlap-threshold" in said and "would flag" in said
     run = open_run(tiny.root.url)
-    assert set(run.record["stages"]) == {
+    assert set(run.record.stages) == {
         "images",
         "embeddings",
         "neighbours",
@@ -147,7 +147,7 @@ def test_compare_two_models_finds_the_planted_pairs_as_consensus(
     )
     class_overlap(config)
     out = tmp_path / "compare"
-    record = f"{tiny.root.url}/runs/{tiny.record['name']}.json"
+    record = f"{tiny.root.url}/runs/{tiny.record.name}.json"
     assert main(["compare", record, small, "--out", str(out)]) == 0
     consensus = pq.read_table(out / "compare_consensus.parquet").to_pylist()
     agreed = {(r["class_a"], r["class_b"]) for r in consensus if r["consensus"]}
@@ -172,7 +172,7 @@ def test_compare_reads_runs_and_writes_through_fsspec_urls(tiny) -> None:
     local = Path(tiny.root.url)
     for name in ("a", "b"):  # the same run copied to two in-memory roots
         memory.put(str(local), f"/trust/{name}", recursive=True)
-    first, second = (f"memory://trust/{n}/runs/{tiny.record['name']}.json" for n in ("a", "b"))
+    first, second = (f"memory://trust/{n}/runs/{tiny.record.name}.json" for n in ("a", "b"))
     code = main(["compare", first, second, "--out", "memory://trust/compare"])
     assert code == 0
     with memory.open("/trust/compare/compare_consensus.parquet") as handle:

@@ -1,15 +1,16 @@
 """Every stage's parameters: ``StageParams`` (dataset, output root, seed) and one model per stage.
 
-Each stage takes its own model (``ClassifierParams`` ...); the run configuration, ``RunConfig``,
-inherits from all of them, so a field, its default, bounds and description are written once and
-the CLI, the JSON schema and the deployments see them all. They live here, not in the stage
-modules, so that the command line reads them without importing torch, FAISS or scikit-learn.
+Each stage takes its own model (``ClassifierParams`` ...); the run configuration
+(``flows.config``) is composed of them, so a field, its default, bounds and description are
+written once and the CLI, the JSON schema and the deployments see them all. They live here, not
+in the stage modules, so that the command line reads them without importing torch, FAISS or
+scikit-learn.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self, TypeVar
+from typing import Literal, Self
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -19,8 +20,6 @@ from tasks.algorithms.overlap_rule import RULE_NAMES
 from tasks.core import dataset_kinds as kinds
 from tasks.core.dataset_kinds import DATASET_PATTERN
 from tasks.core.dataset_kinds import KNOWN_DATASETS as KNOWN_DATASETS  # for flows.config
-
-P = TypeVar("P", bound="StageParams")
 
 
 class StageParams(BaseModel):
@@ -55,12 +54,6 @@ class StageParams(BaseModel):
         if kinds.kind_of(value) is not None:
             return value
         raise ValueError(kinds.unknown_dataset(value))
-
-    def params_of(self, model: type[P]) -> P:
-        """The fields of ``model`` out of this (larger) parameter set, as a ``model``."""
-        # model_construct: the values were validated here already, and re-running a model
-        # validator that fills in defaults (EmbeddingsParams) on filled-in values must not refuse
-        return model.model_construct(**{name: getattr(self, name) for name in model.model_fields})
 
 
 # --- one model per stage, in stage order; stages without parameters of their own take

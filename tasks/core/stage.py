@@ -43,6 +43,7 @@ from storage.manifest import (
 from tasks.core.locks import FlockLockManager
 from tasks.core.params import StageParams
 from tasks.core.prefect_private import forget_cached_result, running_cache_key
+from tasks.core.results import RunStages, StageInfo
 
 # One lock per cache key, next to Prefect's result records: two runs that need the same stage
 # output at once compute it once; the other waits and then reads it from the cache.
@@ -82,6 +83,8 @@ def fingerprint(value: Any) -> Any:
     mapping of manifests), the hash of anything else; never a path."""
     if isinstance(value, StageManifest):
         return value.fingerprint
+    if isinstance(value, RunStages):  # keyed as the mapping of the stages that ran
+        value = value.ran()
     if isinstance(value, Mapping) and all(isinstance(v, StageManifest) for v in value.values()):
         return {name: manifest.fingerprint for name, manifest in sorted(value.items())}
     return hash_value(value)
@@ -96,7 +99,9 @@ class Stage:
     manifest records them) and ``key_inputs``, fingerprints of files that parameters name (a
     folder listing: in the key only); it names the stage's folder and is the Prefect cache key.
     The code version is derived from ``module``, the stage module, and every module it imports
-    (``storage.code_version``); ``version`` gives one by hand (tests).
+    (``storage.code_version``); ``version`` gives one by hand (tests). ``info_type``: the typed
+    contract of the body's ``info`` (``tasks.core.results``), checked before the manifest is
+    written, so a stage that stops recording what its downstream stages read fails there.
     """
 
     name: str
@@ -104,6 +109,7 @@ class Stage:
     key_params: Callable[[Any], dict[str, Any]] = _no_params
     module: str = ""
     key_inputs: Callable[[Any], dict[str, Any]] = _no_params
+    info_type: type[StageInfo] = StageInfo
 
     @functools.cached_property
     def code(self) -> str:
@@ -196,6 +202,7 @@ class Stage:
 
     def save(self, location: Location, output: Output, params: Mapping[str, Any]) -> StageManifest:
         """Write a body's tables (through the registry) and files, then the manifest."""
+        self.info_type.model_validate(output.info)  # before its tables and manifest are written
         rows = dict(output.written)
         for name, rows_of in output.tables.items():
             spec = registry.table(name)

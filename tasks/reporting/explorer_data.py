@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 from PIL import Image
 
 from storage import registry
-from storage.manifest import StageManifest
+from tasks.core.results import RunStages
 from tasks.reporting import figures_pairs, report_data
 from tasks.reporting.report_data import Points, RunTables
 
@@ -165,7 +165,7 @@ def shown_similarity(data: RunTables) -> tuple[list[str], np.ndarray]:
 
 
 def gather_run(
-    stages: Mapping[str, StageManifest],
+    stages: RunStages,
     data: RunTables,
     *,
     title: str,
@@ -178,8 +178,8 @@ def gather_run(
         raise ExplorerError(f"max_images must be at least 1 (got {max_images})")
     points = data.points
     samples = None  # an overlap stage written before pair_samples existed has none
-    if registry.table("pair_samples").file_name in stages["overlap"].files:
-        table = report_data.read_table(stages["overlap"], "pair_samples")
+    if registry.table("pair_samples").file_name in stages.overlap.files:
+        table = report_data.read_table(stages.overlap, "pair_samples")
         samples = pair_sample_rows(table, PAIR_IMAGES)
     cells = confusion_cells(points, CELL_IMAGES)
     required = [] if samples is None else samples.column("sample_id").to_pylist()
@@ -188,7 +188,7 @@ def gather_run(
     pairs, _ = report_data.pairs_to_draw(
         data.confusion_pairs, data.overlap_pairs, data.original_labels, report_pairs
     )
-    images = report_data.read_image_bytes(stages["subset"], "subset", chosen)
+    images = report_data.read_image_bytes(stages.subset, "subset", chosen)
     thumbs = {sid: thumbnail_uri(images[sid]) for sid in chosen if sid in images}
     names, cosine = shown_similarity(data)
     notes = [f"{len(thumbs)} images embedded (at most {max_images}: `--explorer-images`)."]

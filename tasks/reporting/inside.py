@@ -11,7 +11,7 @@ from matplotlib.figure import Figure as MplFigure
 
 from storage import registry
 from storage.layout import class_folders
-from storage.manifest import StageManifest
+from tasks.core.results import RunStages
 from tasks.reporting import figures_pairs
 from tasks.reporting.report_data import read_image_bytes
 from tasks.reporting.report_render import Block, Figure, Heading, Text, arrow_table
@@ -126,10 +126,10 @@ def pair_duplicates(duplicates: pa.Table, a: int, b: int) -> pa.Table:
 
 
 def inside_section(
-    stages: Mapping[str, StageManifest], overlap_pairs: pa.Table, max_pairs: int, draw: Draw
+    stages: RunStages, overlap_pairs: pa.Table, max_pairs: int, draw: Draw
 ) -> list[Block]:
     """Dataset summary, the per-pair counts table, then one block per flagged overlap pair."""
-    neighbours = stages["neighbours"]
+    neighbours = stages.neighbours
     blocks = dataset_summary(neighbours.info)
     if not overlap_pairs.num_rows or "cross_class_duplicates" not in overlap_pairs.column_names:
         return blocks
@@ -150,7 +150,7 @@ def inside_section(
         near = knn.filter(pc.is_in(knn["sample_id"], mine["sample_id"].combine_chunks()))
         per_pair.append((row, mine, grid_rows(pair_duplicates(duplicates, a, b), mine, near)))
     wanted = {i for *_, rows in per_pair for _, ids in rows for i in ids}
-    images = read_image_bytes(stages["images"], "images", sorted(wanted)) if wanted else {}
+    images = read_image_bytes(stages.images, "images", sorted(wanted)) if wanted else {}
     for rank, (row, mine, rows) in enumerate(per_pair, start=1):
         blocks += pair_blocks(rank, row, mine, images, rows, draw)
     return blocks

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +14,7 @@ from storage.manifest import StageManifest
 from storage.tables import read_embeddings, stage_shards
 from tasks.algorithms.confusion_pairs import counts_from_table
 from tasks.algorithms.overlap_rules import similarity_matrices
+from tasks.core.results import ImagesInfo, RunStages, SubsetInfo
 
 MIN_TEST_PER_CLASS = 30  # fewer test points than this per class: project all splits instead
 
@@ -84,11 +85,12 @@ def read_points(
     return Points(sample_id, labels.astype(np.int64), split, y_pred, x)
 
 
-def read_run_tables(stages: Mapping[str, StageManifest]) -> RunTables:
-    """Read every table the report needs from the stage folders."""
-    subset, similarity, overlap = stages["subset"], stages["class_similarity"], stages["overlap"]
-    names = list(subset.info["class_names"])
-    all_names = list(stages["images"].info["class_names"])
+def read_run_tables(stages: RunStages) -> RunTables:
+    """Read every table the report needs from the stage folders (a run that trained)."""
+    subset, similarity, overlap = stages.subset, stages.class_similarity, stages.overlap
+    kept = SubsetInfo.of(subset)
+    names = kept.class_names
+    all_names = ImagesInfo.of(stages.images).class_names
     columns = ["label_a", "label_b", "cosine", "rank"]  # not the N^2 class-name strings
     all_cosine, _ = similarity_matrices(
         registry.table("class_similarity").read(similarity.location, columns), len(all_names)
@@ -99,10 +101,10 @@ def read_run_tables(stages: Mapping[str, StageManifest]) -> RunTables:
         *(classes.column(c).to_pylist() for c in ("label", "group")), strict=True
     ):
         groups[label] = group
-    evaluation = stages["evaluate"]
+    evaluation = stages.evaluate
     return RunTables(
         class_names=names,
-        original_labels=list(subset.info["original_labels"]),
+        original_labels=kept.original_labels,
         counts=counts_from_table(
             registry.table("confusion_matrix").read(evaluation.location), len(names)
         ),
@@ -110,9 +112,9 @@ def read_run_tables(stages: Mapping[str, StageManifest]) -> RunTables:
         all_cosine=all_cosine,
         groups=groups,
         overlap_pairs=registry.table("overlap_pairs").read(overlap.location),
-        confusion_pairs=registry.table("confusion_pairs").read(stages["confusion"].location),
+        confusion_pairs=registry.table("confusion_pairs").read(stages.confusion.location),
         classification_report=registry.table("classification_report").read(evaluation.location),
-        points=read_points(stages["embeddings"], subset, evaluation),
+        points=read_points(stages.embeddings, subset, evaluation),
     )
 
 

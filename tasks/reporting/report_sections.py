@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from storage.manifest import StageManifest
 from tasks.algorithms.overlap_rule import RULES
+from tasks.core.results import RunStages
 from tasks.reporting.report_data import flagged_pairs
 from tasks.reporting.report_render import Block, Figure, Heading, Table, Text, arrow_table
 
@@ -40,10 +41,9 @@ RANDOM_WARNING = (
 )
 
 
-def random_weights(stages: Mapping[str, StageManifest]) -> bool:
+def random_weights(stages: RunStages) -> bool:
     """True when the embeddings came from a randomly initialised model."""
-    embeddings = stages.get("embeddings")
-    return embeddings is not None and not embeddings.params.get("pretrained", True)
+    return not stages.embeddings.params.get("pretrained", True)
 
 
 def shown(value: Any) -> str:
@@ -84,15 +84,15 @@ def training_text(classifier: StageManifest | None) -> str | None:
     return f"{ending}, best epoch {info['best_epoch']}"
 
 
-def run_overview(stages: Mapping[str, StageManifest], accuracy: float | None) -> list[Block]:
-    """Warning, dataset, model and counts of one run."""
-    images, embeddings = stages["images"].info, stages["embeddings"].info
-    overlap, subset, confusion = (stages[s].info for s in ("overlap", "subset", "confusion"))
+def run_overview(stages: RunStages, accuracy: float | None) -> list[Block]:
+    """Warning, dataset, model and counts of one run (that trained); the stages' facts shown."""
+    images, embeddings = stages.images.info, stages.embeddings.info
+    overlap, subset, confusion = stages.overlap.info, stages.subset.info, stages.confusion.info
     blocks: list[Block] = [Text(RANDOM_WARNING, warning=True)] if random_weights(stages) else []
     blocks += key_values(
         "Dataset and model",
         {
-            "dataset": images.get("name", stages["images"].params.get("dataset")),
+            "dataset": images.get("name", stages.images.params.get("dataset")),
             "model": embeddings.get("model"),
             "weights source": embeddings.get("weights_source"),
             "preprocessing": embeddings.get("preprocessing"),
@@ -108,7 +108,7 @@ def run_overview(stages: Mapping[str, StageManifest], accuracy: float | None) ->
             "overlapping class pairs (model-free)": overlap.get("n_pairs"),
             "overlapping classes (the subset)": overlap.get("n_classes"),
             "subset images per split": subset.get("split_counts"),
-            "classifier training": training_text(stages.get("classifier")),
+            "classifier training": training_text(stages.classifier),
             "test accuracy of the classifier": accuracy,
             "flagged confusion pairs (directed)": confusion.get("flagged"),
         },

@@ -15,6 +15,7 @@ import numpy as np
 from storage import registry
 from storage.manifest import StageManifest
 from tasks.algorithms.overlap_rules import similarity_matrices
+from tasks.core.results import ImagesInfo, OverlapInfo, RunStages
 from tasks.reporting import figures
 from tasks.reporting.figures_calibration import calibration_figure
 from tasks.reporting.report_render import Block, Heading, Text, arrow_table, figure
@@ -62,7 +63,7 @@ def calibration_blocks(overlap: StageManifest, num_classes: int) -> list[Block]:
 
 def stability_blocks(overlap: StageManifest) -> list[Block]:
     """The flagged pairs and those just below the cut, with bootstrap interval and flag rate."""
-    resamples = overlap.info.get("bootstrap_resamples") or 0
+    resamples = OverlapInfo.of(overlap).bootstrap_resamples or 0
     if not resamples:
         return [
             Heading("Stability of the flagged pairs"),
@@ -101,11 +102,11 @@ def similarity_blocks(
 
 
 def model_free_blocks(
-    stages: Mapping[str, StageManifest], settings: Mapping[str, Any]
+    stages: RunStages, settings: Mapping[str, Any]
 ) -> tuple[list[Block], list[Block]]:
     """(report, summary) of a run whose rule flagged nothing: the model-free part only."""
-    images, embeddings, overlap = stages["images"], stages["embeddings"], stages["overlap"]
-    names = list(images.info["class_names"])
+    images, embeddings, overlap = stages.images, stages.embeddings, stages.overlap
+    names = ImagesInfo.of(images).class_names
     line = nothing_flagged_line(overlap.info)
     blocks: list[Block] = [Text(RANDOM_WARNING, warning=True)] if random_weights(stages) else []
     blocks += [Text(line, warning=True)]
@@ -120,7 +121,7 @@ def model_free_blocks(
         },
     )
     blocks += [Heading("Overlapping classes (model-free)"), Text(overlap_rule_text(overlap.info))]
-    blocks += similarity_blocks(stages["class_similarity"], overlap, names)
+    blocks += similarity_blocks(stages.class_similarity, overlap, names)
     blocks += calibration_blocks(overlap, len(names))
     blocks += key_values("Parameters", dict(settings))
     summary: list[Block] = [Text(line, warning=True)]
