@@ -43,6 +43,7 @@ def confusion_task(
     """Flag the directed class pairs the classifier confuses; write ``confusion_pairs``."""
     kept = SubsetInfo.of(subset)
     class_names = kept.class_names
+    dataset_classes = len(ImagesInfo.of(images).class_names)
     counts = counts_from_table(
         registry.table("confusion_matrix").read(evaluate.location), len(class_names)
     )
@@ -50,14 +51,14 @@ def confusion_task(
     if class_similarity is not None:
         columns = ["label_a", "label_b", "cosine", "rank"]
         table = registry.table("class_similarity").read(class_similarity.location, columns)
-        all_cosine, _ = similarity_matrices(table, len(ImagesInfo.of(images).class_names))
+        all_cosine, _ = similarity_matrices(table, dataset_classes)
         cosine = all_cosine[np.ix_(kept.original_labels, kept.original_labels)]
     defects = None
     if neighbours is not None:  # the neighbours stage's counts, over the subset's classes
         inputs = label_noise.DEFECT_INPUTS.items()
         read = (registry.table(name).read(neighbours.location, cols) for name, cols in inputs)
         defects = label_noise.pair_count_matrices(
-            len(images.info["class_names"]), *read, classes=subset.info["original_labels"]
+            dataset_classes, *read, classes=kept.original_labels
         )
     pairs = confusion_pairs(
         counts,
