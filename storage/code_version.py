@@ -40,10 +40,35 @@ def module_file(module: str, root: Path = ROOT) -> Path | None:
     return None
 
 
+def _type_checking_only(node: ast.AST) -> bool:
+    """``if TYPE_CHECKING:`` (or ``typing.TYPE_CHECKING``): imports a type checker reads and a run
+    never executes."""
+    if not isinstance(node, ast.If):
+        return False
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _run_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node of ``tree`` a run may execute: ``ast.walk`` without ``if TYPE_CHECKING``
+    bodies (their ``else`` kept)."""
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        yield node
+        if _type_checking_only(node):
+            pending.extend([node.test, *node.orelse])  # type: ignore[attr-defined]
+        else:
+            pending.extend(ast.iter_child_nodes(node))
+
+
 def _imported_names(tree: ast.AST, module: str, is_package: bool) -> Iterator[str]:
-    """Every module name an import statement may load (``from a import b``: ``a`` and ``a.b``)."""
+    """Every module name an import statement a run may execute loads (``from a import b``: ``a``
+    and ``a.b``). Type-only imports are left out: they cannot change what the code computes."""
     package = module if is_package else module.rpartition(".")[0]
-    for node in ast.walk(tree):
+    for node in _run_nodes(tree):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

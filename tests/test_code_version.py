@@ -106,8 +106,27 @@ def test_the_embedding_store_keeps_its_vectors_across_edits_outside_the_model(
         return code_version_of("tasks.models.extractor", project_copy)
 
     before = model_code()
-    for outside in ("tasks/sources/webdataset.py", "tasks/embeddings.py", "storage/registry.py"):
+    outside_the_model = (
+        "tasks/sources/webdataset.py",
+        "tasks/embeddings.py",
+        "storage/registry.py",
+        "tasks/core/params.py",  # a new option or help line keeps the stored vectors
+        "tasks/core/dataset_kinds.py",
+    )
+    for outside in outside_the_model:
         (project_copy / outside).write_text((project_copy / outside).read_text() + "\nX = 1\n")
     assert model_code() == before
     (project_copy / "tasks/models/fast_vit.py").write_text("\nX = 1\n", encoding="utf-8")
     assert model_code() != before
+
+
+def test_an_import_only_a_type_checker_reads_does_not_count(project_copy: Path) -> None:
+    body = (
+        "\nfrom typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from tasks.algorithms import correlation\n"
+        "else:\n    from tasks.algorithms import duplicates\n"
+    )
+    with (project_copy / "tasks/images.py").open("a") as handle:
+        handle.write(body)
+    assert "images" not in _changed_by_edit(project_copy, "tasks/algorithms/correlation.py")
+    assert "images" in _changed_by_edit(project_copy, "tasks/algorithms/duplicates.py")

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from storage.fingerprint import hash_local_file, hash_value
-from tasks.core.params import EmbeddingsParams
 
-if TYPE_CHECKING:  # torch and timm load where a model is built: a cached run never needs them
+if TYPE_CHECKING:
+    # torch and timm load where a model is built: a cached run never needs them. The parameters
+    # are a type only, so that editing them (a help line, a new option) keeps stored embeddings.
+    from tasks.core.params import EmbeddingsParams
     from tasks.models.embed import Extractor
 
 
