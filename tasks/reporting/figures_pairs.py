@@ -42,11 +42,11 @@ def cosine_knn(x: np.ndarray, k: int, *, block: int = 2048) -> tuple[np.ndarray,
         rows = np.arange(start, min(start + block, len(x)))
         cosine = unit[rows] @ unit.T
         cosine[np.arange(len(rows)), rows] = np.inf  # itself first, whatever ties exist
-        top = np.argpartition(-cosine, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(cosine, top, axis=1), axis=1, kind="stable")
+        top = np.argpartition(cosine, -k, axis=1)[:, -k:]  # the k largest, in no order
+        nearest = np.take_along_axis(cosine, top, axis=1)
+        order = np.argsort(-nearest, axis=1, kind="stable")
         indices[rows] = np.take_along_axis(top, order, axis=1)
-        nearest = np.take_along_axis(cosine, indices[rows], axis=1)
-        distances[rows] = np.clip(1.0 - nearest, 0.0, 2.0)
+        distances[rows] = np.clip(1.0 - np.take_along_axis(nearest, order, axis=1), 0.0, 2.0)
     distances[:, 0] = 0.0
     return indices, distances
 
