@@ -52,7 +52,7 @@ def time_report(record_path: Path) -> dict[str, float]:
     laps.append(time.perf_counter())
     report.explorer_page(stages, tables, params)
     laps.append(time.perf_counter())
-    seconds = {part: round(b - a, 2) for part, a, b in zip(PARTS, laps, laps[1:], strict=True)}
+    seconds = {part: round(b - a, 2) for part, a, b in zip(PARTS, laps[:-1], laps[1:], strict=True)}
     return {**seconds, "report": round(laps[-1] - laps[0], 2)}
 
 
@@ -65,10 +65,11 @@ def in_new_process(checkout: Path, record_path: Path, home: Path) -> dict[str, f
         [sys.executable, str(script), "--child", str(record_path)],
         cwd=checkout,
         env=env,
-        check=True,
         capture_output=True,
         text=True,
     )
+    if out.returncode:
+        raise SystemExit(f"the report's work failed in {checkout}:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
