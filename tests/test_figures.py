@@ -200,6 +200,14 @@ def test_umap_from_the_exact_graph_is_umaps_own_graph_and_separates_classes() ->
     assert (labels[near] == labels[:, None]).mean() > 0.95
 
 
+def test_umap_searches_itself_above_the_exact_knn_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = np.random.default_rng(6).normal(size=(40, 8)).astype(np.float32)
+    indices, _ = figures_pairs.umap_model(x, seed=0).precomputed_knn
+    assert indices.shape == (40, 15)
+    monkeypatch.setattr(figures_pairs, "EXACT_KNN_MAX_POINTS", 39)
+    assert figures_pairs.umap_model(x, seed=0).precomputed_knn == (None, None, None)
+
+
 def test_umap_figure_names_classes_when_many() -> None:
     rng = np.random.default_rng(4)
     labels = np.repeat(np.arange(15), 4)
