@@ -35,8 +35,9 @@ def cosine_knn(x: np.ndarray, k: int, *, block: int | None = None) -> tuple[np.n
     """Exact k nearest rows of each row of ``x`` by cosine distance (1 - cosine), each row
     itself first: (indices, distances), both (n, k), as UMAP's ``precomputed_knn`` takes them.
 
-    A blocked matrix product: 0.7 s for 6,000 x 1,280 (the explorer's default), where UMAP's own search (scikit-learn calling a numba metric pair by pair
-    below 4,096 rows, NNDescent above) took tens of seconds on the whole Fashion-MNIST."""
+    A blocked matrix product: 0.7 s for 6,000 x 1,280 (the explorer's default), where UMAP's
+    own search (scikit-learn calling a numba metric pair by pair below 4,096 rows, NNDescent
+    above) took tens of seconds on the whole Fashion-MNIST."""
     unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     block = block or max(1, (1 << 23) // len(x))  # rows a pass: 8M cosines, about 100 MB in all
     indices = np.empty((len(x), k), np.int64)
