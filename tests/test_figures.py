@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -159,6 +160,52 @@ def test_umap_is_seeded_and_adapts_to_small_inputs() -> None:
     fig = figures_pairs.umap_figure(first, labels, ["a", "b", "c"], wrong=wrong, title="t")
     assert "misclassified, test images only (2)" in fig.axes[0].get_legend_handles_labels()[1]
     png_image(figures.png_bytes(fig))
+
+
+def test_cosine_knn_is_exact_with_each_row_first() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(70, 8)).astype(np.float32)
+    x[1] = x[0]  # a duplicate: each of the two still lists itself first
+    indices, distances = figures_pairs.cosine_knn(x, 6, block=16)  # several blocks
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    brute = 1 - unit @ unit.T
+    assert np.array_equal(indices[:, 0], np.arange(70)) and np.all(distances[:, 0] == 0)
+    assert indices[0, 1] == 1 and indices[1, 1] == 0
+    np.fill_diagonal(brute, np.inf)
+    nearest = np.sort(brute, axis=1)[:, :5]  # rows 0 and 1 tie for the others: any order
+    assert np.allclose(distances[:, 1:], nearest, atol=1e-5)
+    assert np.allclose(distances[:, 1:], np.take_along_axis(brute, indices[:, 1:], 1), atol=1e-5)
+
+
+def test_umap_from_the_exact_graph_is_umaps_own_graph_and_separates_classes() -> None:
+    import umap
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1, 2], 100)
+    x = (rng.normal(size=(300, 16)) + 4 * np.eye(16)[labels]).astype(np.float32)
+    model = figures_pairs.umap_model(x, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = model.fit(x)
+        own = umap.UMAP(
+            n_neighbors=15,
+            min_dist=0.1,
+            metric="cosine",
+            random_state=0,
+            n_epochs=figures_pairs.UMAP_EPOCHS,  # the graph's weakest edges drop by epochs
+        ).fit(x)  # below 4,096 rows: UMAP's own exact search
+    assert abs(ours.graph_ - own.graph_).max() < 1e-4
+    coords = figures_pairs.umap_2d(x, seed=0)
+    near = np.argsort(((coords[:, None] - coords[None]) ** 2).sum(-1), axis=1)[:, 1:11]
+    assert (labels[near] == labels[:, None]).mean() > 0.95
+
+
+def test_umap_searches_itself_above_the_exact_knn_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = np.random.default_rng(6).normal(size=(40, 8)).astype(np.float32)
+    indices, _ = figures_pairs.umap_model(x, seed=0).precomputed_knn
+    assert indices.shape == (40, 15)
+    monkeypatch.setattr(figures_pairs, "EXACT_KNN_MAX_POINTS", 39)
+    assert figures_pairs.umap_model(x, seed=0).precomputed_knn == (None, None, None)
 
 
 def test_umap_figure_names_classes_when_many() -> None:
