@@ -166,7 +166,7 @@ def test_cosine_knn_is_exact_with_each_row_first() -> None:
     rng = np.random.default_rng(5)
     x = rng.normal(size=(70, 8)).astype(np.float32)
     x[1] = x[0]  # a duplicate: each of the two still lists itself first
-    indices, distances = figures_pairs.cosine_knn(x, 6, block=16)  # several blocks
+    indices, distances = figures_pairs.cosine_knn(x, 6)
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     brute = 1 - unit @ unit.T
     assert np.array_equal(indices[:, 0], np.arange(70)) and np.all(distances[:, 0] == 0)

@@ -31,28 +31,24 @@ UMAP_EPOCHS = 200
 EXACT_KNN_MAX_POINTS = 20_000
 
 
-def cosine_knn(x: np.ndarray, k: int, *, block: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def cosine_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest rows of each row of ``x`` by cosine distance (1 - cosine), each row
     itself first: (indices, distances), both (n, k), as UMAP's ``precomputed_knn`` takes them.
 
-    A blocked matrix product: 0.7 s for 6,000 x 1,280 (the explorer's default), where UMAP's
-    own search (scikit-learn calling a numba metric pair by pair below 4,096 rows, NNDescent
-    above) took tens of seconds on the whole Fashion-MNIST."""
+    The neighbours stage's exact search (``tasks.algorithms.exact_knn``): well under a second for
+    6,000 x 1,280 (the explorer's default), where UMAP's own search (scikit-learn calling a
+    numba metric pair by pair below 4,096 rows, NNDescent above) took tens of seconds on the
+    whole Fashion-MNIST."""
+    from tasks.algorithms.exact_knn import exact_knn
+    from tasks.algorithms.neighbours import drop_self
+    from tasks.models.hardware import native_bf16
+
     unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    block = block or max(1, (1 << 23) // len(x))  # rows a pass: 8M cosines, about 100 MB in all
-    indices = np.empty((len(x), k), np.int64)
-    distances = np.empty((len(x), k), np.float32)
-    for start in range(0, len(x), block):
-        rows = np.arange(start, min(start + block, len(x)))
-        cosine = unit[rows] @ unit.T
-        cosine[np.arange(len(rows)), rows] = np.inf  # itself first, whatever ties exist
-        top = np.argpartition(cosine, -k, axis=1)[:, -k:]  # the k largest, in no order
-        nearest = np.take_along_axis(cosine, top, axis=1)
-        order = np.argsort(-nearest, axis=1, kind="stable")
-        indices[rows] = np.take_along_axis(top, order, axis=1)
-        distances[rows] = np.clip(1.0 - np.take_along_axis(nearest, order, axis=1), 0.0, 2.0)
-    distances[:, 0] = 0.0
-    return indices, distances
+    positions, cosine, _ = exact_knn(unit, k, bf16=native_bf16("cpu"))
+    others = drop_self(np.arange(len(x)), positions, cosine)  # k - 1 others, itself set first
+    indices = np.hstack([others.queries[:, None], others.positions])
+    distances = np.hstack([np.zeros((len(x), 1)), np.clip(1.0 - others.cosine, 0.0, 2.0)])
+    return indices, distances.astype(np.float32)
 
 
 def umap_model(x: np.ndarray, *, seed: int, n_neighbors: int = 15) -> umap.UMAP:
