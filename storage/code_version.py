@@ -1,13 +1,14 @@
 """A stage's code version, derived from the modules it imports: no list of modules to forget.
 
-The version hashes the text of every project module (under ``flows``, ``tasks``, ``storage``)
+The version hashes the code of every project module (under ``flows``, ``tasks``, ``storage``)
 that a stage module imports, transitively, found by reading their ``import`` statements (lazy
-imports inside functions included), so nothing is imported to compute it: a stage whose code
-loads torch can be keyed without loading torch. It also folds in the installed versions of the
-third-party packages that the computing code (``tasks.algorithms``, ``tasks.models``) imports:
-an upgrade of numpy, FAISS or timm can change the numbers. Packages that only orchestrate or
-store (Prefect, imported by every stage) are left out, or any upgrade would recompute
-everything, embeddings included.
+imports inside functions included; type-only ones not), so nothing is imported to compute it:
+a stage whose code loads torch can be keyed without loading torch. A module's code is its
+tokens without comments, blank lines and docstrings, so rewording or reformatting recomputes
+nothing. The version also folds in the installed versions of the third-party packages that the
+computing code (``tasks.algorithms``, ``tasks.models``) imports: an upgrade of numpy, FAISS or
+timm can change the numbers. Packages that only orchestrate or store (Prefect, imported by
+every stage) are left out, or any upgrade would recompute everything, embeddings included.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import io
 import sys
+import tokenize
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from pathlib import Path
@@ -141,13 +144,48 @@ def package_versions(top_level: set[str]) -> dict[str, str]:
     return versions
 
 
+def _docstring_spans(tree: ast.AST) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Start and end (line, column) of every module, class and function docstring."""
+    spans = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                spans.append(
+                    ((first.lineno, first.col_offset), (first.end_lineno, first.end_col_offset))
+                )
+    return spans
+
+
+def _code_of(path: Path) -> bytes:
+    return code_tokens(path.read_text(encoding="utf-8"))
+
+
+def code_tokens(source: str) -> bytes:
+    """What a module's code says, for hashing: its tokens with comments, blank lines and
+    docstrings left out, so only an edit of what runs changes the version."""
+    spans = _docstring_spans(ast.parse(source))
+    kept = []
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type in (tokenize.COMMENT, tokenize.NL):
+            continue
+        if token.type == tokenize.STRING and any(a <= token.start <= b for a, b in spans):
+            continue
+        kept.append(f"{token.type} {token.string}")
+    return "\n".join(kept).encode()
+
+
 def code_version_of(module: str, root: Path = ROOT) -> str:
     """Fingerprint of ``module``'s code: every project module it loads, the versions of the
     packages its computing code uses, and the storage schema version."""
     files, external = imports_of(module, root)
     digest = hashlib.sha256(SCHEMA_VERSION.encode())
     for name in sorted(files):
-        digest.update(name.encode() + b"\0" + files[name].read_bytes() + b"\0")
+        digest.update(name.encode() + b"\0" + _code_of(files[name]) + b"\0")
     for distribution, installed in sorted(package_versions(computing_packages(external)).items()):
         digest.update(f"{distribution}=={installed}\0".encode())
     return digest.hexdigest()[:16]

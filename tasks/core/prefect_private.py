@@ -1,10 +1,11 @@
-"""The one place that uses Prefect internals; tests/test_stage.py fails loudly when they change.
+"""The one place that uses Prefect internals; tests/tasks/core/test_stage.py fails loudly when they
+change.
 
 Prefect 3 has no public call that forgets one cached result (``refresh_cache`` reruns every
 task run of a task, not one key) nor one that tells a cache key function's key to the task body,
 so both are done here, against the attributes of the tested release (pyproject.toml pins the
 lower bound to it). The temporary API server is started here too, in a session of its own
-(tests/test_signals.py fails when that changes).
+(tests/flows/test_stopping.py fails when that changes).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Which convolution feeds which norm or activation is observed on one small forwar
 rewrites need no list of architectures. Each is checked on a random input against the model
 before it, and a model whose output it would change (a convolution's raw output also read
 elsewhere) is left as it was. Tested against the unmodified timm model in
-``tests/test_fast_cnn.py``.
+``tests/tasks/models/test_fast_cnn.py``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Inference-only rewrites of timm models: the same maths, less work or better cache use.
 
-Each rewrite is checked against the unmodified model in ``tests/test_fast_vit.py``. They apply
-only to modules whose exact types they know, and leave anything else as it was.
+Each rewrite is checked against the unmodified model in ``tests/tasks/models/test_fast_vit.py``.
+They apply only to modules whose exact types they know, and leave anything else as it was.
 """
 
 from __future__ import annotations
