@@ -30,7 +30,7 @@ DEFAULT_K = 10
 # 257 s, IVF 79 s at recall 0.9998, HNSW 125 s (benchmarks/knn.py, RESULTS.md). Up to this many
 # rows on a CPU without native bf16, exact.
 EXACT_MAX_ROWS = 50_000
-# The torch bf16 search did 60k x 384 in 9.3 s idle, 1.2x FAISS exact (4.1x under load,
+# The torch bf16 search did 60k x 384 in 9.2 s idle, 1.3x FAISS exact (4.1x under load,
 # RESULTS.md): at this size it costs about what IVF costs at 60k, so a CPU with native bf16 stays
 # exact to here.
 EXACT_MAX_ROWS_BF16 = 200_000
