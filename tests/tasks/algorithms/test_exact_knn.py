@@ -65,3 +65,19 @@ def test_the_stage_search_in_torch_equals_faiss_exact() -> None:
     np.testing.assert_array_equal(torch_found.positions, faiss_found.neighbours.positions)
     np.testing.assert_allclose(torch_found.cosine, faiss_found.neighbours.cosine, atol=1e-5)
     assert not (torch_found.positions == np.arange(len(x))[:, None]).any()
+
+
+def test_neighbours_closer_than_bf16_can_tell_apart_are_still_exact() -> None:
+    rng = np.random.default_rng(6)
+    base = rng.normal(size=(4, 64))
+    x = base[np.arange(600) % 4] + 0.05 * rng.normal(size=(600, 64))  # gaps below bf16 steps
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    positions, scores, widened = exact_knn(x, 11, block_rows=128, margin=4)
+    _, expected_scores = _brute(x, 11)
+    assert widened > 0  # bf16 cannot rank these: the bound sends rows to the wider set
+    np.testing.assert_allclose(scores, expected_scores, atol=1e-6)
+    # Exact up to fp32's own rounding (a few 1e-8 here, where float64 may order two rows the other
+    # way): no row whose float64 score beats a returned one by more than that is left out.
+    truth = x.astype(np.float64) @ x.T.astype(np.float64)
+    found = np.take_along_axis(truth, positions, axis=1)
+    assert np.all(found.min(axis=1) >= expected_scores[:, -1] - 1e-6)
