@@ -20,6 +20,7 @@ import io
 import sys
 import tokenize
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from pathlib import Path
 
@@ -107,8 +108,7 @@ def imports_of(module: str, root: Path = ROOT) -> tuple[dict[str, Path], dict[st
         if name in found or path is None:
             continue
         found[name], external[name] = path, set()
-        tree = ast.parse(path.read_bytes(), filename=str(path))
-        for imported in _imported_names(tree, name, path.name == "__init__.py"):
+        for imported in _read_module(path, name, _stamp(path)).imports:
             if (top := _third_party(imported)) is not None:
                 external[name].add(top)
             elif imported.partition(".")[0] in PROJECT_PACKAGES:
@@ -161,14 +161,34 @@ def _docstring_spans(tree: ast.AST) -> list[tuple[tuple[int, int], tuple[int, in
     return spans
 
 
-def _code_of(path: Path) -> bytes:
-    return code_tokens(path.read_text(encoding="utf-8"))
+@dataclass(frozen=True)
+class _Module:
+    """What the code versions need of one module file: the names it imports, its code."""
+
+    imports: tuple[str, ...]
+    code: bytes
 
 
-def code_tokens(source: str) -> bytes:
+def _stamp(path: Path) -> tuple[int, int]:
+    """Size and modification time: a file edited since it was read is read again."""
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+@functools.cache
+def _read_module(path: Path, name: str, stamp: tuple[int, int]) -> _Module:
+    """One module file parsed once per process (every stage's version reads the shared ones)."""
+    source = path.read_text(encoding="utf-8")
+    tree = ast.parse(source, filename=str(path))
+    imports = tuple(_imported_names(tree, name, path.name == "__init__.py"))
+    return _Module(imports, code_tokens(source, tree))
+
+
+def code_tokens(source: str, tree: ast.AST | None = None) -> bytes:
     """What a module's code says, for hashing: its tokens with comments, blank lines and
-    docstrings left out, so only an edit of what runs changes the version."""
-    spans = _docstring_spans(ast.parse(source))
+    docstrings left out, so only an edit of what runs changes the version (``tree``: the
+    source's syntax tree, when already parsed)."""
+    spans = _docstring_spans(ast.parse(source) if tree is None else tree)
     kept = []
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
         if token.type in (tokenize.COMMENT, tokenize.NL):
@@ -185,7 +205,8 @@ def code_version_of(module: str, root: Path = ROOT) -> str:
     files, external = imports_of(module, root)
     digest = hashlib.sha256(SCHEMA_VERSION.encode())
     for name in sorted(files):
-        digest.update(name.encode() + b"\0" + _code_of(files[name]) + b"\0")
+        code = _read_module(files[name], name, _stamp(files[name])).code
+        digest.update(name.encode() + b"\0" + code + b"\0")
     for distribution, installed in sorted(package_versions(computing_packages(external)).items()):
         digest.update(f"{distribution}=={installed}\0".encode())
     return digest.hexdigest()[:16]

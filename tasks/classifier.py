@@ -14,7 +14,7 @@ from prefect import get_run_logger
 from storage import registry
 from storage.manifest import StageManifest
 from storage.tables import read_embeddings
-from tasks.core.params import ClassifierParams
+from tasks.core.params import ClassifierParams, StageParams
 from tasks.core.progress import stage_progress
 from tasks.core.results import ClassifierInfo, SubsetInfo
 from tasks.core.stage import Output, Stage
@@ -204,12 +204,12 @@ def load_split_arrays(
 
 
 def _key_params(params: ClassifierParams) -> dict[str, Any]:
-    trained = {"hidden_size", "dropout", "learning_rate", "weight_decay", "epochs", "patience"}
+    """The classifier's own fields and the seed: what training depends on."""
+    own = ClassifierParams.model_fields.keys() - StageParams.model_fields.keys()
+    key = params.model_dump(include=own | {"seed"})
     # train_batch_size as "batch_size": the name earlier runs' stage keys hash (kept, so that
     # their outputs stay cached)
-    key = params.model_dump(include=trained)
-    key["batch_size"] = params.train_batch_size
-    key["seed"] = params.seed
+    key["batch_size"] = key.pop("train_batch_size")
     return key
 
 

@@ -214,7 +214,7 @@ def pair_section(stages: RunStages, data: RunTables, config: ReportParams) -> li
         for p in chosen
     ]
     wanted = {i for grid in rows for _, ids in grid for i in ids}
-    images = report_data.read_image_bytes(stages.subset, "subset", sorted(wanted)) if wanted else {}
+    images = report_data.read_image_bytes(stages.subset, sorted(wanted)) if wanted else {}
     for rank, (pair, grid) in enumerate(zip(chosen, rows, strict=True), start=1):
         blocks += pair_figures(data, rank, pair, grid, images, config)
     return blocks

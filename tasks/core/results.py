@@ -7,7 +7,7 @@ flagged pairs: ``trained`` says whether it did.
 Each ``*Info`` model is the typed contract of one stage's ``info`` (the facts it records in its
 manifest for the stages after it): ``SubsetInfo.of(subset)`` reads it back. A stage's manifest
 JSON stays as it was: an info model names the fields others read and accepts any more the stage
-records (``extra="allow"``); ``Stage(info=...)`` checks a body's info against its model before
+records (``extra="allow"``); ``Stage(info_type=...)`` checks a body's info against its model before
 the manifest is written. They live here, not in the stage modules, so that the report, the
 record and the commands read them without importing a stage.
 """

@@ -188,7 +188,7 @@ def gather_run(
     pairs, _ = report_data.pairs_to_draw(
         data.confusion_pairs, data.overlap_pairs, data.original_labels, report_pairs
     )
-    images = report_data.read_image_bytes(stages.subset, "subset", chosen)
+    images = report_data.read_image_bytes(stages.subset, chosen)
     thumbs = {sid: thumbnail_uri(images[sid]) for sid in chosen if sid in images}
     names, cosine = shown_similarity(data)
     notes = [f"{len(thumbs)} images embedded (at most {max_images}: `--explorer-images`)."]

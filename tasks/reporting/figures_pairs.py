@@ -35,17 +35,14 @@ def cosine_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest rows of each row of ``x`` by cosine distance (1 - cosine), each row
     itself first: (indices, distances), both (n, k), as UMAP's ``precomputed_knn`` takes them.
 
-    The neighbours stage's exact search (``tasks.algorithms.exact_knn``): well under a second for
+    The neighbours stage's exact search (``neighbours.exact_search``): well under a second for
     6,000 x 1,280 (the explorer's default), where UMAP's own search (scikit-learn calling a
     numba metric pair by pair below 4,096 rows, NNDescent above) took tens of seconds on the
     whole Fashion-MNIST."""
-    from tasks.algorithms.exact_knn import exact_knn
-    from tasks.algorithms.neighbours import drop_self
-    from tasks.models.hardware import native_bf16
+    from tasks.algorithms.neighbours import exact_search
 
     unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    positions, cosine, _ = exact_knn(unit, k, bf16=native_bf16("cpu"))
-    others = drop_self(np.arange(len(x)), positions, cosine)  # k - 1 others, itself set first
+    others = exact_search(lambda: [unit], len(unit), k - 1, gpu=False)  # itself left out
     indices = np.hstack([others.queries[:, None], others.positions])
     distances = np.hstack([np.zeros((len(x), 1)), np.clip(1.0 - others.cosine, 0.0, 2.0)])
     return indices, distances.astype(np.float32)

@@ -150,7 +150,7 @@ def inside_section(
         near = knn.filter(pc.is_in(knn["sample_id"], mine["sample_id"].combine_chunks()))
         per_pair.append((row, mine, grid_rows(pair_duplicates(duplicates, a, b), mine, near)))
     wanted = {i for *_, rows in per_pair for _, ids in rows for i in ids}
-    images = read_image_bytes(stages.images, "images", sorted(wanted)) if wanted else {}
+    images = read_image_bytes(stages.images, sorted(wanted)) if wanted else {}
     for rank, (row, mine, rows) in enumerate(per_pair, start=1):
         blocks += pair_blocks(rank, row, mine, images, rows, draw)
     return blocks

@@ -123,12 +123,10 @@ def read_table(stage: StageManifest, name: str) -> pa.Table:
     return registry.table(name).read(stage.location)
 
 
-def read_image_bytes(
-    stage: StageManifest, table: str, sample_ids: Sequence[int]
-) -> dict[int, bytes]:
-    """Image bytes of the given samples from a stage's ``table`` (``images``: streamed shard by
-    shard, so memory holds one shard at a time; ``subset``: one file)."""
-    spec, columns = registry.table(table), ["sample_id", "image"]
+def read_image_bytes(stage: StageManifest, sample_ids: Sequence[int]) -> dict[int, bytes]:
+    """Image bytes of the given samples from the table named as the stage (``images``: streamed
+    shard by shard, so memory holds one shard at a time; ``subset``: one file)."""
+    spec, columns = registry.table(stage.stage), ["sample_id", "image"]
     parts = stage_shards(stage, columns) if spec.sharded else [spec.read(stage.location, columns)]
     wanted = pa.array(sorted(set(sample_ids)), pa.int64())
     found: dict[int, bytes] = {}

@@ -164,3 +164,19 @@ def test_one_split_reads_only_its_embeddings(tmp_path) -> None:
         classifier.load_split_arrays(embeddings, subset)
     arrays = classifier.load_split_arrays(embeddings, subset, only="test")
     assert len(arrays["test"][2]) == (split == "test").sum() and len(arrays["train"][2]) == 0
+
+
+def test_the_key_holds_every_training_field_under_the_name_earlier_runs_hashed() -> None:
+    from tasks.classifier import _key_params
+
+    params = ClassifierParams(dataset="synthetic", hidden_size=7, train_batch_size=9, seed=4)
+    assert _key_params(params) == {
+        "hidden_size": 7,
+        "dropout": params.dropout,
+        "learning_rate": params.learning_rate,
+        "weight_decay": params.weight_decay,
+        "epochs": params.epochs,
+        "patience": params.patience,
+        "batch_size": 9,  # train_batch_size, under the name the stage's keys have always hashed
+        "seed": 4,
+    }
