@@ -70,7 +70,8 @@ def main() -> None:
     config = RunConfig(
         dataset="cifar100", model=args.model, pretrained=False, batch_size=args.batch_size
     )
-    extractor = build_extractor(config)  # random-init weights: the same work as pretrained ones
+    # random-init weights: the same work as pretrained ones
+    extractor = build_extractor(config.params.embeddings)
     rng = np.random.default_rng(args.seed)
     images = rng.integers(0, 256, size=(args.extract_images, 32, 32, 3), dtype=np.uint8)
     pngs = [encode_png(image) for image in images]

@@ -194,7 +194,8 @@ def main() -> None:
         device=args.device.type,
         precision=args.precision,
     )
-    extractor = build_extractor(config)  # exactly as the flow's extraction task builds it
+    # exactly as the flow's extraction task builds it
+    extractor = build_extractor(config.params.embeddings)
     prep, device = extractor.prep, extractor.device
     fp32 = models.build_model(args.model, pretrained=args.pretrained, seed=config.seed)
     macs = model_macs(fp32, prep.image_size)

@@ -21,6 +21,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from common import environment, median, write_json
 
@@ -28,23 +29,32 @@ ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("tables", "figures", "explorer")
 
 
+def report_inputs(record_path: Path) -> tuple[Any, Any, Any]:
+    """(stages, report parameters, run configuration) of the run ``record_path`` names, as the
+    checkout this process imports wants them: ``RunStages`` and ``config.params.report``, or for
+    a base commit that predates them, a mapping of manifests and ``config.params_of``."""
+    from flows.config import RunConfig
+    from storage.finished_run import open_run
+
+    record = json.loads(record_path.read_text())  # as written, whichever checkout wrote it
+    run = open_run(str(record_path))
+    manifests = {name: run.manifest(name) for name in record["stages"] if name != "report"}
+    config = RunConfig(**record["params"])
+    try:
+        from tasks.core.results import RunStages
+    except ImportError:  # a commit before the typed stage contracts
+        from tasks.core.params import ReportParams
+
+        return manifests, config.params_of(ReportParams), config
+    return RunStages(**manifests), config.params.report, config
+
+
 def time_report(record_path: Path) -> dict[str, float]:
     """Seconds of each part of the report's work on the run ``record_path`` names."""
-    from flows.config import RunConfig
-    from storage.fs import Location
-    from storage.manifest import read_manifest
     from tasks import report
-    from tasks.core.params import ReportParams
     from tasks.reporting import report_data
 
-    record = json.loads(record_path.read_text())
-    stages = {
-        name: read_manifest(Location(stage["url"]))
-        for name, stage in record["stages"].items()
-        if name != "report"
-    }
-    config = RunConfig(**record["params"])
-    params = config.params_of(ReportParams)
+    stages, params, config = report_inputs(record_path)
     laps = [time.perf_counter()]
     tables = report_data.read_run_tables(stages)
     laps.append(time.perf_counter())
